@@ -1,0 +1,384 @@
+"""MIDI files <-> note arrays, with miditoolkit.
+
+Every note of every non-drum track becomes one row of a structured array
+(`NOTE_DTYPE`): start and end in seconds through the file's tempo map, pitch,
+velocity, program and a drum flag. This is the only module that opens MIDI files,
+so every limit on untrusted input lives here, in `Limits`.
+
+Real collections hold broken files. `read` gives either a correct read or one
+`MidiError(path, reason)`; where miditoolkit refuses a file that a tolerant read
+recovers (data bytes above 127, key signatures out of range, RIFF and gzip
+wrappers) it recovers it and says so in `MidiRead.recovered`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+import struct
+import tempfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import miditoolkit
+import mido.midifiles.meta as mido_meta
+import numpy as np
+
+NOTE_DTYPE = np.dtype(
+    [
+        ("start", np.float64),  # seconds
+        ("end", np.float64),  # seconds, > start
+        ("pitch", np.int16),  # MIDI pitch 0..127
+        ("velocity", np.int16),  # 1..127
+        ("program", np.int16),  # General MIDI program 0..127
+        ("is_drum", np.bool_),
+    ]
+)
+
+MIDI_SUFFIXES = (".mid", ".midi", ".kar")
+DEFAULT_BPM = 120.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Bounds on one input file; anything beyond them is a `MidiError`.
+
+    They keep a hostile or broken file from taking unbounded memory or time:
+    mido holds every event of a file as a Python object (about 200 bytes each),
+    so the byte limit bounds memory before parsing starts.
+    """
+
+    max_file_bytes: int = 4 * 2**20  # on disk, and after un-gzipping
+    max_notes: int = 200_000  # after merging tracks
+    max_seconds: float = 2 * 3600.0  # end of the last note
+
+
+LIMITS = Limits()
+
+
+class MidiError(Exception):
+    """A MIDI file that cannot be read: names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):  # crosses process boundaries in parallel reads
+        return (type(self), (self.path, self.reason))
+
+
+@dataclasses.dataclass(frozen=True)
+class MidiRead:
+    """The result of `read`.
+
+    Attributes:
+      notes: NOTE_DTYPE[n], sorted by (start, pitch, end), n >= 1.
+      recovered: what a tolerant read had to repair, one phrase each (empty for a
+        clean file).
+      dropped_zero_length: notes whose end equals their start (inaudible).
+      dropped_drums: drum notes left out (`include_drums=False`).
+    """
+
+    notes: np.ndarray
+    recovered: tuple[str, ...] = ()
+    dropped_zero_length: int = 0
+    dropped_drums: int = 0
+
+
+def empty_notes(n: int = 0) -> np.ndarray:
+    """Returns a zeroed NOTE_DTYPE[n] array."""
+    return np.zeros(n, dtype=NOTE_DTYPE)
+
+
+def make_notes(
+    start: np.ndarray,
+    end: np.ndarray,
+    pitch: np.ndarray,
+    velocity: np.ndarray,
+    program: np.ndarray | int = 0,
+    is_drum: np.ndarray | bool = False,
+) -> np.ndarray:
+    """Builds a NOTE_DTYPE[n] array from equal-length columns (scalars broadcast)."""
+    start = np.asarray(start, np.float64)
+    notes = empty_notes(start.shape[0])
+    notes["start"] = start
+    notes["end"] = end
+    notes["pitch"] = pitch
+    notes["velocity"] = velocity
+    notes["program"] = program
+    notes["is_drum"] = is_drum
+    return notes
+
+
+def sort_notes(notes: np.ndarray) -> np.ndarray:
+    """Returns notes sorted by start, then pitch, then end (a chord low to high)."""
+    order = np.lexsort((notes["end"], notes["pitch"], notes["start"]))
+    return notes[order]
+
+
+# ----------------------------------------------------------------------------
+# Reading.
+# ----------------------------------------------------------------------------
+
+
+def read(path: str | os.PathLike, *, include_drums: bool = False, limits: Limits = LIMITS) -> MidiRead:
+    """Reads a MIDI file into notes.
+
+    Args:
+      path: a Standard MIDI File (.mid, .midi, .kar), possibly wrapped in RIFF
+        (RMID) or gzip.
+      include_drums: keep notes of drum channels (channel 10) too.
+      limits: bounds on size, note count and length.
+
+    Returns:
+      A `MidiRead` whose `notes` is NOTE_DTYPE[n], n >= 1, sorted.
+
+    Raises:
+      MidiError: the file is unreadable, beyond a limit, or has no notes.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise MidiError(path, f"cannot open: {e.strerror or e}") from None
+    if size > limits.max_file_bytes:
+        raise MidiError(path, f"file of {size} bytes is over the limit of {limits.max_file_bytes}")
+    data = path.read_bytes()
+    recovered: list[str] = []
+    data = _unwrap(path, data, limits, recovered)
+    midi = _parse(path, data, recovered)
+    return _to_notes(path, midi, include_drums, limits, tuple(recovered))
+
+
+def _unwrap(path: Path, data: bytes, limits: Limits, recovered: list[str]) -> bytes:
+    """Returns the Standard MIDI File bytes inside `data` (RIFF or gzip wrapper)."""
+    if data.startswith(b"\x1f\x8b"):
+        try:
+            # Bounded decompression: a gzip bomb stops at the limit.
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            data = inflater.decompress(data, limits.max_file_bytes + 1)
+        except zlib.error as e:
+            raise MidiError(path, f"corrupt gzip wrapper: {e}") from None
+        if len(data) > limits.max_file_bytes:
+            raise MidiError(path, f"gzip content is over the limit of {limits.max_file_bytes} bytes")
+        recovered.append("unwrapped gzip")
+    if data.startswith(b"RIFF") and data[8:12] == b"RMID":
+        pos = 12
+        while pos + 8 <= len(data):
+            tag, length = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+            if tag == b"data":
+                data = data[pos + 8 : pos + 8 + length]
+                recovered.append("unwrapped RIFF RMID")
+                break
+            pos += 8 + length + (length & 1)
+        else:
+            raise MidiError(path, "RIFF RMID file without a 'data' chunk")
+    if not data:
+        raise MidiError(path, "empty file")
+    if not data.startswith(b"MThd"):
+        head = data[:64].lstrip().lower()
+        if head.startswith((b"<!doctype", b"<html", b"<?xml", b"<")):
+            raise MidiError(path, "not a MIDI file: looks like HTML/XML")
+        if data.startswith(b"RIFF"):
+            raise MidiError(path, "not a MIDI file: a RIFF file that is not RMID (audio?)")
+        raise MidiError(path, f"not a MIDI file: starts with {data[:4]!r}, not b'MThd'")
+    if len(data) < 14:
+        raise MidiError(path, "truncated: header chunk incomplete")
+    fmt, _, division = struct.unpack(">HHh", data[8:14])
+    if fmt == 2:
+        raise MidiError(path, "type-2 MIDI (independent sequences) is not supported")
+    if fmt > 2:
+        raise MidiError(path, f"unknown MIDI format {fmt}")
+    if division == 0:
+        raise MidiError(path, "time division of 0 ticks per beat")
+    return data
+
+
+def _parse(path: Path, data: bytes, recovered: list[str]) -> miditoolkit.MidiFile:
+    """Parses with miditoolkit, retrying tolerantly where a strict read refuses."""
+    clip = False
+    lenient_keys = False
+    for _ in range(3):
+        try:
+            with _lenient_key_signatures(lenient_keys):
+                return miditoolkit.MidiFile(file=io.BytesIO(data), clip=clip)
+        except mido_meta.KeySignatureError:
+            if lenient_keys:
+                break
+            lenient_keys = True
+            recovered.append("ignored key signatures out of range")
+        except OSError as e:
+            if "data byte must be in range" in str(e) and not clip:
+                clip = True
+                recovered.append("clipped data bytes above 127")
+                continue
+            raise MidiError(path, f"corrupt MIDI data: {e}") from None
+        except EOFError:
+            raise MidiError(path, "truncated: file ends inside a chunk") from None
+        except (ValueError, KeyError, IndexError, struct.error) as e:
+            raise MidiError(path, f"corrupt MIDI data: {type(e).__name__}: {e}") from None
+    raise MidiError(path, "corrupt MIDI data")  # pragma: no cover - retries are bounded
+
+
+class _LenientKeySignature(mido_meta.MetaSpec_key_signature):
+    """A key signature spec that reads an out-of-range key as C major."""
+
+    def decode(self, message, data):
+        try:
+            super().decode(message, data)
+        except mido_meta.KeySignatureError:
+            message.key = "C"
+
+
+@contextlib.contextmanager
+def _lenient_key_signatures(enabled: bool) -> Iterator[None]:
+    """Swaps mido's key signature decoder for a lenient one while parsing."""
+    if not enabled:
+        yield
+        return
+    original = mido_meta._META_SPECS[0x59]
+    mido_meta.add_meta_spec(_LenientKeySignature)
+    try:
+        yield
+    finally:
+        mido_meta.add_meta_spec(type(original))
+
+
+def tick_to_seconds(
+    ticks: np.ndarray, ticks_per_beat: int, tempo_ticks: np.ndarray, tempo_bpm: np.ndarray
+) -> np.ndarray:
+    """Maps ticks to seconds through a tempo map, without a per-tick table.
+
+    Args:
+      ticks: int[n] absolute ticks.
+      ticks_per_beat: the file's division; negative for SMPTE (-fps, ticks/frame).
+      tempo_ticks: int[m] ticks of tempo changes, ascending, first 0.
+      tempo_bpm: float[m] tempo in force from each change on.
+
+    Returns:
+      float64[n] seconds.
+    """
+    ticks = np.asarray(ticks, np.float64)
+    if ticks_per_beat < 0:  # SMPTE: fixed rate, tempo events do not apply
+        fps = -(ticks_per_beat >> 8)
+        per_frame = ticks_per_beat & 0xFF
+        return ticks / (29.97 if fps == 29 else fps) / max(per_frame, 1)
+    sec_per_tick = 60.0 / (np.asarray(tempo_bpm, np.float64) * ticks_per_beat)
+    tempo_ticks = np.asarray(tempo_ticks, np.float64)
+    start_sec = np.concatenate([[0.0], np.cumsum(np.diff(tempo_ticks) * sec_per_tick[:-1])])
+    idx = np.searchsorted(tempo_ticks, ticks, side="right") - 1
+    return start_sec[idx] + (ticks - tempo_ticks[idx]) * sec_per_tick[idx]
+
+
+def _to_notes(
+    path: Path,
+    midi: miditoolkit.MidiFile,
+    include_drums: bool,
+    limits: Limits,
+    recovered: tuple[str, ...],
+) -> MidiRead:
+    instruments = midi.instruments
+    total = sum(len(inst.notes) for inst in instruments)
+    if total > limits.max_notes:
+        raise MidiError(path, f"{total} notes is over the limit of {limits.max_notes}")
+    kept = [inst for inst in instruments if include_drums or not inst.is_drum]
+    dropped_drums = total - sum(len(inst.notes) for inst in kept)
+    n = total - dropped_drums
+    if n == 0:
+        raise MidiError(path, "no pitched notes (drum tracks only)" if dropped_drums else "no notes")
+    cols = np.empty((n, 4), np.int64)
+    program = np.empty(n, np.int16)
+    is_drum = np.empty(n, np.bool_)
+    i = 0
+    for inst in kept:
+        k = len(inst.notes)
+        cols[i : i + k] = [(x.start, x.end, x.pitch, x.velocity) for x in inst.notes]
+        program[i : i + k] = inst.program
+        is_drum[i : i + k] = inst.is_drum
+        i += k
+    tempos = sorted(midi.tempo_changes, key=lambda t: t.time) or [miditoolkit.TempoChange(DEFAULT_BPM, 0)]
+    tempo_ticks = np.array([t.time for t in tempos], np.int64)
+    tempo_bpm = np.array([t.tempo for t in tempos], np.float64)
+    if tempo_ticks[0] != 0:  # MIDI's default tempo holds until the first change
+        tempo_ticks = np.concatenate([[0], tempo_ticks])
+        tempo_bpm = np.concatenate([[DEFAULT_BPM], tempo_bpm])
+    if not np.all(np.isfinite(tempo_bpm)) or np.any(tempo_bpm <= 0):
+        raise MidiError(path, "tempo map holds a tempo of zero")
+    seconds = tick_to_seconds(cols[:, :2].ravel(), midi.ticks_per_beat, tempo_ticks, tempo_bpm)
+    notes = make_notes(seconds[0::2], seconds[1::2], cols[:, 2], cols[:, 3], program, is_drum)
+    last = float(notes["end"].max())
+    if last > limits.max_seconds:
+        raise MidiError(path, f"{last:.0f} s long is over the limit of {limits.max_seconds:.0f} s")
+    audible = notes["end"] > notes["start"]
+    notes = notes[audible]
+    if notes.shape[0] == 0:
+        raise MidiError(path, "no notes longer than zero")
+    return MidiRead(
+        notes=sort_notes(notes),
+        recovered=recovered,
+        dropped_zero_length=int(n - notes.shape[0]),
+        dropped_drums=dropped_drums,
+    )
+
+
+def find_midi_files(directory: str | os.PathLike) -> list[Path]:
+    """Returns every MIDI file under `directory`, recursively, sorted by path."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: not a directory")
+    return sorted(p for p in directory.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file())
+
+
+# ----------------------------------------------------------------------------
+# Writing.
+# ----------------------------------------------------------------------------
+
+
+def write(
+    notes: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    ticks_per_beat: int = 480,
+    bpm: float = DEFAULT_BPM,
+) -> None:
+    """Writes notes to a MIDI file, one track per (program, drum) pair.
+
+    Times are rounded to ticks at a constant tempo (at the defaults one tick is
+    1/960 s), and every note lasts at least one tick. The file appears whole or
+    not at all: it is written beside `path` and renamed into place.
+
+    Args:
+      notes: NOTE_DTYPE[n].
+      path: the .mid file to write; its folder must exist.
+      ticks_per_beat: the written file's division.
+      bpm: the written file's single tempo.
+    """
+    path = Path(path)
+    ticks_per_sec = ticks_per_beat * bpm / 60.0
+    midi = miditoolkit.MidiFile(ticks_per_beat=ticks_per_beat)
+    midi.tempo_changes = [miditoolkit.TempoChange(bpm, 0)]
+    keys = sorted({(int(p), bool(d)) for p, d in zip(notes["program"], notes["is_drum"], strict=True)})
+    for program, is_drum in keys:
+        sel = notes[(notes["program"] == program) & (notes["is_drum"] == is_drum)]
+        start = np.round(sel["start"] * ticks_per_sec).astype(np.int64)
+        end = np.maximum(np.round(sel["end"] * ticks_per_sec).astype(np.int64), start + 1)
+        inst = miditoolkit.Instrument(program=program, is_drum=is_drum)
+        inst.notes = [
+            miditoolkit.Note(int(v), int(p), int(s), int(e))
+            for s, e, p, v in zip(start, end, sel["pitch"], sel["velocity"], strict=True)
+        ]
+        midi.instruments.append(inst)
+    midi.max_tick = max([n.end for inst in midi.instruments for n in inst.notes], default=0) + 1
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        midi.dump(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

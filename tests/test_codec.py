@@ -1,0 +1,239 @@
+"""codec: bins, the seed's encoding, round trips, save/load, the report CLI."""
+
+import json
+
+import helpers
+import hypothesis.extra.numpy as hnp
+import numpy as np
+import pytest
+from helpers import CHORDS_AND_RESTS, DRUMS, Track, write_midi
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jaxmusic import codec, metrics, midi_io
+
+
+def _notes(start, dur, pitch, vel):
+    start = np.asarray(start, np.float64)
+    return midi_io.sort_notes(midi_io.make_notes(start, start + np.asarray(dur), pitch, vel))
+
+
+def test_duration_and_velocity_bins_at_quantiles():
+    dur = np.repeat([0.1, 0.2, 0.4, 0.8], 25)
+    vel = np.repeat([30, 60, 90, 120], 25)
+    notes = _notes(np.arange(100.0), dur, 60, vel)
+    c = codec.fit([notes], onset_bins=0, min_count=1)
+    # Quartiles of 25 x {0.1, 0.2, 0.4, 0.8} sit at indices 24.75, 49.5, 74.25 and
+    # interpolate between the groups: 0.1 + .75 * .1, 0.2 + .5 * .2, 0.4 + .25 * .4.
+    np.testing.assert_allclose(c.duration_edges, [0.175, 0.3, 0.5])
+    np.testing.assert_allclose(c.duration_values, [0.1, 0.2, 0.4, 0.8])
+    assert c.velocity_values == (30, 60, 90, 120)
+    q = c.quantize(notes)
+    np.testing.assert_array_equal(q[:, 2], np.repeat([0, 1, 2, 3], 25))
+    np.testing.assert_array_equal(q[:, 1], np.repeat([0, 1, 2, 3], 25))
+
+
+def test_repeated_values_merge_bins():
+    notes = _notes(np.arange(10.0), np.full(10, 0.5), 60, np.full(10, 100))
+    c = codec.fit([notes], onset_bins=0, min_count=1)
+    assert c.duration_values == (0.5,) and c.velocity_values == (100,)
+
+
+def test_seed_encoding_with_no_onset_bins():
+    # onset_bins=0 is the seed: the id is (pitch, velocity bin, duration bin);
+    # decoding lays the notes back to back, so a chord becomes an arpeggio.
+    notes = _notes([0, 0, 0, 3], [1, 2, 1, 2], [60, 64, 67, 72], [40, 100, 40, 100])
+    c = codec.fit([notes], onset_bins=0, duration_bins=2, velocity_bins=2, min_count=1)
+    assert not c.has_onsets and c.num_onset_bins == 1
+    np.testing.assert_array_equal(c.vocabulary, [[60, 0, 0, 0], [64, 1, 1, 0], [67, 0, 0, 0], [72, 1, 1, 0]])
+    ids = c.encode(notes)
+    np.testing.assert_array_equal(ids, c.first_note_id + np.arange(4))
+    out = c.decode(ids)
+    np.testing.assert_allclose(out["start"], [0, 1, 3, 4])
+    np.testing.assert_allclose(out["end"] - out["start"], [1, 2, 1, 2])
+    np.testing.assert_array_equal(out["velocity"], [40, 100, 40, 100])
+
+
+def test_round_trip_of_midi_with_chords_rests_tempo_tracks_and_drums(tmp_path):
+    melody = [n for n in CHORDS_AND_RESTS if n[2] >= 67]
+    harmony = [n for n in CHORDS_AND_RESTS if n[2] < 67]
+    path = write_midi(
+        tmp_path / "a.mid",
+        [Track(melody, 0, 0), Track(harmony, 1, 24), Track(DRUMS, channel=9)],
+        tempos=[(0, 120), (6, 60)],
+    )
+    notes = midi_io.read(path).notes
+    # In seconds, positive onset gaps take 4 values (0.25, 0.5, 1, 2) and durations 4
+    # (0.25, 0.5, 1, 2, the last once in 12): the default 8 onset bins and 16
+    # duration bins give each value a bin of its own, so the round trip is exact.
+    c = codec.fit([notes], duration_bins=16, min_count=1)
+    out = c.decode(c.encode(notes))
+    np.testing.assert_array_equal(out["pitch"], notes["pitch"])
+    np.testing.assert_allclose(out["start"], notes["start"], atol=1e-9)
+    np.testing.assert_allclose(out["end"], notes["end"], atol=1e-9)
+    assert metrics.match_onsets(notes, out).f1 == 1.0
+
+
+def test_onset_error_does_not_accumulate():
+    # Gaps of 0.3 s with bin values {0, 0.25, 0.5}: plain rounding would drift 50 ms
+    # a note; error feedback keeps every onset within half a bin (0.125 s).
+    start = np.arange(200) * 0.3
+    notes = _notes(start, np.full(200, 0.1), 60, 80)
+    values = np.array([0.0, 0.25, 0.5])
+    bins = codec._onset_bins_with_feedback(notes["start"], values)
+    decoded = np.cumsum(values[bins])
+    assert np.abs(decoded - start).max() <= 0.125 + 1e-9
+
+
+def test_rare_long_gap_gets_a_bin_of_its_own():
+    # 12 short gaps and one rest of 2 s: quantile bins merge the rest with 0.5 s.
+    start = np.cumsum([0] + [0.25, 0.5] * 6 + [2.0])
+    notes = _notes(start, np.full(14, 0.2), 60, 80)
+    assert 2.0 not in codec.fit([notes], onset_fit="quantile").onset_values
+    c = codec.fit([notes], min_count=1)
+    np.testing.assert_allclose(c.onset_values, [0.0, 0.25, 0.5, 2.0])
+    np.testing.assert_allclose(c.decode(c.encode(notes))["start"], start)
+
+
+def test_lloyd_values_are_cluster_means():
+    x = np.concatenate([np.full(50, 0.1), np.full(50, 0.12), np.full(100, 1.0)])
+    np.testing.assert_allclose(codec._lloyd_values(x, np.array([0.05, 0.5])), [0.11, 1.0])
+
+
+def test_specials_and_genres_in_decode():
+    notes = _notes([0, 0.5], [0.5, 0.5], [60, 62], [80, 80])
+    c = codec.fit([notes], genres=["jazz", "rock"], min_count=1)
+    assert c.first_note_id == codec.NUM_SPECIAL + 2
+    assert c.genre_id("rock") == codec.NUM_SPECIAL + 1
+    a, b = c.encode(notes)
+    ids = [codec.BOS, c.genre_id("jazz"), a, codec.PAD, codec.UNK, b, codec.EOS, a, a]
+    out = c.decode(ids)
+    assert list(out["pitch"]) == [60, 62]
+    with pytest.raises(codec.CodecError, match="unknown genre 'pop'; this codec knows: jazz, rock"):
+        c.genre_id("pop")
+    with pytest.raises(codec.CodecError, match=f"id {c.vocab_size} is outside"):
+        c.decode([a, c.vocab_size])
+
+
+def test_unknown_tuples_become_nearest_or_unk():
+    train = _notes([0, 1, 2], [0.5, 0.5, 0.5], [60, 64, 67], [80, 80, 80])
+    c = codec.fit([train], onset_bins=2, min_count=1)
+    new = _notes([0, 1], [0.5, 0.5], [61, 64], [80, 80])  # pitch 61 never seen
+    assert c.unknown_mask(new).tolist() == [True, False]
+    assert c.encode(new, unknown="unk")[0] == codec.UNK
+    nearest = c.vocabulary[c.encode(new)[0] - c.first_note_id]
+    assert nearest[0] == 60 and nearest[3] == c.quantize(new)[0, 3]  # nearest pitch, same onset bin
+
+
+def test_min_count_drops_rare_tuples():
+    notes = _notes(np.arange(7.0), np.full(7, 0.5), [60, 60, 60, 62, 62, 62, 64], np.full(7, 80))
+    c = codec.fit([notes], onset_bins=0, min_count=2)
+    assert sorted(set(c.vocabulary[:, 0])) == [60, 62]
+
+
+def test_save_and_load_round_trip(tmp_path):
+    notes = helpers.seconds_at_120(CHORDS_AND_RESTS)
+    c = codec.fit([notes], genres=["classical"], min_count=1)
+    path = tmp_path / "codec.json"
+    c.save(path)
+    back = codec.load(path, expected_fingerprint=c.fingerprint)
+    assert back.fingerprint == c.fingerprint
+    np.testing.assert_array_equal(back.encode(notes), c.encode(notes))
+    np.testing.assert_array_equal(back.decode(c.encode(notes)), c.decode(c.encode(notes)))
+    assert back.genres == ("classical",)
+
+
+def test_load_refuses_other_or_edited_codecs(tmp_path):
+    notes = helpers.seconds_at_120(CHORDS_AND_RESTS)
+    c = codec.fit([notes], min_count=1)
+    path = tmp_path / "codec.json"
+    c.save(path)
+    other = codec.fit([notes], onset_bins=0, min_count=1)
+    with pytest.raises(codec.CodecError, match="does not match the expected"):
+        codec.load(path, expected_fingerprint=other.fingerprint)
+    d = json.loads(path.read_text())
+    d["vocabulary"][0][0] += 1
+    path.write_text(json.dumps(d))
+    with pytest.raises(codec.CodecError, match="fingerprint does not match its content"):
+        codec.load(path)
+    d["version"] = 99
+    path.write_text(json.dumps(d))
+    with pytest.raises(codec.CodecError, match="format version 99"):
+        codec.load(path)
+    path.write_text("{")
+    with pytest.raises(codec.CodecError, match="cannot read codec"):
+        codec.load(path)
+
+
+def test_fit_refuses_bad_arguments():
+    notes = helpers.seconds_at_120(CHORDS_AND_RESTS)
+    with pytest.raises(codec.CodecError, match="no notes"):
+        codec.fit([])
+    with pytest.raises(codec.CodecError, match="onset_fit"):
+        codec.fit([notes], onset_fit="kmeans")
+    with pytest.raises(codec.CodecError, match="genre names repeat"):
+        codec.fit([notes], genres=["pop", "pop"])
+
+
+sorted_starts = hnp.arrays(np.float64, st.integers(1, 60), elements=st.floats(0, 30, allow_nan=False)).map(
+    np.sort
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(start=sorted_starts, data=st.data())
+def test_round_trip_keeps_pitch_order_and_onset_order(start, data):
+    n = start.shape[0]
+    pitch = data.draw(hnp.arrays(np.int16, n, elements=st.integers(0, 127)))
+    dur = data.draw(hnp.arrays(np.float64, n, elements=st.floats(0.01, 4)))
+    vel = data.draw(hnp.arrays(np.int16, n, elements=st.integers(1, 127)))
+    notes = _notes(start, dur, pitch, vel)
+    c = codec.fit([notes], min_count=1)
+    out = c.decode(c.encode(notes))
+    np.testing.assert_array_equal(out["pitch"], notes["pitch"])  # pitch order kept
+    assert np.all(np.diff(out["start"]) >= 0)  # onsets in the same order
+    assert np.all(out["end"] > out["start"])
+
+
+def _fixture_folder(tmp_path):
+    write_midi(tmp_path / "classical" / "a.mid", [Track(CHORDS_AND_RESTS)])
+    write_midi(tmp_path / "jazz" / "b.mid", [Track(CHORDS_AND_RESTS[:6]), Track(DRUMS, channel=9)])
+    (tmp_path / "jazz" / "page.mid").write_bytes(helpers.bad_midi_bytes()["html"])
+    (tmp_path / "rock" / "clip.mid").parent.mkdir()
+    (tmp_path / "rock" / "clip.mid").write_bytes(helpers.bad_midi_bytes()["data_byte_above_127"])
+    return tmp_path
+
+
+def test_report_cli_writes_json(tmp_path, capsys):
+    folder = _fixture_folder(tmp_path / "midi")
+    out = tmp_path / "report.json"
+    args = [
+        "report",
+        str(folder),
+        "--min_count",
+        "1",
+        "--json",
+        str(out),
+        "--codec_out",
+        str(tmp_path / "c.json"),
+    ]
+    rc = codec.main([*args, "--workers", "1"])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert (r["files_found"], r["files_read"], r["files_rejected"]) == (4, 3, 1)
+    assert r["rejected"][0]["reason"] == "not a MIDI file: looks like HTML/XML"
+    assert r["recovered"][0]["recovered"] == ["clipped data bytes above 127"]
+    assert r["notes"] == len(CHORDS_AND_RESTS) + 6 + 2
+    assert r["fidelity"]["onset_f1"] == pytest.approx(1.0)
+    assert codec.load(tmp_path / "c.json").fingerprint == r["codec"]["fingerprint"]
+    assert "onset P / R / F1" in capsys.readouterr().out
+
+
+def test_report_cli_bad_input(tmp_path, capsys):
+    assert codec.main(["report", str(tmp_path / "missing")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    assert codec.main(["report", str(tmp_path)]) == 2
+    assert "no MIDI files" in capsys.readouterr().err
+    folder = _fixture_folder(tmp_path / "midi")
+    assert codec.main(["report", str(folder), "--json", str(tmp_path / "no" / "r.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -1,0 +1,188 @@
+"""midi_io: reading through the tempo map, merging tracks, bad input, writing."""
+
+import gzip
+import struct
+
+import helpers
+import numpy as np
+import pytest
+from helpers import CHORDS_AND_RESTS, DRUMS, Track, write_midi
+
+from jaxmusic import midi_io
+
+
+def test_read_merges_tracks_sorts_and_times_in_seconds(tmp_path):
+    melody = [n for n in CHORDS_AND_RESTS if n[2] >= 67]
+    harmony = [n for n in CHORDS_AND_RESTS if n[2] < 67]
+    path = write_midi(tmp_path / "a.mid", [Track(melody, 0, 0), Track(harmony, 1, 33)])
+    got = midi_io.read(path)
+    want = helpers.seconds_at_120(CHORDS_AND_RESTS)
+    np.testing.assert_array_equal(got.notes["pitch"], want["pitch"])
+    np.testing.assert_allclose(got.notes["start"], want["start"], atol=1e-9)
+    np.testing.assert_allclose(got.notes["end"], want["end"], atol=1e-9)
+    np.testing.assert_array_equal(got.notes["velocity"], want["velocity"])
+    assert set(got.notes["program"][got.notes["pitch"] < 67]) == {33}
+    assert got.recovered == ()
+
+
+def test_tempo_changes_are_followed(tmp_path):
+    # 120 bpm for 2 beats (1 s), then 60 bpm: beat 3 is at 1 s + 1 s = 2 s.
+    notes = [(0, 1, 60, 80), (2, 1, 62, 80), (3, 1, 64, 80)]
+    path = write_midi(tmp_path / "t.mid", [Track(notes)], tempos=[(0, 120), (2, 60)])
+    got = midi_io.read(path).notes
+    np.testing.assert_allclose(got["start"], [0.0, 1.0, 2.0])
+    np.testing.assert_allclose(got["end"], [0.5, 2.0, 3.0])
+
+
+def test_tempo_before_first_change_is_120_bpm():
+    sec = midi_io.tick_to_seconds(
+        np.array([0, 480, 960, 1440]), 480, np.array([0, 960]), np.array([120.0, 60.0])
+    )
+    np.testing.assert_allclose(sec, [0.0, 0.5, 1.0, 2.0])
+
+
+def test_smpte_division_uses_frames(tmp_path):
+    # 25 fps, 40 ticks per frame: 1000 ticks per second.
+    division = struct.unpack(">h", bytes([256 - 25, 40]))[0]
+    sec = midi_io.tick_to_seconds(np.array([0, 1000, 2500]), division, np.array([0]), np.array([120.0]))
+    np.testing.assert_allclose(sec, [0.0, 1.0, 2.5])
+
+
+def test_drums_left_out_by_default_and_kept_on_request(tmp_path):
+    path = write_midi(tmp_path / "d.mid", [Track(CHORDS_AND_RESTS), Track(DRUMS, channel=9)])
+    plain = midi_io.read(path)
+    assert plain.notes.shape[0] == len(CHORDS_AND_RESTS)
+    assert plain.dropped_drums == len(DRUMS)
+    assert not plain.notes["is_drum"].any()
+    full = midi_io.read(path, include_drums=True)
+    assert full.notes.shape[0] == len(CHORDS_AND_RESTS) + len(DRUMS)
+    assert full.notes["is_drum"].sum() == len(DRUMS)
+
+
+def test_only_drums_is_a_midi_error(tmp_path):
+    path = write_midi(tmp_path / "drums.mid", [Track(DRUMS, channel=9)])
+    with pytest.raises(midi_io.MidiError, match="drum tracks only"):
+        midi_io.read(path)
+
+
+def test_zero_length_notes_dropped_and_overlaps_kept(tmp_path):
+    notes = [(0, 0, 60, 80), (0, 2, 62, 80), (1, 2, 62, 70), (1, 1, 64, 90)]
+    path = write_midi(tmp_path / "z.mid", [Track(notes)])
+    got = midi_io.read(path)
+    assert got.dropped_zero_length == 1
+    assert list(got.notes["pitch"]) == [62, 62, 64]
+    assert np.all(got.notes["end"] > got.notes["start"])
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("empty", "empty file"),
+        ("truncated", "truncated"),
+        ("html", "looks like HTML"),
+        ("wave", "RIFF file that is not RMID"),
+        ("garbage", "not a MIDI file"),
+        ("type2", "type-2"),
+    ],
+)
+def test_bad_files_raise_one_midi_error(tmp_path, name, reason):
+    path = tmp_path / f"{name}.mid"
+    path.write_bytes(helpers.bad_midi_bytes()[name])
+    with pytest.raises(midi_io.MidiError, match=reason) as e:
+        midi_io.read(path)
+    assert e.value.path == str(path)
+
+
+@pytest.mark.parametrize(
+    "name, recovered",
+    [
+        ("data_byte_above_127", "clipped data bytes above 127"),
+        ("key_signature_out_of_range", "ignored key signatures out of range"),
+    ],
+)
+def test_tolerant_read_recovers_and_says_so(tmp_path, name, recovered):
+    path = tmp_path / f"{name}.mid"
+    path.write_bytes(helpers.bad_midi_bytes()[name])
+    got = midi_io.read(path)
+    assert recovered in got.recovered
+    assert list(got.notes["pitch"]) == [60, 62]
+    np.testing.assert_allclose(got.notes["start"], [0.0, 0.5])
+
+
+def test_key_signature_tolerance_does_not_leak(tmp_path):
+    path = tmp_path / "k.mid"
+    path.write_bytes(helpers.bad_midi_bytes()["key_signature_out_of_range"])
+    midi_io.read(path)
+    import mido.midifiles.meta as meta
+
+    assert type(meta._META_SPECS[0x59]) is meta.MetaSpec_key_signature
+
+
+def test_gzip_and_rmid_wrappers_are_unwrapped(tmp_path):
+    good = helpers.good_midi_bytes()
+    gz = tmp_path / "g.mid"
+    gz.write_bytes(gzip.compress(good))
+    assert midi_io.read(gz).recovered == ("unwrapped gzip",)
+    data_chunk = b"data" + struct.pack("<I", len(good)) + good
+    riff = tmp_path / "r.mid"
+    riff.write_bytes(b"RIFF" + struct.pack("<I", 4 + len(data_chunk)) + b"RMID" + data_chunk)
+    got = midi_io.read(riff)
+    assert got.recovered == ("unwrapped RIFF RMID",)
+    assert list(got.notes["pitch"]) == [60, 62]
+
+
+def test_limits_bound_size_notes_and_length(tmp_path):
+    path = write_midi(tmp_path / "long.mid", [Track([(0, 1, 60, 80), (7200, 1, 62, 80)])])
+    with pytest.raises(midi_io.MidiError, match="over the limit of 3600 s"):
+        midi_io.read(path, limits=midi_io.Limits(max_seconds=3600))
+    with pytest.raises(midi_io.MidiError, match="2 notes is over the limit of 1"):
+        midi_io.read(path, limits=midi_io.Limits(max_notes=1))
+    with pytest.raises(midi_io.MidiError, match="over the limit of 10"):
+        midi_io.read(path, limits=midi_io.Limits(max_file_bytes=10))
+    # A gzip bomb stops at the byte limit instead of filling memory.
+    bomb = tmp_path / "bomb.mid"
+    bomb.write_bytes(gzip.compress(b"MThd" + b"\x00" * 10_000_000))
+    with pytest.raises(midi_io.MidiError, match="gzip content is over the limit"):
+        midi_io.read(bomb)
+
+
+def test_missing_file_is_a_midi_error(tmp_path):
+    with pytest.raises(midi_io.MidiError, match="cannot open"):
+        midi_io.read(tmp_path / "nope.mid")
+
+
+def test_midi_error_pickles_for_worker_processes():
+    import pickle
+
+    e = pickle.loads(pickle.dumps(midi_io.MidiError("a.mid", "empty file")))
+    assert (e.path, e.reason, str(e)) == ("a.mid", "empty file", "a.mid: empty file")
+
+
+def test_write_then_read_round_trip(tmp_path):
+    want = helpers.seconds_at_120(CHORDS_AND_RESTS)
+    want["program"][::2] = 40
+    path = tmp_path / "w.mid"
+    midi_io.write(want, path)
+    got = midi_io.read(path).notes
+    np.testing.assert_array_equal(got["pitch"], want["pitch"])
+    np.testing.assert_allclose(got["start"], want["start"], atol=1 / 960)
+    np.testing.assert_allclose(got["end"], want["end"], atol=1 / 960)
+    assert sorted(got["program"]) == sorted(want["program"])
+
+
+def test_failed_write_keeps_the_existing_file(tmp_path):
+    path = tmp_path / "keep.mid"
+    path.write_bytes(helpers.good_midi_bytes())
+    bad = midi_io.make_notes([0.0], [1.0], [300], [80])  # pitch beyond MIDI
+    with pytest.raises(Exception):  # noqa: B017 - whatever mido raises, the old file must survive
+        midi_io.write(bad, path)
+    assert path.read_bytes() == helpers.good_midi_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.mid"]
+
+
+def test_find_midi_files_recurses_and_filters(tmp_path):
+    for name in ["a/x.mid", "a/b/y.MIDI", "z.kar", "notes.txt"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    found = [p.relative_to(tmp_path).as_posix() for p in midi_io.find_midi_files(tmp_path)]
+    assert found == ["a/b/y.MIDI", "a/x.mid", "z.kar"]
