@@ -186,3 +186,36 @@ def test_find_midi_files_recurses_and_filters(tmp_path):
         (tmp_path / name).write_bytes(b"")
     found = [p.relative_to(tmp_path).as_posix() for p in midi_io.find_midi_files(tmp_path)]
     assert found == ["a/b/y.MIDI", "a/x.mid", "z.kar"]
+
+
+def _assert_same_read(a: midi_io.MidiRead, b: midi_io.MidiRead):
+    for field in ("start", "end"):
+        np.testing.assert_allclose(a.notes[field], b.notes[field], rtol=0, atol=1e-9)
+    for field in ("pitch", "velocity", "program", "is_drum"):
+        np.testing.assert_array_equal(a.notes[field], b.notes[field])
+    assert (a.dropped_drums, a.dropped_zero_length) == (b.dropped_drums, b.dropped_zero_length)
+
+
+@pytest.mark.parametrize("include_drums", [False, True])
+def test_symusic_reader_gives_the_reference_notes(tmp_path, include_drums):
+    overlaps = [(0, 0, 60, 80), (0, 2, 62, 80), (1, 2, 62, 70), (1, 1, 64, 90), (3, 1, 62, 50)]
+    files = [
+        write_midi(tmp_path / "a.mid", [Track(CHORDS_AND_RESTS, 0, 5), Track(DRUMS, channel=9)]),
+        write_midi(tmp_path / "b.mid", [Track(CHORDS_AND_RESTS, 2, 40)], tempos=[(0, 90), (3, 150), (7, 61)]),
+        write_midi(tmp_path / "c.mid", [Track(overlaps, 0, 0), Track(overlaps, 1, 70)], tpb=96),
+    ]
+    for f in files:
+        ref = midi_io.read(f, include_drums=include_drums)
+        fast = midi_io.read(f, include_drums=include_drums, reader="symusic")
+        _assert_same_read(fast, ref)
+
+
+def test_symusic_reader_falls_back_to_the_tolerant_reference(tmp_path):
+    path = tmp_path / "x.mid"
+    path.write_bytes(helpers.bad_midi_bytes()["data_byte_above_127"])
+    fast = midi_io.read(path, reader="symusic")
+    assert fast.recovered == ("clipped data bytes above 127",)
+    _assert_same_read(fast, midi_io.read(path))
+    path.write_bytes(helpers.bad_midi_bytes()["truncated"])
+    with pytest.raises(midi_io.MidiError, match="truncated"):
+        midi_io.read(path, reader="symusic")
