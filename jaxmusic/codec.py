@@ -45,6 +45,7 @@ SPECIAL_NAMES = ("PAD", "BOS", "EOS", "UNK")
 FORMAT = "jaxmusic.codec"
 FORMAT_VERSION = 1
 NUM_PITCHES = 128
+TIME_DECIMALS = 6  # times are binned at microsecond resolution
 
 
 class CodecError(ValueError):
@@ -99,23 +100,18 @@ class Codec:
         table[p, v, d, o] = self.first_note_id + np.arange(self.vocabulary.shape[0], dtype=np.int32)
         return table
 
-    @functools.cached_property
-    def _nearest_table(self) -> np.ndarray:
-        """int32[128, kv, kd, ko]: the id of each tuple, or of its nearest seen tuple.
+    def _nearest_ids(self, tuples: np.ndarray) -> np.ndarray:
+        """int32[n]: the id of the seen tuple nearest to each row of int[n, 4].
 
         Nearest keeps the onset bin first (so timing survives), then the pitch,
         then the duration bin, then the velocity bin.
         """
-        table = self._exact_table.copy()
         if not self.vocabulary.shape[0]:
-            return table
-        cells = np.argwhere(table == UNK)
+            return np.full(tuples.shape[0], UNK, np.int32)
         vocab = self.vocabulary.astype(np.int64)
         weights = np.array([10**3, 1, 10, 10**6])  # pitch, velocity, duration, onset
-        for chunk in np.array_split(cells, max(1, cells.shape[0] // 128)):
-            cost = (np.abs(chunk[:, None, :] - vocab[None, :, :]) * weights).sum(-1)
-            table[tuple(chunk.T)] = self.first_note_id + cost.argmin(1)
-        return table
+        cost = (np.abs(tuples[:, None, :] - vocab[None, :, :]) * weights).sum(-1)
+        return (self.first_note_id + cost.argmin(1)).astype(np.int32)
 
     # -- sizes and ids -------------------------------------------------------
 
@@ -171,7 +167,7 @@ class Codec:
         out = np.zeros((notes.shape[0], 4), np.int64)
         out[:, 0] = notes["pitch"]
         out[:, 1] = np.digitize(notes["velocity"], self.velocity_edges)
-        out[:, 2] = np.digitize(notes["end"] - notes["start"], self.duration_edges)
+        out[:, 2] = np.digitize(durations(notes), self.duration_edges)
         if self.has_onsets:
             out[:, 3] = _onset_bins_with_feedback(notes["start"], np.asarray(self.onset_values))
         return out
@@ -190,8 +186,13 @@ class Codec:
         """
         if unknown not in ("nearest", "unk"):
             raise CodecError(f"unknown= must be 'nearest' or 'unk', got {unknown!r}")
-        table = self._nearest_table if unknown == "nearest" else self._exact_table
-        return table[tuple(self._checked_quantize(notes).T)]
+        q = self._checked_quantize(notes)
+        ids = self._exact_table[tuple(q.T)]
+        unseen = ids == UNK
+        if unknown == "nearest" and unseen.any():
+            rows, inverse = np.unique(q[unseen], axis=0, return_inverse=True)
+            ids[unseen] = self._nearest_ids(rows)[inverse.reshape(-1)]
+        return ids
 
     def unknown_mask(self, notes: np.ndarray) -> np.ndarray:
         """bool[n]: notes whose exact tuple is not in the vocabulary."""
@@ -235,6 +236,22 @@ class Codec:
         else:
             start = np.concatenate([[0.0], np.cumsum(duration)[:-1]])
         return midi_io.make_notes(start, start + duration, q[:, 0], np.asarray(self.velocity_values)[q[:, 1]])
+
+    def transpose_table(self, semitones: int) -> np.ndarray:
+        """int32[vocab_size]: the id of each pseudo-note moved by `semitones`.
+
+        Special and genre ids map to themselves; a pseudo-note whose moved tuple
+        is outside 0..127 or not in the vocabulary maps to -1.
+        """
+        table = np.arange(self.vocab_size, dtype=np.int32)
+        p = self.vocabulary[:, 0].astype(np.int64) + semitones
+        ok = (p >= 0) & (p < NUM_PITCHES)
+        moved = np.full(self.vocabulary.shape[0], -1, np.int32)
+        v, d, o = self.vocabulary[ok, 1:].T.astype(np.int64)
+        found = self._exact_table[p[ok], v, d, o]
+        moved[ok] = np.where(found == UNK, -1, found)
+        table[self.first_note_id :] = moved
+        return table
 
     # -- save / load ---------------------------------------------------------
 
@@ -316,6 +333,16 @@ def load(path: str | os.PathLike, *, expected_fingerprint: str | None = None) ->
 # ----------------------------------------------------------------------------
 # Fitting.
 # ----------------------------------------------------------------------------
+
+
+def durations(notes: np.ndarray) -> np.ndarray:
+    """float64[n] note lengths in seconds, rounded to TIME_DECIMALS.
+
+    Equal lengths in ticks differ by float noise in seconds (0.2 can be
+    0.19999999999999996 or 0.20000000000000018); unrounded, a quantile edge could
+    fall between them and split equal notes into two bins.
+    """
+    return np.round(notes["end"] - notes["start"], TIME_DECIMALS)
 
 
 def _onset_bins_with_feedback(start: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -453,10 +480,10 @@ def fit(
         raise CodecError(f"genre names repeat: {list(genres)}")
     notes = np.concatenate(pieces)
     v_edges, v_values = _quantile_bins(notes["velocity"].astype(np.float64), velocity_bins)
-    d_edges, d_values = _quantile_bins(notes["end"] - notes["start"], duration_bins)
+    d_edges, d_values = _quantile_bins(durations(notes), duration_bins)
     o_values = np.zeros(0)
     if onset_bins:
-        gaps = np.concatenate([np.diff(p["start"]) for p in pieces])
+        gaps = np.round(np.concatenate([np.diff(p["start"]) for p in pieces]), TIME_DECIMALS)
         positive = gaps[gaps >= chord_tolerance]
         if positive.size:
             _, o_values = _quantile_bins(positive, onset_bins)
@@ -478,8 +505,10 @@ def fit(
         genres=tuple(genres),
         min_count=min_count,
     )
-    tuples, counts = np.unique(np.concatenate([bins.quantize(p) for p in pieces]), axis=0, return_counts=True)
-    return dataclasses.replace(bins, vocabulary=tuples[counts >= min_count].astype(np.int16))
+    q = np.concatenate([bins.quantize(p) for p in pieces])
+    counts = np.bincount(np.ravel_multi_index(tuple(q.T), bins._grid_shape), minlength=bins._exact_table.size)
+    seen = np.argwhere(counts.reshape(bins._grid_shape) >= min_count)  # row-major: sorted tuples
+    return dataclasses.replace(bins, vocabulary=seen.astype(np.int16))
 
 
 # ----------------------------------------------------------------------------
@@ -555,7 +584,6 @@ def report(
         if train and test:
             codec90 = fit(train, **fit_kwargs)
             unk_heldout = float(np.mean(np.concatenate([codec90.unknown_mask(x) for x in test])))
-        codec._nearest_table  # build once here, not in every worker  # noqa: B018
         jobs = ((codec, x) for x in pieces)
         per_piece = list(
             tqdm.tqdm(pool.map(_fidelity_one, jobs, chunksize=8), total=len(pieces), desc="round trip", **bar)

@@ -33,6 +33,14 @@ def test_duration_and_velocity_bins_at_quantiles():
     np.testing.assert_array_equal(q[:, 1], np.repeat([0, 1, 2, 3], 25))
 
 
+def test_equal_durations_share_a_bin_despite_float_noise():
+    start = np.array([1.0, 2.0, 3.0, 4.0])
+    notes = midi_io.make_notes(start, start + 0.2, 60, 80)  # 1.2 - 1.0 != 3.2 - 3.0 in floats
+    assert len(set((notes["end"] - notes["start"]).tolist())) > 1
+    c = codec.fit([notes, _notes([0.0], [0.5], 60, 80)], min_count=1)
+    assert len(set(c.quantize(notes)[:, 2].tolist())) == 1
+
+
 def test_repeated_values_merge_bins():
     notes = _notes(np.arange(10.0), np.full(10, 0.5), 60, np.full(10, 100))
     c = codec.fit([notes], onset_bins=0, min_count=1)

@@ -1,0 +1,303 @@
+"""The read side of the data: TFDS pieces -> batches of int32 ids for one host.
+
+Framing (DESIGN.md, "Training framing"): a piece is the sequence
+`[BOS] + ids + [EOS]`, conceptually preceded by `Te - 1` PADs (so a window may start
+before the piece, which teaches the model to begin). A window of `Te + Td` tokens
+gives
+
+  encoder_tokens = w[:Te]             int32[B, Te]
+  decoder_inputs = w[Te - 1 : -1]     int32[B, Td]  (the encoder's last note first)
+  targets        = w[Te:]             int32[B, Td]
+  weights        = targets != PAD     float32[B, Td]
+  genre          = the piece's genre id, int32[B]
+
+Training batches are a pure function of (seed, step): each batch draws windows
+uniformly over every window of this host's pieces with a stateless random
+generator, so a run resumed at step N sees exactly the batches of a run that never
+stopped, with no iterator state to save. Transposition (training only) moves a
+whole window by the same number of semitones through a fixed id -> id table from
+the codec; a window holding a note whose transposition is not in the vocabulary
+stays untransposed.
+
+Evaluation windows tile every piece so each note (and each EOS) is a target exactly
+once. They are dealt to hosts window by window, padded with empty windows
+(weight 0) so every host runs the same number of batches.
+
+Only this module and data_pipeline import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from jaxmusic import codec as codec_lib
+
+DATASET_INFO = "dataset_info.json"
+
+
+class DataError(ValueError):
+    """A dataset, split or window setting that cannot serve batches: says which and why."""
+
+
+def dataset_dir(data_dir: str | os.PathLike) -> Path:
+    """The built dataset under `data_dir` (what `data_pipeline.build` wrote).
+
+    `data_dir` may be the dataset's own folder or any folder above it holding
+    exactly one dataset.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(
+            f"data_dir {data_dir}: not a directory (build one with python -m data_pipeline.build)"
+        )
+    if (data_dir / DATASET_INFO).exists():
+        return data_dir
+    found = sorted(p.parent for p in data_dir.glob(f"**/{DATASET_INFO}"))
+    if not found:
+        raise DataError(
+            f"data_dir {data_dir}: no dataset in it (build one with python -m data_pipeline.build)"
+        )
+    if len(found) > 1:
+        raise DataError(f"data_dir {data_dir} holds {len(found)} datasets; point it at one of: "
+                        + ", ".join(str(p) for p in found))  # fmt: skip
+    return found[0]
+
+
+def load_codec(data_dir: str | os.PathLike) -> codec_lib.Codec:
+    """The codec the dataset was encoded with (codec.json beside its files)."""
+    return codec_lib.load(dataset_dir(data_dir) / "codec.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class Pieces:
+    """Pieces of one split (or one host's share of it), as BOS + ids + EOS.
+
+    Attributes:
+      sequences: int32[n_i] per piece, each [BOS, ids..., EOS].
+      genres: int32[P] codec genre ids.
+    """
+
+    sequences: list[np.ndarray]
+    genres: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+
+def load_pieces(
+    data_dir: str | os.PathLike,
+    split: str,
+    *,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Pieces:
+    """Reads this host's share of a split (`tfds.split_for_jax_process`).
+
+    Raises:
+      DataError: no such split, or this host's share is empty.
+    """
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder_from_directory(str(dataset_dir(data_dir)))
+    if split not in builder.info.splits:
+        raise DataError(f"split {split!r} is not in the dataset; it has: {', '.join(builder.info.splits)}")
+    share = tfds.split_for_jax_process(split, process_index=process_index, process_count=process_count)
+    ds = builder.as_dataset(
+        split=share, shuffle_files=False, read_config=tfds.ReadConfig(try_autocache=False)
+    )
+    ds = ds.map(lambda x: {"ids": x["ids"], "genre_id": x["genre_id"]})
+    sequences, genres = [], []
+    for ex in iter(tfds.as_numpy(ds)):
+        sequences.append(np.concatenate([[codec_lib.BOS], ex["ids"], [codec_lib.EOS]]).astype(np.int32))
+        genres.append(ex["genre_id"])
+    if not sequences:
+        raise DataError(f"split {split!r} gives process {process_index} of {process_count} no pieces")
+    return Pieces(sequences, np.asarray(genres, np.int32))
+
+
+def host_batch_size(global_batch_size: int, process_count: int) -> int:
+    """This host's share of the global batch; an error unless it divides evenly."""
+    if global_batch_size < 1 or global_batch_size % process_count:
+        raise DataError(
+            f"batch_size {global_batch_size} does not divide among {process_count} processes (hosts)"
+        )
+    return global_batch_size // process_count
+
+
+def _frame(windows: np.ndarray, encoder_len: int) -> dict[str, np.ndarray]:
+    """Splits int32[B, Te + Td] windows into the model's inputs (see the module doc)."""
+    targets = windows[:, encoder_len:]
+    return {
+        "encoder_tokens": windows[:, :encoder_len],
+        "decoder_inputs": windows[:, encoder_len - 1 : -1],
+        "targets": targets,
+        "weights": (targets != codec_lib.PAD).astype(np.float32),
+    }
+
+
+# ----------------------------------------------------------------------------
+# Training: windows drawn as a pure function of (seed, step).
+# ----------------------------------------------------------------------------
+
+
+def _flat_windows(
+    pieces: Pieces, encoder_len: int, decoder_len: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lays the padded pieces end to end.
+
+    Returns:
+      flat: int32[N] every piece as (Te - 1) PADs + sequence + PADs up to a window.
+      first: int64[P] where each piece's first window starts in `flat`.
+      count: int64[P] how many windows each piece has (>= 1).
+    """
+    window = encoder_len + decoder_len
+    parts, first, count, offset = [], [], [], 0
+    for seq in pieces.sequences:
+        padded_len = max(encoder_len - 1 + seq.shape[0], window)
+        part = np.zeros(padded_len, np.int32)
+        part[encoder_len - 1 : encoder_len - 1 + seq.shape[0]] = seq
+        parts.append(part)
+        first.append(offset)
+        count.append(padded_len - window + 1)
+        offset += padded_len
+    return np.concatenate(parts), np.asarray(first, np.int64), np.asarray(count, np.int64)
+
+
+def train_batches(
+    pieces: Pieces,
+    *,
+    batch_size: int,
+    encoder_len: int,
+    decoder_len: int,
+    seed: int,
+    start_step: int = 0,
+    transpose: tuple[np.ndarray, ...] | np.ndarray | None = None,
+    process_index: int = 0,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Endless training batches for steps start_step, start_step + 1, ...
+
+    Args:
+      pieces: this host's pieces.
+      batch_size: this host's batch (the global batch / process count).
+      encoder_len, decoder_len: Te and Td.
+      seed: the run's seed; batch n depends only on (seed, process_index, n).
+      start_step: the first step to give (a resumed run's step).
+      transpose: int32[S, vocab] id tables, one per shift (`transpose_tables`);
+        each window takes one uniformly. None: no transposition.
+      process_index: folds into the seed, so hosts draw different windows.
+
+    Yields:
+      dicts of numpy arrays as the module doc describes, prefetched by tf.data.
+    """
+    import tensorflow as tf
+
+    if encoder_len < 1 or decoder_len < 1:
+        raise DataError(f"encoder_len and decoder_len must be >= 1, got {encoder_len}, {decoder_len}")
+    window = encoder_len + decoder_len
+    longest = max(seq.shape[0] for seq in pieces.sequences)
+    if window > longest:
+        raise DataError(
+            f"a window of {encoder_len} + {decoder_len} tokens is longer than every piece "
+            f"(the longest has {longest} with BOS and EOS): lower encoder_len or decoder_len"
+        )
+    flat, first, count = _flat_windows(pieces, encoder_len, decoder_len)
+    cum = np.cumsum(count)
+    flat_t = tf.constant(flat)
+    first_t, cum_t = tf.constant(first), tf.constant(cum)
+    genres_t = tf.constant(pieces.genres)
+    tables = None if transpose is None else tf.constant(np.asarray(transpose, np.int32))
+    total = int(cum[-1])
+    offsets = tf.range(window, dtype=tf.int64)
+
+    def make_batch(step):
+        key = tf.stack([tf.constant(seed, tf.int64) * 1_000_003 + process_index, step])
+        u = tf.random.stateless_uniform([batch_size], key, minval=0, maxval=total, dtype=tf.int64)
+        piece = tf.searchsorted(cum_t, u, side="right")
+        before = tf.where(piece > 0, tf.gather(cum_t, tf.maximum(piece - 1, 0)), tf.zeros_like(u))
+        start = tf.gather(first_t, piece) + (u - before)
+        windows = tf.gather(flat_t, start[:, None] + offsets[None, :])
+        if tables is not None:
+            shift = tf.random.stateless_uniform(
+                [batch_size],
+                key + tf.constant([0, 1 << 40], tf.int64),
+                minval=0,
+                maxval=tables.shape[0],
+                dtype=tf.int64,
+            )
+            rows = tf.broadcast_to(tf.cast(shift[:, None], tf.int32), tf.shape(windows))
+            moved = tf.gather_nd(tables, tf.stack([rows, windows], -1))  # tables[shift, id]
+            ok = tf.reduce_all(moved >= 0, axis=1, keepdims=True)
+            windows = tf.where(ok, moved, windows)
+        return {"windows": windows, "genre": tf.gather(genres_t, piece)}
+
+    ds = tf.data.Dataset.range(start_step, 2**62).map(
+        make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    for batch in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+        yield {**_frame(batch["windows"], encoder_len), "genre": batch["genre"]}
+
+
+def transpose_tables(codec: codec_lib.Codec, max_semitones: int) -> np.ndarray | None:
+    """int32[2k + 1, vocab] tables for shifts -k..k (None for k = 0)."""
+    if max_semitones < 0:
+        raise DataError(f"transpose semitones must be >= 0, got {max_semitones}")
+    if max_semitones == 0:
+        return None
+    return np.stack([codec.transpose_table(s) for s in range(-max_semitones, max_semitones + 1)])
+
+
+# ----------------------------------------------------------------------------
+# Evaluation: windows tiling every piece once, dealt evenly to hosts.
+# ----------------------------------------------------------------------------
+
+
+def eval_windows(pieces: Pieces, encoder_len: int, decoder_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every window of the tiling, in piece order.
+
+    Returns:
+      (windows int32[W, Te + Td], genres int32[W]); across them every token of
+      every sequence after its BOS is a target exactly once.
+    """
+    window = encoder_len + decoder_len
+    windows, genres = [], []
+    for seq, genre in zip(pieces.sequences, pieces.genres, strict=True):
+        n_targets = seq.shape[0] - 1
+        k = -(-n_targets // decoder_len)
+        padded = np.zeros(encoder_len - 1 + (k - 1) * decoder_len + window, np.int32)
+        padded[encoder_len - 1 : encoder_len - 1 + seq.shape[0]] = seq
+        starts = np.arange(k) * decoder_len
+        windows.append(padded[starts[:, None] + np.arange(window)[None, :]])
+        genres.append(np.full(k, genre, np.int32))
+    return np.concatenate(windows), np.concatenate(genres)
+
+
+def eval_batches(
+    pieces: Pieces,
+    *,
+    batch_size: int,
+    encoder_len: int,
+    decoder_len: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> list[dict[str, np.ndarray]]:
+    """This host's evaluation batches: the same count on every host.
+
+    `pieces` is the whole split (every host reads it: evaluation splits are small
+    and dealing windows, not pieces, keeps hosts in step).
+    """
+    windows, genres = eval_windows(pieces, encoder_len, decoder_len)
+    per_host = -(-windows.shape[0] // process_count)
+    n_batches = -(-per_host // batch_size)
+    mine = np.arange(process_index, windows.shape[0], process_count)
+    w = np.zeros((n_batches * batch_size, windows.shape[1]), np.int32)
+    g = np.zeros(n_batches * batch_size, np.int32)
+    w[: mine.shape[0]], g[: mine.shape[0]] = windows[mine], genres[mine]
+    return [
+        {**_frame(w[i : i + batch_size], encoder_len), "genre": g[i : i + batch_size]}
+        for i in range(0, w.shape[0], batch_size)
+    ]

@@ -1,0 +1,48 @@
+"""Shared fixtures: a small MIDI collection in genre folders, and datasets built from it."""
+
+import os
+import shutil
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import helpers
+import pytest
+from helpers import CHORDS_AND_RESTS, DRUMS, Track, write_midi
+
+
+def _shift(notes, k, scale=1.0):
+    return [(s * scale, d * scale, p + k, v) for s, d, p, v in notes]
+
+
+def make_collection(root):
+    """4 genres x 4 pieces, a byte-identical duplicate, an HTML page, a file in the
+    root (genre unknown) and an empty genre folder. Returns the number of files."""
+    for g, genre in enumerate(["classical", "jazz", "rock", "pop"]):
+        for i in range(4):
+            notes = _shift(CHORDS_AND_RESTS * 1, g + 2 * i, 1 + 0.25 * i) + _shift(CHORDS_AND_RESTS, -g, 0.5)
+            tracks = [Track(notes, 0, 8 * g)] + ([Track(DRUMS, channel=9)] if i % 2 else [])
+            write_midi(root / genre / f"piece{i}.mid", tracks, tempos=[(0, 90 + 10 * i)])
+    shutil.copy(root / "jazz" / "piece0.mid", root / "pop" / "copy_of_jazz0.mid")
+    (root / "rock" / "broken.mid").write_bytes(helpers.bad_midi_bytes()["html"])
+    write_midi(root / "loose.mid", [Track(CHORDS_AND_RESTS)])
+    (root / "folk").mkdir()
+    return 16 + 3
+
+
+@pytest.fixture(scope="session")
+def collection(tmp_path_factory):
+    root = tmp_path_factory.mktemp("midi")
+    return root, make_collection(root)
+
+
+@pytest.fixture(scope="session")
+def built(collection, tmp_path_factory):
+    """The collection built once: (data_dir, dataset folder, summary)."""
+    from data_pipeline import build
+
+    data_dir = tmp_path_factory.mktemp("data")
+    out, summary = build.build(
+        data_dir, name="fixture", midi_dir=collection[0], workers=2,
+        validation_percent=25, test_percent=25, codec_kwargs={"min_count": 1},
+    )  # fmt: skip
+    return data_dir, out, summary

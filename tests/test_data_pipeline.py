@@ -1,0 +1,136 @@
+"""data_pipeline: the TFDS builder, the build CLI, the music21 corpus listing."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from data_pipeline import build, builder, corpus
+from jaxmusic import codec as codec_lib
+from jaxmusic import midi_io
+
+
+def _manifest(out):
+    return [json.loads(line) for line in (out / builder.MANIFEST_FILE).read_text().splitlines()]
+
+
+def _examples(out):
+    b = tfds.builder_from_directory(str(out))
+    return {
+        split: {ex["sha1"].decode(): ex for ex in iter(tfds.as_numpy(b.as_dataset(split=split)))}
+        for split in b.info.splits
+    }
+
+
+def test_every_file_is_accounted_for(built, collection):
+    _, out, summary = built
+    rows = _manifest(out)
+    assert len(rows) == collection[1] == summary["files_found"]
+    status = [r["status"] for r in rows]
+    assert (status.count("ok"), status.count("rejected"), status.count("duplicate")) == (17, 1, 1)
+    by_path = {r["path"]: r for r in rows}
+    assert by_path["rock/broken.mid"]["reason"] == "not a MIDI file: looks like HTML/XML"
+    assert by_path["pop/copy_of_jazz0.mid"]["reason"] == "same bytes as jazz/piece0.mid"
+    assert by_path["loose.mid"]["genre"] == builder.UNKNOWN_GENRE
+    assert by_path["jazz/piece1.mid"]["genre"] == "jazz"
+
+
+def test_splits_are_disjoint_and_match_the_manifest(built):
+    _, out, _ = built
+    examples = _examples(out)
+    sets = [set(v) for v in examples.values()]
+    assert sum(len(s) for s in sets) == len(set().union(*sets)) == 17  # no piece in two splits
+    for row in _manifest(out):
+        if row["status"] == "ok":
+            assert row["sha1"] in examples[row["split"]]
+            assert row["split"] == builder.split_of(row["sha1"], 25, 25)
+
+
+def test_codec_is_fitted_on_the_train_split_only(built, collection):
+    _, out, _ = built
+    rows = [r for r in _manifest(out) if r["status"] == "ok"]
+    train = [midi_io.read(collection[0] / r["path"]).notes for r in rows if r["split"] == "train"]
+    genres = sorted({r["genre"] for r in rows})
+    refit = codec_lib.fit(train, genres=genres, min_count=1)
+    saved = codec_lib.load(out / builder.CODEC_FILE)
+    assert saved.fingerprint == refit.fingerprint
+    everything = codec_lib.fit([midi_io.read(collection[0] / r["path"]).notes for r in rows],
+                               genres=genres, min_count=1)  # fmt: skip
+    assert saved.fingerprint != everything.fingerprint
+
+
+def test_examples_hold_the_encoded_piece(built, collection):
+    _, out, _ = built
+    codec = codec_lib.load(out / builder.CODEC_FILE)
+    examples = _examples(out)
+    for row in _manifest(out):
+        if row["status"] != "ok":
+            continue
+        ex = examples[row["split"]][row["sha1"]]
+        want = codec.encode(midi_io.read(collection[0] / row["path"]).notes)
+        np.testing.assert_array_equal(ex["ids"], want)
+        assert ex["genre"].decode() == row["genre"]
+        assert ex["genre_id"] == codec.genre_id(row["genre"])
+
+
+def test_rebuild_is_identical(built, collection, tmp_path):
+    _, out, _ = built
+    out2, _ = build.build(tmp_path, name="fixture", midi_dir=collection[0], workers=1,
+                          validation_percent=25, test_percent=25, codec_kwargs={"min_count": 1})  # fmt: skip
+    assert (out2 / builder.CODEC_FILE).read_bytes() == (out / builder.CODEC_FILE).read_bytes()
+    assert (out2 / builder.MANIFEST_FILE).read_bytes() == (out / builder.MANIFEST_FILE).read_bytes()
+    a, b = _examples(out), _examples(out2)
+    assert a.keys() == b.keys()
+    for split in a:
+        assert a[split].keys() == b[split].keys()
+        for sha in a[split]:
+            np.testing.assert_array_equal(a[split][sha]["ids"], b[split][sha]["ids"])
+
+
+def test_split_of_is_a_function_of_the_hash():
+    counts = {s: 0 for s in builder.SPLITS}
+    for i in range(2000):
+        counts[builder.split_of(f"{i * 2654435761 % 2**32:08x}", 5, 5)] += 1
+    assert 0.85 < counts["train"] / 2000 < 0.95
+    assert builder.split_of("00000000", 5, 5) == "validation"  # bucket 0
+    assert builder.split_of("00000005", 5, 5) == "test"  # bucket 5
+    assert builder.split_of("0000000a", 5, 5) == "train"  # bucket 10
+
+
+def test_default_num_shards_is_a_power_of_two():
+    assert [build.default_num_shards(n) for n in (1, 100, 909, 1198, 10**6)] == [1, 1, 8, 16, 64]
+
+
+def test_cli_builds_and_refuses_bad_input(collection, tmp_path, capsys):
+    root, n = collection
+    args = ["--midi_dir", str(root), "--data_dir", str(tmp_path), "--name", "cli", "--workers", "1",
+            "--validation_percent", "25", "--test_percent", "25"]  # fmt: skip
+    assert build.main(args) == 0
+    captured = capsys.readouterr()
+    assert f"files found {n} = ok 17 + rejected 1 + duplicate 1" in captured.out
+    assert f"genre folder {root / 'folk'} holds no MIDI files" in captured.err
+    codec_before = (tmp_path / "midi_pieces" / "cli" / "1.0.0" / "codec.json").read_bytes()
+    assert build.main(args) == 2  # already there: refused, and left as it was
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "midi_pieces" / "cli" / "1.0.0" / "codec.json").read_bytes() == codec_before
+    empty = tmp_path / "empty"
+    (empty / "jazz").mkdir(parents=True)
+    assert build.main(["--midi_dir", str(empty), "--data_dir", str(tmp_path)]) == 2
+    assert "no MIDI files" in capsys.readouterr().err
+    assert build.main(["--midi_dir", str(tmp_path / "nope"), "--data_dir", str(tmp_path)]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    assert build.main([*args, "--workers", "0"]) == 2
+    assert "--workers must be >= 1" in capsys.readouterr().err
+
+
+def test_corpus_selection_is_fixed_and_sized():
+    small = corpus.list_works("small")
+    assert small == corpus.list_works("small")  # a fixed order
+    genres = {w.genre for w in small}
+    assert genres == {"classical", "folk"}
+    assert 1000 < len(small) < 1300
+    assert len({w.name for w in small}) == len(small)  # distinct file names
+    assert len(corpus.list_works("full")) > 10 * len(small)
+    with pytest.raises(ValueError, match="corpus size"):
+        corpus.list_works("huge")

@@ -1,0 +1,155 @@
+"""input_pipeline: framing, evaluation coverage, transposition, host shares, resumption."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from jaxmusic import codec as codec_lib
+from jaxmusic import input_pipeline as ip
+
+TE, TD = 6, 4
+
+
+def _pieces(lengths, genres=None):
+    rng = np.random.default_rng(0)
+    seqs = [np.concatenate([[codec_lib.BOS], rng.integers(10, 50, n), [codec_lib.EOS]]).astype(np.int32)
+            for n in lengths]  # fmt: skip
+    return ip.Pieces(seqs, np.asarray(genres or [4] * len(lengths), np.int32))
+
+
+def _padded(seq):
+    return np.concatenate([np.zeros(TE - 1, np.int32), seq])
+
+
+def _is_slice_of(row, padded):
+    """row appears in padded (extended with PADs on the right) at some offset."""
+    ext = np.concatenate([padded, np.zeros(row.shape[0], np.int32)])
+    return any(np.array_equal(ext[i : i + row.shape[0]], row) for i in range(padded.shape[0]))
+
+
+def test_train_windows_are_framed_exactly():
+    pieces = _pieces([3, 20, 40], genres=[4, 5, 6])
+    batch = next(ip.train_batches(pieces, batch_size=64, encoder_len=TE, decoder_len=TD, seed=1))
+    enc, dec, tgt = batch["encoder_tokens"], batch["decoder_inputs"], batch["targets"]
+    assert enc.shape == (64, TE) and dec.shape == tgt.shape == (64, TD)
+    np.testing.assert_array_equal(dec[:, 0], enc[:, -1])  # the encoder's last note first
+    np.testing.assert_array_equal(dec[:, 1:], tgt[:, :-1])  # then the targets, shifted by one
+    np.testing.assert_array_equal(batch["weights"], (tgt != codec_lib.PAD).astype(np.float32))
+    for row, genre in zip(np.concatenate([enc, tgt], 1), batch["genre"], strict=True):
+        piece = int(genre) - 4
+        assert _is_slice_of(row, _padded(pieces.sequences[piece]))
+
+
+def test_train_batches_are_a_function_of_the_step():
+    pieces = _pieces([30, 50])
+    kw = dict(batch_size=8, encoder_len=TE, decoder_len=TD, seed=3)
+    first = list(itertools.islice(ip.train_batches(pieces, **kw), 8))
+    resumed = next(ip.train_batches(pieces, start_step=5, **kw))
+    for k in resumed:
+        np.testing.assert_array_equal(resumed[k], first[5][k])
+    other_seed = next(ip.train_batches(pieces, **{**kw, "seed": 4}))
+    assert not np.array_equal(other_seed["encoder_tokens"], first[0]["encoder_tokens"])
+    other_host = next(ip.train_batches(pieces, process_index=1, **kw))
+    assert not np.array_equal(other_host["encoder_tokens"], first[0]["encoder_tokens"])
+
+
+def test_eval_windows_cover_every_note_once():
+    pieces = _pieces([1, 3, 4, 9, 25])
+    batches = ip.eval_batches(pieces, batch_size=4, encoder_len=TE, decoder_len=TD)
+    targets = np.concatenate([b["targets"][b["weights"] > 0] for b in batches])
+    want = np.concatenate([s[1:] for s in pieces.sequences])  # every note and EOS, in order
+    np.testing.assert_array_equal(targets, want)
+    for b in batches:
+        np.testing.assert_array_equal(b["decoder_inputs"][:, 0], b["encoder_tokens"][:, -1])
+
+
+def test_eval_batches_are_dealt_evenly_to_hosts():
+    pieces = _pieces([5, 17, 30])
+    whole = ip.eval_windows(pieces, TE, TD)[0]
+    shares = [ip.eval_batches(pieces, batch_size=2, encoder_len=TE, decoder_len=TD,
+                              process_index=i, process_count=3) for i in range(3)]  # fmt: skip
+    assert len({len(s) for s in shares}) == 1  # every host runs the same number of batches
+    got = sum(int(b["weights"].sum()) for s in shares for b in s)
+    assert got == sum(s.shape[0] - 1 for s in pieces.sequences)
+    rows = [
+        r
+        for s in shares
+        for b in s
+        for r, w in zip(np.concatenate([b["encoder_tokens"], b["targets"]], 1), b["weights"], strict=True)
+        if w.any()
+    ]
+    assert len(rows) == whole.shape[0]
+
+
+def test_transposition_moves_pitch_and_nothing_else():
+    start = np.arange(40) * 0.25
+    pitch = 60 + (np.arange(40) % 12)
+    notes = np.concatenate([
+        ip_notes(start, pitch + k) for k in range(-2, 3)
+    ])  # fmt: skip
+    codec = codec_lib.fit([ip_notes(start, pitch + k) for k in range(-2, 3)], min_count=1)
+    seqs = [np.concatenate([[codec_lib.BOS], codec.encode(ip_notes(start, pitch)), [codec_lib.EOS]])]
+    pieces = ip.Pieces([s.astype(np.int32) for s in seqs], np.array([4], np.int32))
+    tables = ip.transpose_tables(codec, 2)
+    kw = dict(batch_size=32, encoder_len=TE, decoder_len=TD, seed=0)
+    plain = next(ip.train_batches(pieces, **kw))
+    moved = next(ip.train_batches(pieces, transpose=tables, **kw))
+    shifts = set()
+    for a, b in zip(np.concatenate([plain["encoder_tokens"], plain["targets"]], 1),
+                    np.concatenate([moved["encoder_tokens"], moved["targets"]], 1), strict=True):  # fmt: skip
+        is_note = codec.is_note(a)
+        np.testing.assert_array_equal(a[~is_note], b[~is_note])  # specials and PAD untouched
+        va = codec.vocabulary[a[is_note] - codec.first_note_id]
+        vb = codec.vocabulary[b[is_note] - codec.first_note_id]
+        np.testing.assert_array_equal(va[:, 1:], vb[:, 1:])  # velocity, duration, onset kept
+        delta = set((vb[:, 0].astype(int) - va[:, 0]).tolist())
+        assert len(delta) == 1  # one shift for the whole window
+        shifts |= delta
+    assert shifts <= set(range(-2, 3)) and len(shifts) > 1
+    assert len(notes) == 200
+
+
+def ip_notes(start, pitch):
+    from jaxmusic import midi_io
+
+    return midi_io.make_notes(start, start + 0.2, pitch, 80)
+
+
+def test_transpose_table_marks_unseen_results():
+    start = np.array([1.0, 2.0, 3.0])  # every gap 1 s: one onset bin for all three
+    codec = codec_lib.fit([ip_notes(start, np.array([60, 62, 64]))], min_count=1)
+    up2 = codec.transpose_table(2)
+    ids = codec.encode(ip_notes(start, np.array([60, 62, 64])))
+    assert up2[ids].tolist() == [ids[1], ids[2], -1]  # 66 was never seen
+    assert up2[: codec.first_note_id].tolist() == list(range(codec.first_note_id))
+
+
+def test_bad_settings_are_clear_errors():
+    with pytest.raises(ip.DataError, match="batch_size 10 does not divide among 4 processes"):
+        ip.host_batch_size(10, 4)
+    assert ip.host_batch_size(12, 4) == 3
+    with pytest.raises(ip.DataError, match="longer than every piece"):
+        next(ip.train_batches(_pieces([3, 4]), batch_size=2, encoder_len=8, decoder_len=8, seed=0))
+
+
+def test_dataset_dir_finds_the_built_dataset(built, tmp_path):
+    data_dir, out, _ = built
+    assert ip.dataset_dir(data_dir) == out
+    assert ip.dataset_dir(out) == out
+    with pytest.raises(ip.DataError, match="no dataset in it"):
+        ip.dataset_dir(tmp_path)
+    with pytest.raises(ip.DataError, match="not a directory"):
+        ip.dataset_dir(tmp_path / "missing")
+
+
+def test_host_shares_are_disjoint_and_complete(built):
+    data_dir, _, _ = built
+    whole = ip.load_pieces(data_dir, "train")
+    shares = [ip.load_pieces(data_dir, "train", process_index=i, process_count=2) for i in range(2)]
+    key = lambda p: {tuple(s.tolist()) for s in p.sequences}  # noqa: E731
+    assert not key(shares[0]) & key(shares[1])
+    assert key(shares[0]) | key(shares[1]) == key(whole)
+    assert len(shares[0]) + len(shares[1]) == len(whole)
+    with pytest.raises(ip.DataError, match="split 'dev' is not in the dataset"):
+        ip.load_pieces(data_dir, "dev")
