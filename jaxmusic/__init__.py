@@ -1,5 +1,7 @@
 """jaxmusic: LSTM seq2seq music generation from MIDI in JAX/Flax.
 
-Modules, in the order data flows through them: midi_io (MIDI <-> notes), codec
-(notes <-> pseudo-note ids), metrics (measures over notes).
+Modules in the order data flows through them: midi_io (MIDI <-> notes), codec
+(notes <-> pseudo-note ids), input_pipeline (dataset -> batches), models (the LSTM
+encoder-decoder), parallel (the device mesh), train (steps and the loop),
+checkpoint (orbax), metric_writer, metrics (measures over notes).
 """

@@ -9,7 +9,7 @@ gives
   decoder_inputs = w[Te - 1 : -1]     int32[B, Td]  (the encoder's last note first)
   targets        = w[Te:]             int32[B, Td]
   weights        = targets != PAD     float32[B, Td]
-  genre          = the piece's genre id, int32[B]
+  genre          = the piece's genre, an index into codec.genres, int32[B]
 
 Training batches are a pure function of (seed, step): each batch draws windows
 uniformly over every window of this host's pieces with a stateless random
@@ -79,7 +79,7 @@ class Pieces:
 
     Attributes:
       sequences: int32[n_i] per piece, each [BOS, ids..., EOS].
-      genres: int32[P] codec genre ids.
+      genres: int32[P] genre indices into codec.genres.
     """
 
     sequences: list[np.ndarray]
@@ -114,7 +114,7 @@ def load_pieces(
     sequences, genres = [], []
     for ex in iter(tfds.as_numpy(ds)):
         sequences.append(np.concatenate([[codec_lib.BOS], ex["ids"], [codec_lib.EOS]]).astype(np.int32))
-        genres.append(ex["genre_id"])
+        genres.append(ex["genre_id"] - codec_lib.NUM_SPECIAL)
     if not sequences:
         raise DataError(f"split {split!r} gives process {process_index} of {process_count} no pieces")
     return Pieces(sequences, np.asarray(genres, np.int32))

@@ -15,7 +15,7 @@ def _pieces(lengths, genres=None):
     rng = np.random.default_rng(0)
     seqs = [np.concatenate([[codec_lib.BOS], rng.integers(10, 50, n), [codec_lib.EOS]]).astype(np.int32)
             for n in lengths]  # fmt: skip
-    return ip.Pieces(seqs, np.asarray(genres or [4] * len(lengths), np.int32))
+    return ip.Pieces(seqs, np.asarray(genres or [0] * len(lengths), np.int32))
 
 
 def _padded(seq):
@@ -29,7 +29,7 @@ def _is_slice_of(row, padded):
 
 
 def test_train_windows_are_framed_exactly():
-    pieces = _pieces([3, 20, 40], genres=[4, 5, 6])
+    pieces = _pieces([3, 20, 40], genres=[0, 1, 2])
     batch = next(ip.train_batches(pieces, batch_size=64, encoder_len=TE, decoder_len=TD, seed=1))
     enc, dec, tgt = batch["encoder_tokens"], batch["decoder_inputs"], batch["targets"]
     assert enc.shape == (64, TE) and dec.shape == tgt.shape == (64, TD)
@@ -37,7 +37,7 @@ def test_train_windows_are_framed_exactly():
     np.testing.assert_array_equal(dec[:, 1:], tgt[:, :-1])  # then the targets, shifted by one
     np.testing.assert_array_equal(batch["weights"], (tgt != codec_lib.PAD).astype(np.float32))
     for row, genre in zip(np.concatenate([enc, tgt], 1), batch["genre"], strict=True):
-        piece = int(genre) - 4
+        piece = int(genre)
         assert _is_slice_of(row, _padded(pieces.sequences[piece]))
 
 
@@ -90,7 +90,7 @@ def test_transposition_moves_pitch_and_nothing_else():
     ])  # fmt: skip
     codec = codec_lib.fit([ip_notes(start, pitch + k) for k in range(-2, 3)], min_count=1)
     seqs = [np.concatenate([[codec_lib.BOS], codec.encode(ip_notes(start, pitch)), [codec_lib.EOS]])]
-    pieces = ip.Pieces([s.astype(np.int32) for s in seqs], np.array([4], np.int32))
+    pieces = ip.Pieces([s.astype(np.int32) for s in seqs], np.array([0], np.int32))
     tables = ip.transpose_tables(codec, 2)
     kw = dict(batch_size=32, encoder_len=TE, decoder_len=TD, seed=0)
     plain = next(ip.train_batches(pieces, **kw))

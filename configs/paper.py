@@ -1,0 +1,31 @@
+"""The seed's model: a 2 x 1024 LSTM encoder with dropout between its layers and a
+2 x 1024 LSTM decoder, followed by a softmax over the pseudo-notes.
+
+  python -m jaxmusic.train --config configs/paper.py --workdir runs/paper \\
+      --config.data_dir=DATA_DIR
+
+Meant for GPUs and TPUs (bfloat16 computation, float32 parameters); a step on a
+2-core CPU takes seconds.
+"""
+
+import ml_collections
+
+from configs import default
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = default.get_config()
+    c.batch_size = 128  # global
+    c.num_train_steps = 50_000
+    c.checkpoint_every = 1000
+    c.eval_every = 2000
+    c.log_every = 100
+    c.encoder_len = 64
+    c.decoder_len = 64
+    c.model.hidden = 1024  # the seed: 1024 units in every layer
+    c.model.dropout = 0.3  # the seed: dropout between the two encoder layers
+    c.model.dtype = "bfloat16"
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.warmup_steps = 1000
+    c.optimizer.end_learning_rate = 1e-5
+    return c

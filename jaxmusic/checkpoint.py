@@ -1,0 +1,138 @@
+"""Checkpoints in a workdir, with orbax: state, config and codec, self-contained.
+
+Each checkpoint (W/checkpoints/<step>/) holds three items:
+  state:  the train state (step, params, optimizer state)
+  config: the run's config, JSON
+  codec:  the codec, JSON (`codec.Codec.to_dict`)
+so `jaxmusic.sample` needs nothing but the workdir. Saves are asynchronous and
+atomic (orbax writes a temporary folder and renames it); a checkpoint that cannot
+be read (corrupt, or from another model) is skipped for the one before it, and
+the caller is told; it is kept aside as <step>.unreadable, never deleted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import orbax.checkpoint as ocp
+
+ITEMS = ("state", "config", "codec")
+
+
+class CheckpointError(Exception):
+    """A workdir whose checkpoints cannot be used: says which and why."""
+
+
+@dataclasses.dataclass
+class Restored:
+    """What `Checkpointer.restore` found.
+
+    Attributes:
+      step: the checkpoint's step.
+      state: the restored state (shaped like the target).
+      config: the config dict saved with it.
+      codec: the codec dict saved with it.
+      skipped: (step, reason) of newer checkpoints that could not be read.
+    """
+
+    step: int
+    state: Any
+    config: dict
+    codec: dict
+    skipped: list[tuple[int, str]]
+
+
+class Checkpointer:
+    """An orbax CheckpointManager over W/checkpoints."""
+
+    def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int = 3, read_only: bool = False):
+        self.directory = Path(workdir).absolute() / "checkpoints"
+        self.read_only = read_only
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep,
+            create=not read_only,
+            read_only=read_only,
+            enable_async_checkpointing=not read_only,
+            cleanup_tmp_directories=not read_only,
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+
+    def steps(self) -> list[int]:
+        """Steps of the finished checkpoints, ascending."""
+        return sorted(self.manager.all_steps())
+
+    def save(self, step: int, state: Any, config: dict, codec: dict) -> None:
+        """Starts an asynchronous save; `wait` blocks until it is on disk."""
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            config=ocp.args.JsonSave(config),
+            codec=ocp.args.JsonSave(codec),
+        )
+        self.manager.save(step, args=args, force=True)
+
+    def read_json(self, step: int) -> tuple[dict, dict]:
+        """(config, codec) dicts of a checkpoint, without its arrays."""
+        got = self.manager.restore(
+            step, args=ocp.args.Composite(config=ocp.args.JsonRestore(), codec=ocp.args.JsonRestore())
+        )
+        return got["config"], got["codec"]
+
+    def restore(self, target: Any | None) -> Restored | None:
+        """The newest readable checkpoint, or None when the workdir has none.
+
+        Args:
+          target: a pytree of arrays or ShapeDtypeStructs (with shardings) that
+            the state must match; None restores the arrays as saved.
+
+        Raises:
+          CheckpointError: checkpoints exist but none can be read.
+        """
+        skipped: list[tuple[int, str]] = []
+        for step in reversed(self.steps()):
+            try:
+                state_args = (
+                    ocp.args.StandardRestore(target) if target is not None else ocp.args.StandardRestore()
+                )
+                got = self.manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=state_args, config=ocp.args.JsonRestore(), codec=ocp.args.JsonRestore()
+                    ),
+                )
+            except Exception as e:  # orbax raises many kinds for a damaged folder
+                reason = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+                logging.warning("checkpoint %d in %s is unreadable (%s)", step, self.directory, reason)
+                skipped.append((step, reason))
+                continue
+            if skipped and not self.read_only:
+                self._set_aside([s for s, _ in skipped])
+            return Restored(step, got["state"], got["config"], got["codec"], skipped)
+        if skipped:
+            raise CheckpointError(
+                f"{self.directory}: no readable checkpoint; "
+                + "; ".join(f"step {s}: {r}" for s, r in skipped)
+            )
+        return None
+
+    def _set_aside(self, steps: list[int]) -> None:
+        """Renames unreadable checkpoints to <step>.unreadable (kept, never deleted),
+        so the run can write those steps again."""
+        for step in steps:
+            path = self.directory / str(step)
+            aside = path.with_name(f"{step}.unreadable")
+            n = 1
+            while aside.exists():
+                aside, n = path.with_name(f"{step}.unreadable{n}"), n + 1
+            path.rename(aside)
+        self.manager.reload()
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()

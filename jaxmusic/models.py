@@ -1,0 +1,220 @@
+"""The seed's LSTM encoder-decoder, in Flax linen, scanned over time with nn.scan.
+
+Encoder: `num_layers` LSTM layers with dropout between them. Decoder: `num_layers`
+LSTM layers, layer k started from the encoder's final (c, h) of layer k, then a
+dense layer to the vocabulary (the softmax is in the loss). The seed's model is
+`num_layers=2, hidden=1024` (configs/paper.py).
+
+Two things make it fast on accelerators without changing the mathematics:
+- Each layer's input projection `x @ W_x + b` is one large matrix product over
+  all time steps, hoisted out of the scan; the scan only does `h @ W_h`.
+- The input is one-hot, so the first layer's projection is a row gather of W_x
+  (`nn.Embed` holds W_x), never a product with a one-hot matrix.
+
+Genre conditioning: the genre is one more one-hot input of the first layer of the
+encoder and of the decoder, so its projection is a learned row added to the gates
+at every step.
+
+Parameters are float32; computation runs in `dtype` (bfloat16 on accelerators);
+logits are float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+Carry = tuple[jax.Array, jax.Array]  # (c, h), each [B, H]
+
+
+class _Recurrence(nn.Module):
+    """One LSTM step given the precomputed input gates; scanned over time."""
+
+    hidden: int
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, carry: Carry, gates_x: jax.Array) -> tuple[Carry, jax.Array]:
+        c, h = carry
+        gates = gates_x + nn.Dense(4 * self.hidden, use_bias=False, dtype=self.dtype, name="h")(h)
+        i, f, g, o = jnp.split(gates, 4, axis=-1)
+        c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
+        h = nn.sigmoid(o) * jnp.tanh(c)
+        return (c, h), h
+
+
+class LSTMLayer(nn.Module):
+    """An LSTM layer over a whole sequence.
+
+    Attributes:
+      hidden: units H.
+      vocab_size: when set, the input is int ids (a one-hot input, gathered).
+      dtype: computation dtype.
+    """
+
+    hidden: int
+    vocab_size: int | None = None
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, carry: Carry, x: jax.Array, extra_gates: jax.Array | None = None
+    ) -> tuple[Carry, jax.Array]:
+        """Runs the layer.
+
+        Args:
+          carry: (c, h), each float[B, H].
+          x: int32[B, T] ids (vocab_size set) or float[B, T, D].
+          extra_gates: float[B, 4H] added at every step (the genre's row), or None.
+
+        Returns:
+          ((c, h) after the last step, outputs float[B, T, H]).
+        """
+        if self.vocab_size is not None:
+            gates_x = nn.Embed(self.vocab_size, 4 * self.hidden, dtype=self.dtype, name="x")(x)
+            gates_x = gates_x + self.param("bias", nn.initializers.zeros, (4 * self.hidden,))
+        else:
+            gates_x = nn.Dense(4 * self.hidden, dtype=self.dtype, name="x")(x)
+        if extra_gates is not None:
+            gates_x = gates_x + extra_gates[:, None, :]
+        scan = nn.scan(
+            _Recurrence,
+            variable_broadcast="params",
+            split_rngs={"params": False},
+            in_axes=1,
+            out_axes=1,
+        )
+        carry = jax.tree.map(lambda a: a.astype(self.dtype), carry)
+        return scan(self.hidden, self.dtype, name="recurrence")(carry, gates_x.astype(self.dtype))
+
+
+class Seq2Seq(nn.Module):
+    """The LSTM encoder-decoder.
+
+    Attributes:
+      vocab_size: ids of the codec (specials, genres, pseudo-notes).
+      num_genres: genres the model can be asked for (`genre` inputs index them).
+      num_layers: LSTM layers in the encoder and in the decoder.
+      hidden: units per layer.
+      dropout: rate between encoder layers (the seed) when training.
+      decoder_dropout: rate between decoder layers (0 in the seed).
+      dtype: computation dtype.
+    """
+
+    vocab_size: int
+    num_genres: int = 1
+    num_layers: int = 2
+    hidden: int = 1024
+    dropout: float = 0.2
+    decoder_dropout: float = 0.0
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        h4 = 4 * self.hidden
+        self.encoder_genre = nn.Embed(max(self.num_genres, 1), h4, dtype=self.dtype)
+        self.decoder_genre = nn.Embed(max(self.num_genres, 1), h4, dtype=self.dtype)
+        self.encoder_layers = [
+            LSTMLayer(self.hidden, self.vocab_size if k == 0 else None, self.dtype)
+            for k in range(self.num_layers)
+        ]
+        self.decoder_layers = [
+            LSTMLayer(self.hidden, self.vocab_size if k == 0 else None, self.dtype)
+            for k in range(self.num_layers)
+        ]
+        self.encoder_dropout = nn.Dropout(self.dropout)
+        self.decoder_dropout_layer = nn.Dropout(self.decoder_dropout)
+        self.head = nn.Dense(self.vocab_size, dtype=self.dtype)
+
+    def encode(self, tokens: jax.Array, genre: jax.Array, *, train: bool = False) -> list[Carry]:
+        """Reads the encoder tokens.
+
+        Args:
+          tokens: int32[B, Te].
+          genre: int32[B] genre indices (into codec.genres).
+          train: apply dropout (needs a 'dropout' rng).
+
+        Returns:
+          The final (c, h) of each layer, each float[B, H].
+        """
+        x: jax.Array = tokens
+        carries = []
+        for k, layer in enumerate(self.encoder_layers):
+            if k > 0:
+                x = self.encoder_dropout(x, deterministic=not train)
+            carry, x = layer(self.zero_carry(tokens), x, self.encoder_genre(genre) if k == 0 else None)
+            carries.append(carry)
+        return carries
+
+    def decode(
+        self, carries: list[Carry], tokens: jax.Array, genre: jax.Array, *, train: bool = False
+    ) -> tuple[list[Carry], jax.Array]:
+        """Runs the decoder from the given states.
+
+        Args:
+          carries: each layer's (c, h) to start from.
+          tokens: int32[B, T] decoder inputs.
+          genre: int32[B] genre indices.
+          train: apply dropout.
+
+        Returns:
+          (each layer's final (c, h), logits float32[B, T, vocab_size]).
+        """
+        x: jax.Array = tokens
+        out = []
+        for k, (layer, carry) in enumerate(zip(self.decoder_layers, carries, strict=True)):
+            if k > 0:
+                x = self.decoder_dropout_layer(x, deterministic=not train)
+            carry, x = layer(carry, x, self.decoder_genre(genre) if k == 0 else None)
+            out.append(carry)
+        return out, self.head(x).astype(jnp.float32)
+
+    def decode_step(
+        self, carries: list[Carry], token: jax.Array, genre: jax.Array
+    ) -> tuple[list[Carry], jax.Array]:
+        """Advances the decoder by one note (sampling).
+
+        Args:
+          carries: each layer's (c, h).
+          token: int32[B] the previous note.
+          genre: int32[B] genre indices.
+
+        Returns:
+          (the new carries, logits float32[B, vocab_size]), equal to the
+          teacher-forced decoder's logits at that step.
+        """
+        carries, logits = self.decode(carries, token[:, None], genre)
+        return carries, logits[:, 0]
+
+    def __call__(
+        self,
+        encoder_tokens: jax.Array,
+        decoder_inputs: jax.Array,
+        genre: jax.Array,
+        *,
+        train: bool = False,
+    ) -> jax.Array:
+        """Teacher-forced logits.
+
+        Args:
+          encoder_tokens: int32[B, Te].
+          decoder_inputs: int32[B, Td].
+          genre: int32[B] genre indices.
+          train: apply dropout.
+
+        Returns:
+          float32[B, Td, vocab_size] logits.
+        """
+        carries = self.encode(encoder_tokens, genre, train=train)
+        return self.decode(carries, decoder_inputs, genre, train=train)[1]
+
+    def zero_carry(self, tokens: jax.Array) -> Carry:
+        """Zero (c, h), float[B, H], for a batch of tokens int32[B, T].
+
+        Built from `tokens` rather than from a shape so that under shard_map it
+        varies over devices as the batch does (scan needs equal carry types).
+        """
+        zeros = jnp.zeros_like(tokens[:, :1], dtype=self.dtype) * jnp.zeros((self.hidden,), self.dtype)
+        return zeros, zeros

@@ -1,0 +1,61 @@
+"""Data parallelism: one 1-D mesh named 'data' over every device of every host.
+
+Parameters and optimizer state are replicated; a batch is split on its first axis;
+the per-device step runs under `jax.shard_map` and averages with `lax.psum`. This
+is the role the design gives `pmap`, written the way current JAX builds pmap
+itself (jit + shard_map). One device is the same code path with a mesh of one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+AXIS = "data"
+
+
+def make_mesh(devices: list | None = None) -> Mesh:
+    """A 1-D mesh named 'data' over `devices` (default: every device of every host)."""
+    devices = list(devices if devices is not None else jax.devices())
+    return Mesh(np.asarray(devices), (AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(AXIS))
+
+
+def check_batch_size(global_batch: int, mesh: Mesh) -> None:
+    """A global batch must split evenly over devices and hosts: say which numbers don't."""
+    devices, hosts = mesh.devices.size, jax.process_count()
+    if global_batch % devices:
+        raise ValueError(f"batch_size {global_batch} does not divide among {devices} devices")
+    if global_batch % hosts:
+        raise ValueError(f"batch_size {global_batch} does not divide among {hosts} processes (hosts)")
+
+
+def global_batch(host_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Assembles every host's share into global arrays sharded on the batch axis."""
+    sharding = batch_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in host_batch.items()}
+
+
+def data_parallel(fn: Callable, mesh: Mesh, *, in_specs: Any, out_specs: Any) -> Callable:
+    """`fn` run per device under shard_map on the 'data' axis (not jitted)."""
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
+
+
+def batch_spec() -> P:
+    return P(AXIS)
+
+
+def replicated_spec() -> P:
+    return P()

@@ -1,0 +1,447 @@
+"""Training: train_step, eval_step, train_and_evaluate(config, workdir); the CLI.
+
+  python -m jaxmusic.train --config configs/default.py --workdir runs/default \\
+      [--config.batch_size=64 ...]
+
+A run resumes from its workdir by itself (parameters, optimizer and the input
+position, which is a pure function of the step). SIGTERM or SIGINT saves a
+checkpoint and exits 0. A non-finite loss stops the run with an error naming the
+step; checkpoints are only written after every loss before them was checked, so
+the last one on disk is good.
+
+The step functions import no TensorFlow; only the input pipeline does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax import lax
+
+from jaxmusic import checkpoint as checkpoint_lib
+from jaxmusic import codec as codec_lib
+from jaxmusic import models, parallel
+from jaxmusic.metric_writer import MetricWriter
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+class TrainingError(RuntimeError):
+    """A run that must stop: a non-finite loss, a workdir that does not fit the run."""
+
+
+@flax.struct.dataclass
+class TrainState:
+    """step: int32[]; params and opt_state: pytrees (replicated)."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+# ----------------------------------------------------------------------------
+# Model and optimizer.
+# ----------------------------------------------------------------------------
+
+
+def create_model(config: ml_collections.ConfigDict, codec: codec_lib.Codec) -> models.Seq2Seq:
+    m = config.model
+    if m.dtype not in DTYPES:
+        raise ValueError(f"config.model.dtype {m.dtype!r} is not one of {', '.join(DTYPES)}")
+    return models.Seq2Seq(
+        vocab_size=codec.vocab_size,
+        num_genres=len(codec.genres),
+        num_layers=m.num_layers,
+        hidden=m.hidden,
+        dropout=m.dropout,
+        decoder_dropout=m.decoder_dropout,
+        dtype=DTYPES[m.dtype],
+    )
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """Adam with global-norm clipping on a linear-warmup + cosine schedule."""
+    o = config.optimizer
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=o.learning_rate,
+        warmup_steps=o.warmup_steps,
+        decay_steps=max(config.num_train_steps, o.warmup_steps + 1),
+        end_value=o.end_learning_rate,
+    )
+    tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), optax.adam(schedule, b1=o.b1, b2=o.b2))
+    return tx, schedule
+
+
+def init_state(
+    model: models.Seq2Seq, tx: optax.GradientTransformation, config: ml_collections.ConfigDict, rng: jax.Array
+) -> TrainState:
+    """A fresh state (on the default device; `jax.device_put` places it)."""
+    enc = jnp.zeros((1, config.encoder_len), jnp.int32)
+    dec = jnp.zeros((1, config.decoder_len), jnp.int32)
+    params = model.init(rng, enc, dec, jnp.zeros((1,), jnp.int32))["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+# ----------------------------------------------------------------------------
+# Steps: per device under shard_map, sums psum'd so any device count is one program.
+# ----------------------------------------------------------------------------
+
+
+def token_sums(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> tuple[jax.Array, ...]:
+    """Per-example sums: (NLL, correct, weight), each float32[B].
+
+    Args:
+      logits: float32[B, T, V]; targets: int32[B, T]; weights: float32[B, T].
+    """
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    correct = (logits.argmax(-1) == targets).astype(jnp.float32)
+    return (nll * weights).sum(-1), (correct * weights).sum(-1), weights.sum(-1)
+
+
+def make_train_step(
+    model: models.Seq2Seq, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh, rng: jax.Array
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """jit(shard_map(step)) with the state donated.
+
+    The loss is the mean NLL over every weighted target of the global batch: each
+    device sums its share, and the sums (and gradients) are added over devices, so
+    1 and N devices compute the same numbers.
+    """
+
+    def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        device_rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), lax.axis_index(parallel.AXIS))
+
+        def loss_fn(params):
+            logits = model.apply(
+                {"params": params},
+                batch["encoder_tokens"],
+                batch["decoder_inputs"],
+                batch["genre"],
+                train=True,
+                rngs={"dropout": device_rng},
+            )
+            nll, correct, weight = token_sums(logits, batch["targets"], batch["weights"])
+            return nll.sum(), (correct.sum(), weight.sum())
+
+        (nll, (correct, weight)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        total = jnp.maximum(lax.psum(weight, parallel.AXIS), 1.0)
+        grads = jax.tree.map(lambda g: lax.psum(g, parallel.AXIS) / total, grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            "loss": lax.psum(nll, parallel.AXIS) / total,
+            "accuracy": lax.psum(correct, parallel.AXIS) / total,
+            "grad_norm": optax.global_norm(grads),
+        }
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    rep, data = parallel.replicated_spec(), parallel.batch_spec()
+    sharded = parallel.data_parallel(step, mesh, in_specs=(rep, data), out_specs=(rep, rep))
+    return jax.jit(sharded, donate_argnums=0)
+
+
+def make_eval_step(model: models.Seq2Seq, mesh: jax.sharding.Mesh) -> Callable[[Any, dict], dict]:
+    """jit(shard_map(step)): NLL, correct and weight sums, per genre (float32[G])."""
+    num_genres = max(model.num_genres, 1)
+
+    def step(params, batch):
+        logits = model.apply(
+            {"params": params}, batch["encoder_tokens"], batch["decoder_inputs"], batch["genre"]
+        )
+        sums = token_sums(logits, batch["targets"], batch["weights"])
+        per_genre = [jax.ops.segment_sum(s, batch["genre"], num_segments=num_genres) for s in sums]
+        return {
+            k: lax.psum(v, parallel.AXIS)
+            for k, v in zip(("nll", "correct", "weight"), per_genre, strict=True)
+        }
+
+    sharded = parallel.data_parallel(
+        step,
+        mesh,
+        in_specs=(parallel.replicated_spec(), parallel.batch_spec()),
+        out_specs=parallel.replicated_spec(),
+    )
+    return jax.jit(sharded)
+
+
+def evaluate(
+    eval_step: Callable,
+    params: Any,
+    batches: Iterable[dict],
+    mesh: jax.sharding.Mesh,
+    genres: tuple[str, ...],
+) -> dict[str, float]:
+    """Per-note NLL (nats), perplexity and accuracy, overall and per genre."""
+    total = None
+    for batch in batches:
+        sums = eval_step(params, parallel.global_batch(batch, mesh))
+        total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+    total = jax.device_get(total)
+    out = {}
+    for name, sel in [("", slice(None))] + [(f"/{g}", slice(i, i + 1)) for i, g in enumerate(genres)]:
+        weight = float(total["weight"][sel].sum())
+        if weight == 0:
+            continue
+        nll = float(total["nll"][sel].sum()) / weight
+        out[f"eval_nll{name}"] = nll
+        out[f"eval_perplexity{name}"] = float(np.exp(nll))
+        out[f"eval_accuracy{name}"] = float(total["correct"][sel].sum()) / weight
+    out["eval_notes"] = float(total["weight"].sum())
+    return out
+
+
+# ----------------------------------------------------------------------------
+# The loop.
+# ----------------------------------------------------------------------------
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+
+
+def check_finite(params: Any, step: int) -> None:
+    """Parameters saved at step N come from update N, whose loss is only seen at
+    step N + 1: check them before they reach disk."""
+    if not bool(_all_finite(params)):
+        raise TrainingError(f"parameters are not finite after step {step}; stopped before saving them")
+
+
+@dataclasses.dataclass
+class _StopFlag:
+    """Set by SIGTERM/SIGINT; the loop saves and returns at the next step."""
+
+    signum: int | None = None
+
+    def __call__(self, signum, frame):
+        self.signum = signum
+
+
+def _check_resume(
+    restored_config: dict, restored_codec: dict, config, codec: codec_lib.Codec, workdir
+) -> None:
+    """A workdir's checkpoint must match the run's codec and model shape."""
+    fingerprint = restored_codec.get("fingerprint")
+    if fingerprint != codec.fingerprint:
+        raise TrainingError(
+            f"workdir {workdir}: its checkpoint was trained with codec {fingerprint}, but data_dir "
+            f"{config.data_dir} has codec {codec.fingerprint}; use a new workdir for a new dataset"
+        )
+    for key in ("num_layers", "hidden"):
+        then, now = restored_config.get("model", {}).get(key), config.model[key]
+        if then != now:
+            raise TrainingError(
+                f"workdir {workdir}: its checkpoint has model.{key}={then}, this run asks for {now}; "
+                "use a new workdir for a different model"
+            )
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str | Path, *, stop_at: int | None = None
+) -> dict[str, float]:
+    """Trains (or resumes) in `workdir`; returns the last evaluation's metrics.
+
+    Args:
+      config: see configs/default.py.
+      workdir: checkpoints, metrics.jsonl and TensorBoard files; resumed from.
+      stop_at: stop at this step as a signal would (save, return), schedule unchanged.
+    """
+    from jaxmusic import input_pipeline  # TensorFlow enters here, at the data edge
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    is_main = jax.process_index() == 0
+
+    # --- Mesh and data. ---
+    mesh = parallel.make_mesh()
+    parallel.check_batch_size(config.batch_size, mesh)
+    host_batch = input_pipeline.host_batch_size(config.batch_size, jax.process_count())
+    codec = input_pipeline.load_codec(config.data_dir)
+    train_pieces = input_pipeline.load_pieces(
+        config.data_dir, "train", process_index=jax.process_index(), process_count=jax.process_count()
+    )
+    eval_pieces = input_pipeline.load_pieces(config.data_dir, config.eval_split)
+    eval_batches = input_pipeline.eval_batches(
+        eval_pieces,
+        batch_size=host_batch,
+        encoder_len=config.encoder_len,
+        decoder_len=config.decoder_len,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    if config.eval_batches:
+        eval_batches = eval_batches[: config.eval_batches]
+
+    # --- Model, optimizer, state (fresh or resumed). ---
+    model = create_model(config, codec)
+    tx, schedule = make_optimizer(config)
+    root_rng = jax.random.key(config.seed)
+    params_rng, dropout_rng = jax.random.split(root_rng)
+    abstract = jax.eval_shape(lambda: init_state(model, tx, config, params_rng))
+    rep = parallel.replicated(mesh)
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), abstract)
+    ckpt = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.max_to_keep)
+    if ckpt.steps():
+        saved_config, saved_codec = ckpt.read_json(ckpt.steps()[-1])
+        _check_resume(saved_config, saved_codec, config, codec, workdir)
+    restored = ckpt.restore(target)
+    if restored is None:
+        state = jax.device_put(init_state(model, tx, config, params_rng), rep)
+    else:
+        state = restored.state
+        for step, reason in restored.skipped:
+            print(
+                f"checkpoint {step} is unreadable ({reason}); resumed from {restored.step}", file=sys.stderr
+            )
+    start = int(state.step)
+    config_dict, codec_dict = config.to_dict(), codec.to_dict()
+
+    train_step = make_train_step(model, tx, mesh, dropout_rng)
+    eval_step = make_eval_step(model, mesh)
+    batches = input_pipeline.train_batches(
+        train_pieces,
+        batch_size=host_batch,
+        encoder_len=config.encoder_len,
+        decoder_len=config.decoder_len,
+        seed=config.seed,
+        start_step=start,
+        transpose=input_pipeline.transpose_tables(codec, config.transpose),
+        process_index=jax.process_index(),
+    )
+    writer = MetricWriter(workdir, enabled=is_main)
+
+    # --- Loop. ---
+    stop = _StopFlag()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    pending: list[tuple[int, dict]] = []  # device metrics not yet checked on the host
+    last_eval: dict[str, float] = {}
+    timer = {"t": None, "steps": 0}
+    progress = _progress(start, config.num_train_steps, enabled=is_main)
+
+    def flush() -> dict[str, float]:
+        """Checks every pending loss (stopping on a non-finite one); returns the means."""
+        if not pending:
+            return {}
+        fetched = jax.device_get([m for _, m in pending])
+        for (step, _), m in zip(pending, fetched, strict=True):
+            if not np.isfinite(m["loss"]):
+                ckpt.wait()
+                last = ckpt.steps()[-1] if ckpt.steps() else "none"
+                raise TrainingError(
+                    f"loss is {m['loss']} at step {step}; stopped. Last good checkpoint: step {last}"
+                )
+        means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+        pending.clear()
+        return means
+
+    try:
+        step = start
+        while step < config.num_train_steps and stop.signum is None and step != stop_at:
+            batch = parallel.global_batch(next(batches), mesh)
+            state, metrics = train_step(state, batch)
+            step += 1
+            pending.append((step, metrics))
+            if timer["t"] is None:  # the first step compiles: keep it out of timings
+                jax.block_until_ready(metrics)
+                timer["t"], timer["steps"] = time.perf_counter(), step
+            last = step == config.num_train_steps
+            if step % config.log_every == 0 or last:
+                means = flush()
+                elapsed = time.perf_counter() - timer["t"]
+                rate = (step - timer["steps"]) / elapsed if step > timer["steps"] else float("nan")
+                means.update(steps_per_second=rate, learning_rate=float(schedule(step - 1)))
+                writer.write(step, {f"train_{k}" if not k.startswith(("steps", "learn")) else k: v
+                                    for k, v in means.items()})  # fmt: skip
+                progress.set_postfix(loss=f"{means['loss']:.3f}", steps_s=f"{rate:.2f}")
+            progress.update(1)
+            if step % config.checkpoint_every == 0 or last:
+                flush()  # only checked states reach disk
+                check_finite(state.params, step)
+                ckpt.save(step, state, config_dict, codec_dict)
+            if step % config.eval_every == 0 or last:
+                last_eval = evaluate(eval_step, state.params, eval_batches, mesh, codec.genres)
+                writer.write(step, last_eval)
+                timer["t"], timer["steps"] = time.perf_counter(), step  # keep evaluation out of steps/s
+                e = last_eval
+                progress.write(
+                    f"step {step}: eval NLL {e['eval_nll']:.4f}, perplexity {e['eval_perplexity']:.2f}, "
+                    f"accuracy {e['eval_accuracy']:.4f}"
+                )
+        if step < config.num_train_steps and (stop.signum is not None or step == stop_at):
+            flush()
+            ckpt.wait()
+            if step not in ckpt.steps():
+                ckpt.save(step, state, config_dict, codec_dict)
+            progress.write(f"stopped ({'signal ' + str(stop.signum) if stop.signum else 'stop_at'}): "
+                           f"saved a checkpoint at step {step}")  # fmt: skip
+    finally:
+        ckpt.close()
+        writer.close()
+        progress.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return last_eval
+
+
+def _progress(start: int, total: int, *, enabled: bool):
+    import tqdm
+
+    interactive = sys.stderr.isatty()  # in a log file, a line every 15 s instead of redraws
+    return tqdm.tqdm(
+        total=total, initial=start, disable=not enabled, unit="step", dynamic_ncols=True,
+        mininterval=0.5 if interactive else 15.0,
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------
+# CLI.
+# ----------------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> None:
+    from absl import flags, logging
+
+    del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+    from jaxmusic.input_pipeline import DataError
+
+    try:
+        metrics = train_and_evaluate(config, workdir)
+    except (TrainingError, DataError, checkpoint_lib.CheckpointError, codec_lib.CodecError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    workdir = Path(workdir)
+    print(f"checkpoints: {workdir / 'checkpoints'}")
+    print(f"metrics: {workdir / 'metrics.jsonl'} (TensorBoard: {workdir / 'tensorboard'})")
+    if metrics:
+        print("final evaluation: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+
+
+def _define_flags() -> None:
+    from absl import flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "a configs/*.py file", lock_config=True)
+    flags.DEFINE_string("workdir", None, "where checkpoints and metrics go (a run resumes from it)")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The main job on the bundled default corpus, on a CPU: converts music21's corpus to
+# MIDI (cached), builds the dataset, trains configs/default.py, and prints what it
+# wrote. Run it again and it reuses the dataset and resumes (or finishes) training.
+# Run scripts/setup.sh first (the README's first command does both).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+DATA=data
+WORKDIR=runs/default
+
+if [ -f "$DATA/midi_pieces/music21/1.0.0/dataset_info.json" ]; then
+  echo "dataset: $DATA/midi_pieces/music21/1.0.0 (already built)"
+else
+  "$PY" -m data_pipeline.build --corpus music21 --data_dir "$DATA"
+fi
+"$PY" -m jaxmusic.train --config configs/default.py --workdir "$WORKDIR" \
+  --config.data_dir="$DATA/midi_pieces/music21"
+echo "wrote: dataset $DATA/midi_pieces/music21/1.0.0, checkpoints $WORKDIR/checkpoints," \
+  "metrics $WORKDIR/metrics.jsonl"

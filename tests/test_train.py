@@ -1,0 +1,186 @@
+"""train + checkpoint: exact resumption, signals, damaged checkpoints, bad input."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from configs import tiny
+from jaxmusic import checkpoint, train
+from jaxmusic.metric_writer import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(data_dir, **overrides):
+    c = tiny.get_config()
+    c.data_dir = str(data_dir)
+    for k, v in overrides.items():
+        node = c
+        *path, last = k.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = v
+    return c
+
+
+def _params(workdir, step=None):
+    ckpt = checkpoint.Checkpointer(workdir, read_only=True)
+    steps = ckpt.steps()
+    restored = ckpt.restore(None)
+    assert step is None or restored.step == step, (restored.step, steps)
+    return restored.state["params"]
+
+
+def _assert_trees_equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_train_writes_metrics_and_checkpoints(built, tmp_path):
+    data_dir, _, _ = built
+    result = train.train_and_evaluate(_config(data_dir), tmp_path)
+    assert checkpoint.Checkpointer(tmp_path, read_only=True).steps() == [10, 20]
+    rows = read_metrics(tmp_path)
+    train_rows = [r for r in rows if "train_loss" in r]
+    assert [r["step"] for r in train_rows] == [5, 10, 15, 20]
+    assert train_rows[-1]["train_loss"] < train_rows[0]["train_loss"]
+    eval_rows = [r for r in rows if "eval_nll" in r]
+    assert [r["step"] for r in eval_rows] == [10, 20]
+    assert result["eval_nll"] == pytest.approx(eval_rows[-1]["eval_nll"])
+    assert np.exp(result["eval_nll"]) == pytest.approx(result["eval_perplexity"])
+    assert any(k.startswith("eval_nll/") for k in result)  # per genre
+    assert list((tmp_path / "tensorboard").iterdir())
+
+
+def test_stop_and_resume_equals_an_uninterrupted_run(built, tmp_path):
+    data_dir, _, _ = built
+    config = _config(data_dir, checkpoint_every=7)
+    train.train_and_evaluate(config, tmp_path / "straight")
+    train.train_and_evaluate(config, tmp_path / "resumed", stop_at=10)
+    assert checkpoint.Checkpointer(tmp_path / "resumed", read_only=True).steps()[-1] == 10
+    train.train_and_evaluate(config, tmp_path / "resumed")
+    _assert_trees_equal(_params(tmp_path / "straight", 20), _params(tmp_path / "resumed", 20))
+
+
+def test_corrupt_latest_checkpoint_falls_back(built, tmp_path, capsys):
+    data_dir, _, _ = built
+    train.train_and_evaluate(_config(data_dir), tmp_path)
+    for f in (tmp_path / "checkpoints" / "20" / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    train.train_and_evaluate(_config(data_dir, num_train_steps=30), tmp_path)
+    assert "checkpoint 20 is unreadable" in capsys.readouterr().err
+    rows = [r for r in read_metrics(tmp_path) if "train_loss" in r]
+    assert [r["step"] for r in rows][-4:] == [15, 20, 25, 30]  # resumed at 10, went on to 30
+    assert checkpoint.Checkpointer(tmp_path, read_only=True).steps()[-1] == 30
+
+
+def test_non_finite_loss_stops_naming_the_step(built, tmp_path):
+    data_dir, _, _ = built
+    config = _config(data_dir, **{"optimizer.learning_rate": float("nan"), "optimizer.warmup_steps": 0})
+    with pytest.raises(train.TrainingError, match="loss is nan at step 2"):
+        train.train_and_evaluate(config, tmp_path)
+    assert checkpoint.Checkpointer(tmp_path, read_only=True).steps() == []  # nothing bad saved
+
+
+def test_workdir_of_another_codec_or_model_is_refused(built, tmp_path):
+    data_dir, out, _ = built
+    train.train_and_evaluate(_config(data_dir, num_train_steps=10), tmp_path)
+    with pytest.raises(train.TrainingError, match=r"model\.hidden=16, this run asks for 32"):
+        train.train_and_evaluate(_config(data_dir, num_train_steps=20, **{"model.hidden": 32}), tmp_path)
+    other = tmp_path / "other"
+    import shutil
+
+    shutil.copytree(out, other)
+    from jaxmusic import codec as codec_lib
+
+    c = codec_lib.load(other / "codec.json")
+    codec_lib.fit([_some_notes()], genres=c.genres, min_count=1).save(other / "codec.json")
+    with pytest.raises(train.TrainingError, match="trained with codec"):
+        train.train_and_evaluate(_config(other, num_train_steps=20), tmp_path)
+
+
+def _some_notes():
+    from jaxmusic import midi_io
+
+    return midi_io.make_notes(np.arange(5.0), np.arange(5.0) + 0.5, [60, 62, 64, 65, 67], 80)
+
+
+def _cli(data_dir, workdir, *extra):
+    return [sys.executable, "-m", "jaxmusic.train", "--config", str(ROOT / "configs" / "tiny.py"),
+            "--workdir", str(workdir), f"--config.data_dir={data_dir}", *extra]  # fmt: skip
+
+
+def _start(cmd):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def _wait_for_checkpoint(workdir, proc, timeout=120):
+    ckpt_dir = Path(workdir) / "checkpoints"
+    end = time.time() + timeout
+    while time.time() < end:
+        done = (
+            [p for p in ckpt_dir.glob("[0-9]*") if p.is_dir() and "tmp" not in p.name]
+            if ckpt_dir.exists()
+            else []
+        )
+        if done and (done[0] / "_CHECKPOINT_METADATA").exists():
+            return
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.2)
+    raise AssertionError("no checkpoint appeared")
+
+
+def test_sigterm_saves_and_exits_zero(built, tmp_path):
+    data_dir, _, _ = built
+    proc = _start(_cli(data_dir, tmp_path, "--config.num_train_steps=100000", "--config.checkpoint_every=20",
+                       "--config.eval_every=100000"))  # fmt: skip
+    _wait_for_checkpoint(tmp_path, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    last = checkpoint.Checkpointer(tmp_path, read_only=True).steps()[-1]
+    assert f"saved a checkpoint at step {last}" in out
+
+
+def test_sigkill_resumes_from_the_last_checkpoint(built, tmp_path):
+    data_dir, _, _ = built
+    proc = _start(_cli(data_dir, tmp_path, "--config.num_train_steps=100000", "--config.checkpoint_every=20",
+                       "--config.eval_every=100000"))  # fmt: skip
+    _wait_for_checkpoint(tmp_path, proc)
+    proc.kill()
+    proc.communicate(timeout=60)
+    last = checkpoint.Checkpointer(tmp_path, read_only=True).steps()[-1]
+    config = _config(data_dir, num_train_steps=last + 10, checkpoint_every=20, eval_every=100000)
+    train.train_and_evaluate(config, tmp_path)
+    steps = [r["step"] for r in read_metrics(tmp_path) if "train_loss" in r]
+    assert steps[-2:] == [last + 5, last + 10]  # went on from the checkpoint, not from 0
+    assert checkpoint.Checkpointer(tmp_path, read_only=True).steps()[-1] == last + 10
+
+
+def test_cli_bad_input_is_one_clear_line(built, tmp_path):
+    data_dir, _, _ = built
+    proc = _start(_cli(tmp_path / "nowhere", tmp_path / "w"))
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "error: data_dir" in out and "not a directory" in out
+    proc = _start(_cli(data_dir, tmp_path / "w", "--config.no_such_field=1"))
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "no_such_field" in out
+    proc = _start(
+        _cli(data_dir, tmp_path / "w", "--config.batch_size=6")
+    )  # 6 is not a multiple of ... 1 device
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out  # 6 divides among 1 device and 1 host: fine
+    proc = _start(_cli(data_dir, tmp_path / "w2", "--config.model.dtype=float8"))
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "config.model.dtype 'float8'" in out
