@@ -28,6 +28,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.transpose = 3  # train-time transposition, up to this many semitones either way
     c.eval_split = "validation"  # the split evaluated during training
     c.eval_batches = 0  # cap on evaluation batches (0: the whole split)
+    # Fixed shards of the train split; global batch row r draws from shard
+    # r * data_shards // batch_size, so batches do not depend on the host count
+    # (any count dividing data_shards). 0: one shard per process.
+    c.data_shards = 0
 
     c.model = ml_collections.ConfigDict()
     c.model.num_layers = 2  # LSTM layers in the encoder and in the decoder

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 
 ITEMS = ("state", "config", "codec")
@@ -59,7 +60,12 @@ class Checkpointer:
             enable_async_checkpointing=not read_only,
             cleanup_tmp_directories=not read_only,
         )
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+        handlers = {
+            "state": ocp.StandardCheckpointHandler(),
+            "config": ocp.JsonCheckpointHandler(),
+            "codec": ocp.JsonCheckpointHandler(),
+        }
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
     def steps(self) -> list[int]:
         """Steps of the finished checkpoints, ascending."""
@@ -86,7 +92,8 @@ class Checkpointer:
 
         Args:
           target: a pytree of arrays or ShapeDtypeStructs (with shardings) that
-            the state must match; None restores the arrays as saved.
+            the state must match; None restores the arrays as saved, onto this
+            process's first device (whatever devices saved them).
 
         Raises:
           CheckpointError: checkpoints exist but none can be read.
@@ -94,8 +101,8 @@ class Checkpointer:
         skipped: list[tuple[int, str]] = []
         for step in reversed(self.steps()):
             try:
-                state_args = (
-                    ocp.args.StandardRestore(target) if target is not None else ocp.args.StandardRestore()
+                state_args = ocp.args.StandardRestore(
+                    target if target is not None else self._local_target(step)
                 )
                 got = self.manager.restore(
                     step,
@@ -117,6 +124,12 @@ class Checkpointer:
                 + "; ".join(f"step {s}: {r}" for s, r in skipped)
             )
         return None
+
+    def _local_target(self, step: int) -> Any:
+        """The saved state's shapes and dtypes, placed on this process's first device."""
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        metadata = self.manager.item_metadata(step)["state"]
+        return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), metadata)
 
     def _set_aside(self, steps: list[int]) -> None:
         """Renames unreadable checkpoints to <step>.unreadable (kept, never deleted),

@@ -11,10 +11,14 @@ gives
   weights        = targets != PAD     float32[B, Td]
   genre          = the piece's genre, an index into codec.genres, int32[B]
 
-Training batches are a pure function of (seed, step): each batch draws windows
-uniformly over every window of this host's pieces with a stateless random
-generator, so a run resumed at step N sees exactly the batches of a run that never
-stopped, with no iterator state to save. Transposition (training only) moves a
+Training batches are a pure function of (seed, step), whatever the number of
+hosts. The train split is cut into `num_shards` fixed shards (`tfds.even_splits`);
+row r of the global batch always draws, uniformly over the windows of shard
+floor(r * num_shards / batch), with a stateless key of (seed, step, shard). A host
+owns a contiguous block of shards, which is exactly the block of rows it feeds, so
+it reads only its share and 1 or N hosts give the same global batches; a run
+resumed at step N sees exactly the batches of a run that never stopped, with no
+iterator state to save. Transposition (training only) moves a
 whole window by the same number of semitones through a fixed id -> id table from
 the codec; a window holding a note whose transposition is not in the vocabulary
 stays untransposed.
@@ -107,16 +111,55 @@ def load_pieces(
     if split not in builder.info.splits:
         raise DataError(f"split {split!r} is not in the dataset; it has: {', '.join(builder.info.splits)}")
     share = tfds.split_for_jax_process(split, process_index=process_index, process_count=process_count)
+    pieces = _read_pieces(builder, share)
+    sequences = pieces.sequences
+    if not sequences:
+        raise DataError(f"split {split!r} gives process {process_index} of {process_count} no pieces")
+    return pieces
+
+
+def load_train_shards(
+    data_dir: str | os.PathLike,
+    *,
+    num_shards: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    split: str = "train",
+) -> tuple[list[Pieces], list[int]]:
+    """This host's shards of the train split: (pieces per shard, global shard indices).
+
+    Raises:
+      DataError: num_shards does not divide among the processes, or a shard is empty.
+    """
+    import tensorflow_datasets as tfds
+
+    if num_shards < 1 or num_shards % process_count:
+        raise DataError(f"data_shards {num_shards} does not divide among {process_count} processes (hosts)")
+    builder = tfds.builder_from_directory(str(dataset_dir(data_dir)))
+    if split not in builder.info.splits:
+        raise DataError(f"split {split!r} is not in the dataset; it has: {', '.join(builder.info.splits)}")
+    if builder.info.splits[split].num_examples < num_shards:
+        raise DataError(
+            f"data_shards {num_shards} is more than the {builder.info.splits[split].num_examples} pieces "
+            f"of split {split!r}"
+        )
+    per_host = num_shards // process_count
+    mine = list(range(process_index * per_host, (process_index + 1) * per_host))
+    subsplits = tfds.even_splits(split, n=num_shards)
+    return [_read_pieces(builder, subsplits[v]) for v in mine], mine
+
+
+def _read_pieces(builder, split_arg) -> Pieces:
+    import tensorflow_datasets as tfds
+
     ds = builder.as_dataset(
-        split=share, shuffle_files=False, read_config=tfds.ReadConfig(try_autocache=False)
+        split=split_arg, shuffle_files=False, read_config=tfds.ReadConfig(try_autocache=False)
     )
     ds = ds.map(lambda x: {"ids": x["ids"], "genre_id": x["genre_id"]})
     sequences, genres = [], []
     for ex in iter(tfds.as_numpy(ds)):
         sequences.append(np.concatenate([[codec_lib.BOS], ex["ids"], [codec_lib.EOS]]).astype(np.int32))
         genres.append(ex["genre_id"] - codec_lib.NUM_SPECIAL)
-    if not sequences:
-        raise DataError(f"split {split!r} gives process {process_index} of {process_count} no pieces")
     return Pieces(sequences, np.asarray(genres, np.int32))
 
 
@@ -169,77 +212,88 @@ def _flat_windows(
 
 
 def train_batches(
-    pieces: Pieces,
+    shards: Pieces | list[Pieces],
     *,
     batch_size: int,
     encoder_len: int,
     decoder_len: int,
     seed: int,
     start_step: int = 0,
-    transpose: tuple[np.ndarray, ...] | np.ndarray | None = None,
-    process_index: int = 0,
+    transpose: np.ndarray | None = None,
+    shard_ids: list[int] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Endless training batches for steps start_step, start_step + 1, ...
 
     Args:
-      pieces: this host's pieces.
-      batch_size: this host's batch (the global batch / process count).
+      shards: this host's shards (`load_train_shards`), or one Pieces (one shard).
+      batch_size: this host's batch (the global batch / process count); each
+        shard feeds batch_size / len(shards) rows.
       encoder_len, decoder_len: Te and Td.
-      seed: the run's seed; batch n depends only on (seed, process_index, n).
+      seed: the run's seed; a batch depends only on (seed, step, shard ids).
       start_step: the first step to give (a resumed run's step).
       transpose: int32[S, vocab] id tables, one per shift (`transpose_tables`);
         each window takes one uniformly. None: no transposition.
-      process_index: folds into the seed, so hosts draw different windows.
+      shard_ids: the global index of each shard (keys its random draws).
 
     Yields:
       dicts of numpy arrays as the module doc describes, prefetched by tf.data.
     """
     import tensorflow as tf
 
+    shards = [shards] if isinstance(shards, Pieces) else list(shards)
+    shard_ids = list(range(len(shards))) if shard_ids is None else list(shard_ids)
     if encoder_len < 1 or decoder_len < 1:
         raise DataError(f"encoder_len and decoder_len must be >= 1, got {encoder_len}, {decoder_len}")
+    if batch_size % len(shards):
+        raise DataError(
+            f"batch_size {batch_size} (this host's) does not divide among its {len(shards)} data shards"
+        )
+    rows = batch_size // len(shards)
     window = encoder_len + decoder_len
-    longest = max(seq.shape[0] for seq in pieces.sequences)
+    longest = max(seq.shape[0] for p in shards for seq in p.sequences)
     if window > longest:
         raise DataError(
             f"a window of {encoder_len} + {decoder_len} tokens is longer than every piece "
             f"(the longest has {longest} with BOS and EOS): lower encoder_len or decoder_len"
         )
-    flat, first, count = _flat_windows(pieces, encoder_len, decoder_len)
-    cum = np.cumsum(count)
-    flat_t = tf.constant(flat)
-    first_t, cum_t = tf.constant(first), tf.constant(cum)
-    genres_t = tf.constant(pieces.genres)
     tables = None if transpose is None else tf.constant(np.asarray(transpose, np.int32))
-    total = int(cum[-1])
     offsets = tf.range(window, dtype=tf.int64)
+    draws = [_shard_sampler(p, encoder_len, decoder_len) for p in shards]
 
     def make_batch(step):
-        key = tf.stack([tf.constant(seed, tf.int64) * 1_000_003 + process_index, step])
-        u = tf.random.stateless_uniform([batch_size], key, minval=0, maxval=total, dtype=tf.int64)
-        piece = tf.searchsorted(cum_t, u, side="right")
-        before = tf.where(piece > 0, tf.gather(cum_t, tf.maximum(piece - 1, 0)), tf.zeros_like(u))
-        start = tf.gather(first_t, piece) + (u - before)
-        windows = tf.gather(flat_t, start[:, None] + offsets[None, :])
-        if tables is not None:
-            shift = tf.random.stateless_uniform(
-                [batch_size],
-                key + tf.constant([0, 1 << 40], tf.int64),
-                minval=0,
-                maxval=tables.shape[0],
-                dtype=tf.int64,
-            )
-            rows = tf.broadcast_to(tf.cast(shift[:, None], tf.int32), tf.shape(windows))
-            moved = tf.gather_nd(tables, tf.stack([rows, windows], -1))  # tables[shift, id]
-            ok = tf.reduce_all(moved >= 0, axis=1, keepdims=True)
-            windows = tf.where(ok, moved, windows)
-        return {"windows": windows, "genre": tf.gather(genres_t, piece)}
+        windows, genres = [], []
+        for (flat_t, first_t, cum_t, genres_t, total), shard in zip(draws, shard_ids, strict=True):
+            key = tf.stack([tf.constant(seed, tf.int64) * 1_000_003 + shard, step])
+            u = tf.random.stateless_uniform([rows], key, minval=0, maxval=total, dtype=tf.int64)
+            piece = tf.searchsorted(cum_t, u, side="right")
+            before = tf.where(piece > 0, tf.gather(cum_t, tf.maximum(piece - 1, 0)), tf.zeros_like(u))
+            w = tf.gather(flat_t, (tf.gather(first_t, piece) + u - before)[:, None] + offsets[None, :])
+            if tables is not None:
+                shift = tf.random.stateless_uniform(
+                    [rows], key + tf.constant([0, 1 << 40], tf.int64), minval=0, maxval=tables.shape[0],
+                    dtype=tf.int64,
+                )  # fmt: skip
+                shift_rows = tf.broadcast_to(tf.cast(shift[:, None], tf.int32), tf.shape(w))
+                moved = tf.gather_nd(tables, tf.stack([shift_rows, w], -1))  # tables[shift, id]
+                w = tf.where(tf.reduce_all(moved >= 0, axis=1, keepdims=True), moved, w)
+            windows.append(w)
+            genres.append(tf.gather(genres_t, piece))
+        return {"windows": tf.concat(windows, 0), "genre": tf.concat(genres, 0)}
 
     ds = tf.data.Dataset.range(start_step, 2**62).map(
         make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
     for batch in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
         yield {**_frame(batch["windows"], encoder_len), "genre": batch["genre"]}
+
+
+def _shard_sampler(pieces: Pieces, encoder_len: int, decoder_len: int):
+    """Constants for drawing windows of one shard: (flat, first, cum, genres, total)."""
+    import tensorflow as tf
+
+    flat, first, count = _flat_windows(pieces, encoder_len, decoder_len)
+    cum = np.cumsum(count)
+    return tf.constant(flat), tf.constant(first), tf.constant(cum), tf.constant(pieces.genres), int(cum[-1])
 
 
 def transpose_tables(codec: codec_lib.Codec, max_semitones: int) -> np.ndarray | None:

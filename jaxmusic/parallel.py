@@ -59,3 +59,32 @@ def batch_spec() -> P:
 
 def replicated_spec() -> P:
     return P()
+
+
+def initialize_distributed(
+    *, coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
+    auto: bool = False,
+) -> None:  # fmt: skip
+    """Joins a multi-process run before any other JAX call; a no-op for one process.
+
+    Args:
+      coordinator: "host:port" of process 0 (GPU or CPU clusters).
+      num_processes, process_id: this run's size and this process's rank.
+      auto: let JAX find its peers from the environment (Cloud TPU pod slices,
+        SLURM, Open MPI), with no other argument.
+    """
+    if not auto and coordinator is None:
+        if num_processes not in (None, 1):
+            raise ValueError("--num_processes > 1 needs --coordinator (or --multihost on a TPU pod)")
+        return
+    # All-reduce across processes on the CPU backend (simulated runs, tests); the
+    # GPU and TPU backends bring their own collectives and ignore this.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if auto:
+        jax.distributed.initialize()
+    else:
+        if num_processes is None or process_id is None:
+            raise ValueError("--coordinator needs --num_processes and --process_id")
+        jax.distributed.initialize(
+            coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
+        )

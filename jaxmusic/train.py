@@ -138,7 +138,10 @@ def make_train_step(
 
         (nll, (correct, weight)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         total = jnp.maximum(lax.psum(weight, parallel.AXIS), 1.0)
-        grads = jax.tree.map(lambda g: lax.psum(g, parallel.AXIS) / total, grads)
+        # The parameters are replicated (device-invariant), so shard_map's autodiff
+        # already sums their gradients over devices (the transpose of broadcasting
+        # them is a psum): only the division by the global weight is left to do.
+        grads = jax.tree.map(lambda g: g / total, grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {
@@ -270,8 +273,14 @@ def train_and_evaluate(
     parallel.check_batch_size(config.batch_size, mesh)
     host_batch = input_pipeline.host_batch_size(config.batch_size, jax.process_count())
     codec = input_pipeline.load_codec(config.data_dir)
-    train_pieces = input_pipeline.load_pieces(
-        config.data_dir, "train", process_index=jax.process_index(), process_count=jax.process_count()
+    num_shards = config.data_shards or jax.process_count()
+    if config.batch_size % num_shards:
+        raise ValueError(f"batch_size {config.batch_size} does not divide among data_shards {num_shards}")
+    train_shards, shard_ids = input_pipeline.load_train_shards(
+        config.data_dir,
+        num_shards=num_shards,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
     )
     eval_pieces = input_pipeline.load_pieces(config.data_dir, config.eval_split)
     eval_batches = input_pipeline.eval_batches(
@@ -312,14 +321,14 @@ def train_and_evaluate(
     train_step = make_train_step(model, tx, mesh, dropout_rng)
     eval_step = make_eval_step(model, mesh)
     batches = input_pipeline.train_batches(
-        train_pieces,
+        train_shards,
         batch_size=host_batch,
         encoder_len=config.encoder_len,
         decoder_len=config.decoder_len,
         seed=config.seed,
         start_step=start,
         transpose=input_pipeline.transpose_tables(codec, config.transpose),
-        process_index=jax.process_index(),
+        shard_ids=shard_ids,
     )
     writer = MetricWriter(workdir, enabled=is_main)
 
@@ -354,6 +363,8 @@ def train_and_evaluate(
             state, metrics = train_step(state, batch)
             step += 1
             pending.append((step, metrics))
+            if len(pending) > 2:  # at most 2 steps in flight: XLA:CPU aborts long queues of all-reduces
+                jax.block_until_ready(pending[-3][1])
             if timer["t"] is None:  # the first step compiles: keep it out of timings
                 jax.block_until_ready(metrics)
                 timer["t"], timer["steps"] = time.perf_counter(), step
@@ -416,14 +427,23 @@ def main(argv: list[str]) -> None:
 
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+    f = flags.FLAGS
+    config, workdir = f.config, f.workdir
     from jaxmusic.input_pipeline import DataError
 
     try:
+        parallel.initialize_distributed(
+            coordinator=f.coordinator,
+            num_processes=f.num_processes,
+            process_id=f.process_id,
+            auto=f.multihost,
+        )
         metrics = train_and_evaluate(config, workdir)
     except (TrainingError, DataError, checkpoint_lib.CheckpointError, codec_lib.CodecError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    if jax.process_index() != 0:
+        return
     workdir = Path(workdir)
     print(f"checkpoints: {workdir / 'checkpoints'}")
     print(f"metrics: {workdir / 'metrics.jsonl'} (TensorBoard: {workdir / 'tensorboard'})")
@@ -437,6 +457,10 @@ def _define_flags() -> None:
 
     config_flags.DEFINE_config_file("config", None, "a configs/*.py file", lock_config=True)
     flags.DEFINE_string("workdir", None, "where checkpoints and metrics go (a run resumes from it)")
+    flags.DEFINE_bool("multihost", False, "join a multi-host run found from the environment (TPU pod, SLURM)")
+    flags.DEFINE_string("coordinator", None, "host:port of process 0, for a multi-process run on GPUs/CPUs")
+    flags.DEFINE_integer("num_processes", None, "processes in the run (with --coordinator)")
+    flags.DEFINE_integer("process_id", None, "this process's rank, 0..num_processes-1 (with --coordinator)")
     flags.mark_flags_as_required(["config", "workdir"])
 
 

@@ -50,8 +50,20 @@ def test_train_batches_are_a_function_of_the_step():
         np.testing.assert_array_equal(resumed[k], first[5][k])
     other_seed = next(ip.train_batches(pieces, **{**kw, "seed": 4}))
     assert not np.array_equal(other_seed["encoder_tokens"], first[0]["encoder_tokens"])
-    other_host = next(ip.train_batches(pieces, process_index=1, **kw))
-    assert not np.array_equal(other_host["encoder_tokens"], first[0]["encoder_tokens"])
+    other_shard = next(ip.train_batches(pieces, shard_ids=[1], **kw))
+    assert not np.array_equal(other_shard["encoder_tokens"], first[0]["encoder_tokens"])
+
+
+def test_global_batch_does_not_depend_on_the_host_count():
+    shards = [_pieces([30, 50]), _pieces([20, 44, 61]), _pieces([25]), _pieces([70])]
+    kw = dict(encoder_len=TE, decoder_len=TD, seed=7, start_step=3)
+    one_host = next(ip.train_batches(shards, batch_size=8, **kw))
+    halves = [
+        next(ip.train_batches(shards[2 * h : 2 * h + 2], batch_size=4, shard_ids=[2 * h, 2 * h + 1], **kw))
+        for h in range(2)
+    ]
+    for k in one_host:
+        np.testing.assert_array_equal(one_host[k], np.concatenate([h[k] for h in halves]))
 
 
 def test_eval_windows_cover_every_note_once():
