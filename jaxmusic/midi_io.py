@@ -446,6 +446,9 @@ def write(
     midi.max_tick = max([n.end for inst in midi.instruments for n in inst.notes], default=0) + 1
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a written file gets the usual mode
     try:
         midi.dump(tmp)
         os.replace(tmp, path)

@@ -8,3 +8,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
+# tinysoundfont renders WAV offline; its dependency pyaudio is only for live playback
+# and needs system headers to build, so it is installed without its dependencies.
+.venv/bin/python -m pip install --quiet --no-deps 'tinysoundfont>=0.3.7,<0.4'

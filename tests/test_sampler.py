@@ -1,0 +1,210 @@
+"""sampler + sample CLI + render: exact stub sequences, filters, EOS, files, bad input."""
+
+import json
+import wave
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmusic import codec as codec_lib
+from jaxmusic import midi_io, render, sample, sampler
+
+V, FIRST = 40, 6  # ids 0..5: PAD, BOS, EOS, UNK and two genres
+
+
+def _stub(logit_fn):
+    """A model whose next-token logits depend only on the previous token."""
+    encode = lambda params, tokens, genre: jnp.zeros(tokens.shape[0])  # noqa: E731
+    step = lambda params, carry, token, genre: (carry, logit_fn(token))  # noqa: E731
+    return encode, step
+
+
+def _run(logit_fn, window, *, phrase_len=3, num_phrases=4, key=0, **settings):
+    s = dict(temperature=1.0, top_k=0, top_p=1.0, greedy=False) | settings
+    fn = sampler.make_sampler(*_stub(logit_fn), vocab_size=V, first_note_id=FIRST,
+                              phrase_len=phrase_len, num_phrases=num_phrases)  # fmt: skip
+    window = jnp.asarray(window, jnp.int32)
+    return np.asarray(fn(None, window, jnp.zeros(window.shape[0], jnp.int32), jax.random.key(key), **s))
+
+
+def plus_one(token):
+    return jax.nn.one_hot((token + 1) % V, V) * 10.0
+
+
+def test_greedy_follows_previous_plus_one_across_phrases():
+    out = _run(plus_one, [[0, 1, 7], [1, 9, 10]], greedy=True)
+    np.testing.assert_array_equal(out[0], np.arange(8, 20))
+    np.testing.assert_array_equal(out[1], np.arange(11, 23))
+
+
+def random_logits(token):
+    return jax.vmap(lambda t: jax.random.normal(jax.random.fold_in(jax.random.key(42), t), (V,)))(token) * 3
+
+
+def test_top_k_one_equals_greedy():
+    window = [[0, 1, 7], [1, 8, 12], [1, 9, 30]]
+    greedy = _run(random_logits, window, greedy=True)
+    for key in range(3):
+        np.testing.assert_array_equal(_run(random_logits, window, top_k=1, key=key), greedy)
+
+
+def test_top_p_keeps_exactly_the_nucleus():
+    probs = np.array([[0.5, 0.2, 0.15, 0.1, 0.05]])
+    logits = jnp.log(jnp.asarray(probs))
+    # The smallest set whose mass reaches p (values off the exact sums 0.5, 0.7, 0.85, 0.95).
+    for p, kept in [(0.01, 1), (0.49, 1), (0.51, 2), (0.69, 2), (0.71, 3), (0.94, 4), (0.96, 5), (1.0, 5)]:
+        out = np.asarray(sampler.filter_logits(logits, 0, p))
+        assert (out > sampler.NEG_INF / 2).sum() == kept, p
+        assert np.all(out[0, :kept] > sampler.NEG_INF / 2)  # the most probable ones
+
+
+def test_top_k_keeps_the_k_largest():
+    logits = jnp.asarray([[1.0, 5.0, 3.0, 4.0, 2.0]])
+    out = np.asarray(sampler.filter_logits(logits, 2, 1.0))
+    assert np.flatnonzero(out[0] > sampler.NEG_INF / 2).tolist() == [1, 3]
+
+
+def test_special_ids_are_never_drawn():
+    def favour_specials(token):
+        return jnp.broadcast_to(jnp.where(jnp.arange(V) < FIRST, 10.0, 0.0), (token.shape[0], V))
+
+    out = _run(favour_specials, [[0, 1, 7]] * 8, num_phrases=8, temperature=5.0)
+    drawn = set(out.ravel().tolist())
+    assert codec_lib.EOS in drawn  # EOS may end a piece...
+    assert not drawn & {codec_lib.BOS, codec_lib.UNK, 4, 5}  # ...the other specials never appear
+
+
+def test_eos_ends_a_sample():
+    def eos_after_ten(token):
+        return jnp.where((token == 10)[:, None], jax.nn.one_hot(codec_lib.EOS, V) * 10, plus_one(token))
+
+    out = _run(eos_after_ten, [[0, 1, 7], [0, 1, 20]], greedy=True)
+    np.testing.assert_array_equal(out[0], [8, 9, 10, codec_lib.EOS] + [codec_lib.PAD] * 8)
+    np.testing.assert_array_equal(out[1], np.arange(21, 33))
+
+
+def test_compiles_once_per_shape():
+    traces = []
+
+    def counted(token):
+        traces.append(1)
+        return plus_one(token)
+
+    fn = sampler.make_sampler(*_stub(counted), vocab_size=V, first_note_id=FIRST, phrase_len=2, num_phrases=3)
+    window = jnp.asarray([[0, 1, 7]], jnp.int32)
+    for t, p in [(1.0, 1.0), (0.5, 0.9), (2.0, 0.3)]:
+        fn(None, window, jnp.zeros(1, jnp.int32), jax.random.key(0), t, 0, p, False)
+    assert len(traces) == 1
+
+
+def test_primer_window_pads_and_truncates():
+    assert sampler.primer_window([], 3) == [0, 0, 1]
+    assert sampler.primer_window([9, 10], 4) == [0, 1, 9, 10]
+    assert sampler.primer_window([9, 10, 11, 12], 3) == [10, 11, 12]
+
+
+# --- the CLI, on a tiny model trained once ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(built, tmp_path_factory):
+    from configs import tiny
+    from jaxmusic import train
+
+    config = tiny.get_config()
+    config.data_dir = str(built[0])
+    workdir = tmp_path_factory.mktemp("trained")
+    train.train_and_evaluate(config, workdir)
+    return workdir
+
+
+def _sample(workdir, out_dir, *extra):
+    return sample.main(["--workdir", str(workdir), "--out_dir", str(out_dir), "--num_outputs", "2",
+                        "--num_notes", "20", *extra])  # fmt: skip
+
+
+def test_cli_writes_playable_midi_and_describes_it(trained, tmp_path, capsys):
+    assert _sample(trained, tmp_path, "--seed", "3", "--genre", "jazz", "--top_p", "0.9") == 0
+    records = json.loads((tmp_path / "samples.json").read_text())
+    assert [r["file"] for r in records] == ["sample_000.mid", "sample_001.mid"]
+    for r in records:
+        assert r["seed"] == 3 and r["genre"] == "jazz" and r["settings"]["top_p"] == 0.9
+        notes = midi_io.read(tmp_path / r["file"]).notes
+        assert notes.shape[0] == r["notes"] > 0
+        assert (
+            np.all(notes["end"] > notes["start"]) and 0 <= notes["pitch"].min() <= notes["pitch"].max() <= 127
+        )
+    assert "sample_000.mid" in capsys.readouterr().out
+
+
+def test_same_seed_same_bytes(trained, tmp_path):
+    for d in ("a", "b"):
+        assert _sample(trained, tmp_path / d, "--seed", "5") == 0
+    for name in ("sample_000.mid", "sample_001.mid", "samples.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert _sample(trained, tmp_path / "c", "--seed", "6") == 0
+    assert (tmp_path / "c" / "sample_000.mid").read_bytes() != (
+        tmp_path / "a" / "sample_000.mid"
+    ).read_bytes()
+
+
+def test_primers_midi_and_split(trained, tmp_path, collection):
+    primer = collection[0] / "jazz" / "piece1.mid"
+    assert _sample(trained, tmp_path / "m", "--primer_midi", str(primer), "--greedy") == 0
+    r = json.loads((tmp_path / "m" / "samples.json").read_text())[0]
+    assert r["primer"]["kind"] == "midi" and r["primer"]["notes"] == midi_io.read(primer).notes.shape[0]
+    assert _sample(trained, tmp_path / "s", "--primer_split", "validation") == 0
+    r = json.loads((tmp_path / "s" / "samples.json").read_text())[0]
+    assert r["primer"]["kind"] == "split" and r["primer"]["split"] == "validation"
+
+
+def test_seconds_gives_that_length(trained, tmp_path):
+    assert sample.main(["--workdir", str(trained), "--out_dir", str(tmp_path), "--num_outputs", "1",
+                        "--seconds", "3"]) == 0  # fmt: skip
+    notes = midi_io.read(tmp_path / "sample_000.mid").notes
+    assert notes["end"].max() <= 3.0 + 1e-3
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--temperature", "0"], "--temperature must be > 0"),
+        (["--top_p", "1.5"], "--top_p must be in (0, 1]"),
+        (["--top_p", "0"], "--top_p must be in (0, 1]"),
+        (
+            ["--genre", "polka"],
+            "--genre 'polka' is unknown; this model knows: classical, jazz, pop, rock, unknown",
+        ),
+    ],
+)
+def test_cli_bad_settings(trained, tmp_path, capsys, extra, message):
+    assert _sample(trained, tmp_path, *extra) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_bad_paths(trained, tmp_path, capsys):
+    assert _sample(tmp_path / "empty", tmp_path / "o") == 2
+    assert "no checkpoint in it" in capsys.readouterr().err
+    bad = tmp_path / "bad.mid"
+    bad.write_bytes(b"<html></html>")
+    assert _sample(trained, tmp_path / "o", "--primer_midi", str(bad)) == 2
+    assert "looks like HTML" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert _sample(trained, blocker / "out") == 2
+    assert "cannot write there" in capsys.readouterr().err
+
+
+def test_render_wav_and_png(tmp_path):
+    start = np.arange(4) * 0.5
+    midi_io.write(midi_io.make_notes(start, start + 0.4, [60, 64, 67, 72], 90), tmp_path / "a.mid")
+    wav = render.to_wav(tmp_path / "a.mid", tmp_path / "a.wav")
+    with wave.open(str(wav)) as w:
+        frames = np.frombuffer(w.readframes(w.getnframes()), np.int16)
+        seconds = w.getnframes() / w.getframerate()
+    assert seconds == pytest.approx(1.9 + render.TAIL_SECONDS, abs=0.01)
+    assert np.abs(frames).max() > 1000  # sound, not silence
+    png = render.piano_roll(tmp_path / "a.mid", tmp_path / "a.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
