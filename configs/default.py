@@ -39,6 +39,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.dropout = 0.2  # between encoder layers (the seed)
     c.model.decoder_dropout = 0.0  # between decoder layers (not in the seed)
     c.model.dtype = "float32"  # computation dtype; "bfloat16" on GPUs and TPUs
+    # 0: one-hot input straight into the first layer's gates (the seed; a row gather).
+    # > 0: an embedding of this size, then the input projection (Embedding + LSTM).
+    c.model.embed_dim = 0
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.learning_rate = 3e-3  # peak, after warmup

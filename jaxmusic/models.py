@@ -101,6 +101,9 @@ class Seq2Seq(nn.Module):
       hidden: units per layer.
       dropout: rate between encoder layers (the seed) when training.
       decoder_dropout: rate between decoder layers (0 in the seed).
+      embed_dim: 0 (the seed): the one-hot input goes straight into the first
+        layer's gates (a [V, 4H] gather); > 0: an embedding of this size first, then
+        the usual input projection (the Embedding + LSTM of most frameworks).
       dtype: computation dtype.
     """
 
@@ -110,20 +113,23 @@ class Seq2Seq(nn.Module):
     hidden: int = 1024
     dropout: float = 0.2
     decoder_dropout: float = 0.0
+    embed_dim: int = 0
     dtype: Any = jnp.float32
 
     def setup(self):
         h4 = 4 * self.hidden
         self.encoder_genre = nn.Embed(max(self.num_genres, 1), h4, dtype=self.dtype)
         self.decoder_genre = nn.Embed(max(self.num_genres, 1), h4, dtype=self.dtype)
+        gathered = self.vocab_size if not self.embed_dim else None
         self.encoder_layers = [
-            LSTMLayer(self.hidden, self.vocab_size if k == 0 else None, self.dtype)
-            for k in range(self.num_layers)
+            LSTMLayer(self.hidden, gathered if k == 0 else None, self.dtype) for k in range(self.num_layers)
         ]
         self.decoder_layers = [
-            LSTMLayer(self.hidden, self.vocab_size if k == 0 else None, self.dtype)
-            for k in range(self.num_layers)
+            LSTMLayer(self.hidden, gathered if k == 0 else None, self.dtype) for k in range(self.num_layers)
         ]
+        if self.embed_dim:
+            self.encoder_embed = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype)
+            self.decoder_embed = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype)
         self.encoder_dropout = nn.Dropout(self.dropout)
         self.decoder_dropout_layer = nn.Dropout(self.decoder_dropout)
         self.head = nn.Dense(self.vocab_size, dtype=self.dtype)
@@ -139,7 +145,7 @@ class Seq2Seq(nn.Module):
         Returns:
           The final (c, h) of each layer, each float[B, H].
         """
-        x: jax.Array = tokens
+        x: jax.Array = self.encoder_embed(tokens) if self.embed_dim else tokens
         carries = []
         for k, layer in enumerate(self.encoder_layers):
             if k > 0:
@@ -162,7 +168,7 @@ class Seq2Seq(nn.Module):
         Returns:
           (each layer's final (c, h), logits float32[B, T, vocab_size]).
         """
-        x: jax.Array = tokens
+        x: jax.Array = self.decoder_embed(tokens) if self.embed_dim else tokens
         out = []
         for k, (layer, carry) in enumerate(zip(self.decoder_layers, carries, strict=True)):
             if k > 0:

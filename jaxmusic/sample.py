@@ -120,7 +120,7 @@ def generate(args: argparse.Namespace) -> list[dict]:
     except OSError as e:
         raise SampleError(f"--out_dir {out_dir}: cannot write there ({e.strerror or e})") from None
     config, codec, params, step = load_workdir(args.workdir)
-    model = train.create_model(config, codec)
+    model = train.create_model(config, codec.vocab_size, len(codec.genres))
     primers = _primers(args, config, codec)
     genres = [_genre(args, codec, p["genre"]) for p in primers]
     te, td = config.encoder_len, config.decoder_len
@@ -212,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--wav", action="store_true", help="also render each sample to WAV")
     parser.add_argument("--png", action="store_true", help="also draw each sample's piano roll")
     args = parser.parse_args(argv)
+    from absl import logging
+
+    logging.set_verbosity(logging.ERROR)  # orbax warns about every read-only open
     try:
         records = generate(args)
     except (SampleError, checkpoint_lib.CheckpointError, codec_lib.CodecError) as e:

@@ -56,17 +56,19 @@ class TrainState:
 # ----------------------------------------------------------------------------
 
 
-def create_model(config: ml_collections.ConfigDict, codec: codec_lib.Codec) -> models.Seq2Seq:
+def create_model(config: ml_collections.ConfigDict, vocab_size: int, num_genres: int) -> models.Seq2Seq:
+    """The config's model for a codec of `vocab_size` ids and `num_genres` genres."""
     m = config.model
     if m.dtype not in DTYPES:
         raise ValueError(f"config.model.dtype {m.dtype!r} is not one of {', '.join(DTYPES)}")
     return models.Seq2Seq(
-        vocab_size=codec.vocab_size,
-        num_genres=len(codec.genres),
+        vocab_size=vocab_size,
+        num_genres=num_genres,
         num_layers=m.num_layers,
         hidden=m.hidden,
         dropout=m.dropout,
         decoder_dropout=m.decoder_dropout,
+        embed_dim=m.get("embed_dim", 0),
         dtype=DTYPES[m.dtype],
     )
 
@@ -295,7 +297,7 @@ def train_and_evaluate(
         eval_batches = eval_batches[: config.eval_batches]
 
     # --- Model, optimizer, state (fresh or resumed). ---
-    model = create_model(config, codec)
+    model = create_model(config, codec.vocab_size, len(codec.genres))
     tx, schedule = make_optimizer(config)
     root_rng = jax.random.key(config.seed)
     params_rng, dropout_rng = jax.random.split(root_rng)

@@ -30,7 +30,7 @@ def main() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     c = module.get_config()
-    model = train.create_model(c, _FakeCodec(args.vocab, args.genres))
+    model = train.create_model(c, args.vocab, args.genres)
     tx, _ = train.make_optimizer(c)
     state = jax.eval_shape(lambda: train.init_state(model, tx, c, jax.random.key(0)))
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
@@ -59,11 +59,6 @@ def main() -> None:
     print(
         "  arguments {:.2f} GiB, outputs {:.2f} GiB, temporaries {:.2f} GiB".format(*(x / gib for x in sizes))
     )
-
-
-class _FakeCodec:
-    def __init__(self, vocab_size: int, genres: int):
-        self.vocab_size, self.genres = vocab_size, tuple(f"g{i}" for i in range(genres))
 
 
 if __name__ == "__main__":

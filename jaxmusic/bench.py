@@ -1,0 +1,229 @@
+"""CLI: how fast the real train step and the sampler run on this machine.
+
+  python -m jaxmusic.bench --config configs/default.py [--steps 20] [--batch 32] \\
+      [--vocab 2048] [--json bench.json] [--config.model.hidden=1024 ...]
+
+Runs `jaxmusic.train`'s own train step (jit + shard_map over every device, state
+donated) on synthetic batches of the config's shapes: a burn-in that includes
+compilation, then timed steps, each ending in a device sync. Reports steps/s,
+notes/s, the step time's median and spread, FLOPs per step from the model's shapes
+(`train_flops`), achieved GFLOP/s, and MFU against a peak measured in the same run
+with a large matrix product on one device (times the device count); then the
+sampler's notes/s at batch 1 and 64. Imports no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxmusic import codec as codec_lib
+from jaxmusic import models, parallel, sampler, train
+
+
+def lstm_forward_flops(batch: int, steps: int, input_dim: int, hidden: int) -> int:
+    """Matrix-product FLOPs of one LSTM layer over a sequence: input and recurrent
+    projections, 2 * B * T * (D + H) * 4H (input_dim 0: a gathered one-hot input)."""
+    return 2 * batch * steps * (input_dim + hidden) * 4 * hidden
+
+
+def train_flops(config: ml_collections.ConfigDict, vocab_size: int, batch: int) -> int:
+    """FLOPs of one training step: 3 x the forward matrix products (the backward pass
+    computes two products, for inputs and for weights, per forward one).
+
+    Forward: per encoder and decoder layer `lstm_forward_flops` (the first layer's
+    input is a gather of [V, 4H] rows when embed_dim is 0, else an embed_dim -> 4H
+    product), plus the output layer 2 * B * Td * H * V. Elementwise work is left out.
+    """
+    m = config.model
+    first_in = m.get("embed_dim", 0)
+    forward = 0
+    for steps in (config.encoder_len, config.decoder_len):
+        for k in range(m.num_layers):
+            forward += lstm_forward_flops(batch, steps, first_in if k == 0 else m.hidden, m.hidden)
+    forward += 2 * batch * config.decoder_len * m.hidden * vocab_size
+    return 3 * forward
+
+
+def measure_peak_gflops(dtype, size: int = 2048, repeats: int = 10) -> float:
+    """Median GFLOP/s of a size x size matrix product on one device."""
+    a = jnp.ones((size, size), dtype)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(a).block_until_ready()
+        times.append(time.perf_counter() - t)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def synthetic_batch(rng: np.random.Generator, batch: int, config, vocab_size: int, num_genres: int) -> dict:
+    first = codec_lib.NUM_SPECIAL + num_genres
+    te, td = config.encoder_len, config.decoder_len
+    window = rng.integers(first, vocab_size, (batch, te + td)).astype(np.int32)
+    return {
+        "encoder_tokens": window[:, :te],
+        "decoder_inputs": window[:, te - 1 : -1],
+        "targets": window[:, te:],
+        "weights": np.ones((batch, td), np.float32),
+        "genre": rng.integers(0, num_genres, batch).astype(np.int32),
+    }
+
+
+def bench_train(config, *, vocab_size: int, num_genres: int, steps: int, burn_in: int = 3) -> dict:
+    mesh = parallel.make_mesh()
+    parallel.check_batch_size(config.batch_size, mesh)
+    model = train.create_model(config, vocab_size, num_genres)
+    tx, _ = train.make_optimizer(config)
+    state = jax.device_put(train.init_state(model, tx, config, jax.random.key(0)), parallel.replicated(mesh))
+    step = train.make_train_step(model, tx, mesh, jax.random.key(1))
+    rng = np.random.default_rng(0)
+    batches = [
+        parallel.global_batch(synthetic_batch(rng, config.batch_size, config, vocab_size, num_genres), mesh)
+        for _ in range(4)
+    ]
+    for i in range(burn_in):  # compiles, then warms caches
+        state, metrics = step(state, batches[i % 4])
+        jax.block_until_ready(metrics)
+    times = []
+    for i in range(steps):
+        t = time.perf_counter()
+        state, metrics = step(state, batches[i % 4])
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - t)
+    median = statistics.median(times)
+    flops = train_flops(config, vocab_size, config.batch_size)
+    return {
+        "steps_per_second": 1 / median,
+        "notes_per_second": config.batch_size * config.decoder_len / median,
+        "step_seconds_median": median,
+        "step_seconds_min": min(times),
+        "step_seconds_max": max(times),
+        "step_seconds_iqr": float(np.subtract(*np.percentile(times, [75, 25]))),
+        "flops_per_step": flops,
+        "gflops_per_second": flops / median / 1e9,
+        "params": int(sum(x.size for x in jax.tree.leaves(state.params))),
+        "_params": state.params,
+        "_model": model,
+    }
+
+
+def bench_sampler(model: models.Seq2Seq, params, config, *, vocab_size: int, num_genres: int, batch: int,
+                  notes: int = 256, repeats: int = 3) -> float:  # fmt: skip
+    """Notes per second of the jitted sampler at a batch size (compilation excluded)."""
+    td = config.decoder_len
+    sample = sampler.make_sampler(
+        lambda p, t, g: model.apply({"params": p}, t, g, method=models.Seq2Seq.encode),
+        lambda p, c, t, g: model.apply({"params": p}, c, t, g, method=models.Seq2Seq.decode_step),
+        vocab_size=vocab_size,
+        first_note_id=codec_lib.NUM_SPECIAL + num_genres,
+        phrase_len=td,
+        num_phrases=max(1, notes // td),
+    )
+    window = jnp.asarray([sampler.primer_window([], config.encoder_len)] * batch, jnp.int32)
+    genre = jnp.zeros(batch, jnp.int32)
+
+    def run(key):
+        return sample(params, window, genre, jax.random.key(key), 1.0, 0, 1.0, False).block_until_ready()
+
+    run(0)
+    times = []
+    for r in range(repeats):
+        t = time.perf_counter()
+        out = run(r + 1)
+        times.append(time.perf_counter() - t)
+    return batch * out.shape[1] / statistics.median(times)
+
+
+def run(config: ml_collections.ConfigDict, *, steps: int, vocab_size: int, num_genres: int,
+        sampler_batches: tuple[int, ...] = (1, 64)) -> dict:  # fmt: skip
+    """Every measurement, as the JSON `--json` writes."""
+    dtype = train.DTYPES[config.model.dtype]
+    peak = measure_peak_gflops(dtype) * jax.device_count()
+    result = bench_train(config, vocab_size=vocab_size, num_genres=num_genres, steps=steps)
+    model, params = result.pop("_model"), result.pop("_params")
+    result["peak_gflops_per_second"] = peak
+    result["mfu"] = result["gflops_per_second"] / peak
+    for b in sampler_batches:
+        result[f"sampler_notes_per_second_batch{b}"] = bench_sampler(
+            model, params, config, vocab_size=vocab_size, num_genres=num_genres, batch=b
+        )
+    device = jax.devices()[0]
+    result.update(
+        device_kind=device.device_kind, platform=device.platform, device_count=jax.device_count(),
+        batch_size=config.batch_size, encoder_len=config.encoder_len, decoder_len=config.decoder_len,
+        hidden=config.model.hidden, num_layers=config.model.num_layers, vocab_size=vocab_size,
+        dtype=config.model.dtype, embed_dim=config.model.get("embed_dim", 0), steps=steps,
+    )  # fmt: skip
+    return result
+
+
+def _table(r: dict) -> str:
+    rows = [
+        ("device", f"{r['device_count']} x {r['device_kind']} ({r['platform']})"),
+        ("shapes", f"batch {r['batch_size']}, {r['encoder_len']}+{r['decoder_len']} notes, "
+                   f"{r['num_layers']} x {r['hidden']} LSTM, vocabulary {r['vocab_size']}, {r['dtype']}"),
+        ("steps/s", f"{r['steps_per_second']:.2f}"),
+        ("notes/s (trained targets)", f"{r['notes_per_second']:.0f}"),
+        ("step time median (min..max, IQR)", f"{r['step_seconds_median'] * 1e3:.1f} ms "
+         f"({r['step_seconds_min'] * 1e3:.1f}..{r['step_seconds_max'] * 1e3:.1f}, "
+         f"{r['step_seconds_iqr'] * 1e3:.1f})"),
+        ("FLOPs per step", f"{r['flops_per_step'] / 1e9:.2f} G"),
+        ("achieved", f"{r['gflops_per_second']:.1f} GFLOP/s"),
+        ("peak (measured 2048^2 matmul)", f"{r['peak_gflops_per_second']:.1f} GFLOP/s"),
+        ("MFU", f"{r['mfu']:.1%}"),
+    ] + [(f"sampler notes/s, batch {k.rsplit('batch', 1)[1]}", f"{v:.0f}")
+         for k, v in r.items() if k.startswith("sampler_")]  # fmt: skip
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def main(argv: list[str]) -> None:
+    from absl import flags
+
+    del argv
+    f = flags.FLAGS
+    config = f.config
+    if f.batch is not None:
+        config.batch_size = f.batch
+    if f.steps < 1 or f.vocab <= codec_lib.NUM_SPECIAL + f.genres:
+        print(f"error: need --steps >= 1 and --vocab > {codec_lib.NUM_SPECIAL + f.genres}", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        result = run(config, steps=f.steps, vocab_size=f.vocab, num_genres=f.genres)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(_table(result))
+    if f.json:
+        Path(f.json).write_text(json.dumps(result, indent=1))
+        print(f"wrote {f.json}")
+
+
+def _define_flags() -> None:
+    from absl import flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "a configs/*.py file", lock_config=False)
+    flags.DEFINE_integer("steps", 20, "timed steps after the burn-in")
+    flags.DEFINE_integer("batch", None, "global batch (default: the config's)")
+    flags.DEFINE_integer("vocab", 2048, "vocabulary of the synthetic batches")
+    flags.DEFINE_integer("genres", 4, "genres of the synthetic batches")
+    flags.DEFINE_string("json", None, "write the results here as JSON")
+    flags.mark_flags_as_required(["config"])
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)

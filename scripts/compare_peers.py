@@ -1,0 +1,262 @@
+"""The seed's model trained in PyTorch, Keras, plain Flax and jaxmusic, side by side.
+
+  .venv/bin/pip install -e '.[peers]'
+  .venv/bin/python scripts/compare_peers.py --hidden 256 [--batch 32] [--steps 10] [--rounds 3] \\
+      [--vocab 2048] [--json peers.json]
+
+Every framework trains the same model on the same shapes: a token embedding of
+size H, a 2-layer LSTM encoder, a 2-layer LSTM decoder started from the encoder's
+final states, a dense layer to the vocabulary, softmax cross-entropy, Adam with
+global-norm clipping, float32. jaxmusic runs twice: with that same embedding
+(`embed_dim=H`, identical FLOPs) and in its default form, where the one-hot input
+goes straight into the first layer's gates as a row gather (the seed's model, fewer
+FLOPs). Each (round, framework) is a process of its own, rounds interleave the
+frameworks so machine noise falls on all alike, and the table gives medians and
+ratios to jaxmusic. PyTorch also reports its step-by-step sampling loop's notes/s,
+against which jaxmusic's jitted sampler is compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+FRAMEWORKS = ("jaxmusic", "jaxmusic_onehot", "flax_nn_rnn", "pytorch", "keras")
+
+
+def _timed(step, steps: int, burn_in: int = 2) -> float:
+    for _ in range(burn_in):
+        step()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _data(args):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    b, t, v = args.batch, args.seq, args.vocab
+    return rng.integers(8, v, (b, t)).astype("int32"), rng.integers(8, v, (b, t)).astype("int32"), \
+        rng.integers(8, v, (b, t)).astype("int32")  # fmt: skip
+
+
+# ---------------------------------------------------------------- workers ----
+
+
+def run_jaxmusic(args, onehot: bool) -> dict:
+    from configs import default
+    from jaxmusic import bench
+
+    c = default.get_config()
+    c.batch_size, c.encoder_len, c.decoder_len = args.batch, args.seq, args.seq
+    c.model.hidden, c.model.dropout, c.model.embed_dim = args.hidden, 0.0, 0 if onehot else args.hidden
+    r = bench.bench_train(c, vocab_size=args.vocab, num_genres=1, steps=args.steps)
+    out = {"step_seconds": r["step_seconds_median"], "flops_per_step": r["flops_per_step"]}
+    if onehot:
+        for b in (1, 64):
+            out[f"sampler_notes_per_second_batch{b}"] = bench.bench_sampler(
+                r["_model"], r["_params"], c, vocab_size=args.vocab, num_genres=1, batch=b
+            )
+    return out
+
+
+def run_flax(args) -> dict:
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    h, v = args.hidden, args.vocab
+
+    class Plain(nn.Module):
+        @nn.compact
+        def __call__(self, enc, dec):
+            x = nn.Embed(v, h)(enc)
+            carries = []
+            for _ in range(2):
+                carry, x = nn.RNN(nn.OptimizedLSTMCell(h), return_carry=True)(x)
+                carries.append(carry)
+            y = nn.Embed(v, h)(dec)
+            for carry in carries:
+                y = nn.RNN(nn.OptimizedLSTMCell(h))(y, initial_carry=carry)
+            return nn.Dense(v)(y)
+
+    enc, dec, tgt = (jnp.asarray(a) for a in _data(args))
+    model = Plain()
+    params = model.init(jax.random.key(0), enc, dec)
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))
+    opt = tx.init(params)
+
+    @jax.jit
+    def step(params, opt):
+        def loss(p):
+            return optax.softmax_cross_entropy_with_integer_labels(model.apply(p, enc, dec), tgt).mean()
+
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, opt = tx.update(grads, opt, params)
+        return optax.apply_updates(params, updates), opt, value
+
+    state = {"p": params, "o": opt}
+
+    def one():
+        state["p"], state["o"], value = step(state["p"], state["o"])
+        value.block_until_ready()
+
+    return {"step_seconds": _timed(one, args.steps)}
+
+
+def run_pytorch(args) -> dict:
+    import torch
+    from torch import nn
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    h, v = args.hidden, args.vocab
+
+    class Seq2Seq(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc_emb, self.dec_emb = nn.Embedding(v, h), nn.Embedding(v, h)
+            self.enc = nn.LSTM(h, h, num_layers=2, batch_first=True)
+            self.dec = nn.LSTM(h, h, num_layers=2, batch_first=True)
+            self.head = nn.Linear(h, v)
+
+        def forward(self, enc, dec):
+            _, state = self.enc(self.enc_emb(enc))
+            out, _ = self.dec(self.dec_emb(dec), state)
+            return self.head(out)
+
+    enc, dec, tgt = (torch.from_numpy(a).long() for a in _data(args))
+    model = Seq2Seq()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def one():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(enc, dec).reshape(-1, v), tgt.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    out = {"step_seconds": _timed(one, args.steps)}
+
+    @torch.no_grad()
+    def sample_loop(batch: int, notes: int) -> float:
+        _, state = model.enc(model.enc_emb(enc[:1].expand(batch, -1)))
+        token = torch.full((batch, 1), 8, dtype=torch.long)
+        t = time.perf_counter()
+        for _ in range(notes):
+            y, state = model.dec(model.dec_emb(token), state)
+            token = torch.multinomial(torch.softmax(model.head(y[:, -1]), -1), 1)
+        return batch * notes / (time.perf_counter() - t)
+
+    sample_loop(1, 8)
+    for b in (1, 64):
+        out[f"sampler_notes_per_second_batch{b}"] = sample_loop(b, 256)
+    return out
+
+
+def run_keras(args) -> dict:
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+
+    h, v = args.hidden, args.vocab
+    enc_in, dec_in = keras.Input((args.seq,), dtype="int32"), keras.Input((args.seq,), dtype="int32")
+    x = keras.layers.Embedding(v, h)(enc_in)
+    x, h1, c1 = keras.layers.LSTM(h, return_sequences=True, return_state=True)(x)
+    _, h2, c2 = keras.layers.LSTM(h, return_state=True)(x)
+    y = keras.layers.Embedding(v, h)(dec_in)
+    y = keras.layers.LSTM(h, return_sequences=True)(y, initial_state=[h1, c1])
+    y = keras.layers.LSTM(h, return_sequences=True)(y, initial_state=[h2, c2])
+    model = keras.Model([enc_in, dec_in], keras.layers.Dense(v)(y))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3, global_clipnorm=1.0),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+    enc, dec, tgt = _data(args)
+    return {"step_seconds": _timed(lambda: model.train_on_batch([enc, dec], tgt), args.steps)}
+
+
+# ---------------------------------------------------------------- driver -----
+
+
+def worker(args) -> None:
+    name = args.worker
+    result = {
+        "jaxmusic": lambda: run_jaxmusic(args, onehot=False),
+        "jaxmusic_onehot": lambda: run_jaxmusic(args, onehot=True),
+        "flax_nn_rnn": lambda: run_flax(args),
+        "pytorch": lambda: run_pytorch(args),
+        "keras": lambda: run_keras(args),
+    }[name]()
+    print("RESULT " + json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seq", type=int, default=64, help="encoder and decoder notes each")
+    parser.add_argument("--vocab", type=int, default=2048)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
+    parser.add_argument("--json")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+    names = args.frameworks.split(",")
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for r in range(args.rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            cmd = [sys.executable, __file__, "--worker", name] + [
+                f"--{k}={getattr(args, k)}" for k in ("hidden", "batch", "seq", "vocab", "steps")
+            ]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            if proc.returncode or not line:
+                print(f"{name} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+                continue
+            runs[name].append(json.loads(line[0][7:]))
+            print(
+                f"round {r + 1}: {name} {runs[name][-1]['step_seconds'] * 1e3:.0f} ms/step", file=sys.stderr
+            )
+    medians = {n: statistics.median(x["step_seconds"] for x in v) for n, v in runs.items() if v}
+    ref = medians.get("jaxmusic")
+    shapes = f"hidden {args.hidden}, batch {args.batch}, {args.seq}+{args.seq} notes, vocabulary {args.vocab}"
+    print(f"\n{shapes}, float32, median of {args.rounds} rounds x {args.steps} steps\n")
+    print("| framework | step (ms) | jaxmusic is faster by |\n|---|---|---|")
+    for n, m in medians.items():
+        print(f"| {n} | {m * 1e3:.0f} | {m / ref:.2f}x |" if ref else f"| {n} | {m * 1e3:.0f} | |")
+    sampling = {}
+    for n in ("jaxmusic_onehot", "pytorch"):
+        for b in (1, 64):
+            vals = [
+                x[f"sampler_notes_per_second_batch{b}"]
+                for x in runs.get(n, [])
+                if f"sampler_notes_per_second_batch{b}" in x
+            ]
+            if vals:
+                sampling[f"{n}_batch{b}"] = statistics.median(vals)
+    if sampling:
+        print("\n| sampling notes/s | batch 1 | batch 64 |\n|---|---|---|")
+        for n in ("jaxmusic_onehot", "pytorch"):
+            if f"{n}_batch1" in sampling:
+                print(f"| {n} | {sampling[f'{n}_batch1']:.0f} | {sampling[f'{n}_batch64']:.0f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            report = {"settings": vars(args), "step_seconds_median": medians,
+                      "sampling_notes_per_second": sampling, "runs": runs}  # fmt: skip
+            json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

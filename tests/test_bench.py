@@ -1,0 +1,47 @@
+"""bench: the CLI runs on the tiny config and writes valid JSON; the FLOP formula."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from configs import default, tiny
+from jaxmusic import bench
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_train_flops_formula():
+    c = default.get_config()
+    c.batch_size, c.encoder_len, c.decoder_len, c.model.hidden = 32, 64, 64, 256
+    b, t, h, v = 32, 64, 256, 2048
+    gathered = 2 * (2 * b * t * h * 4 * h + 2 * b * t * 2 * h * 4 * h)  # enc + dec: layer 1, layer 2
+    assert bench.train_flops(c, v, b) == 3 * (gathered + 2 * b * t * h * v)
+    c.model.embed_dim = h  # Embedding + LSTM: the first layers' input products too
+    assert bench.train_flops(c, v, b) == 3 * (2 * 2 * (2 * b * t * 2 * h * 4 * h) + 2 * b * t * h * v)
+
+
+def test_cli_runs_on_tiny_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxmusic.bench", "--config", str(ROOT / "configs" / "tiny.py"),
+         "--steps", "3", "--vocab", "64", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(out.read_text())
+    c = tiny.get_config()
+    assert r["batch_size"] == c.batch_size and r["hidden"] == c.model.hidden and r["vocab_size"] == 64
+    assert r["flops_per_step"] == bench.train_flops(c, 64, c.batch_size)
+    assert r["steps_per_second"] > 0 and 0 < r["mfu"] < 1
+    assert r["sampler_notes_per_second_batch1"] > 0 and r["sampler_notes_per_second_batch64"] > 0
+    assert "MFU" in proc.stdout
+
+
+def test_model_step_sampler_and_bench_import_without_tensorflow():
+    code = (
+        "import sys; import jaxmusic.bench, jaxmusic.train, jaxmusic.sampler, jaxmusic.models, "
+        "jaxmusic.checkpoint; print('tensorflow' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "False", proc.stderr[-2000:]
