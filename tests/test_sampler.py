@@ -208,3 +208,14 @@ def test_render_wav_and_png(tmp_path):
     assert np.abs(frames).max() > 1000  # sound, not silence
     png = render.piano_roll(tmp_path / "a.mid", tmp_path / "a.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_draws_follow_the_distribution():
+    probs = np.array([0.0, 0.0, 0.1, 0.0, 0.2, 0.7])  # zero-probability ids among them
+    logits = jnp.log(jnp.asarray(np.tile(probs, (20_000, 1))))
+    banned = jnp.zeros(6, bool)
+    drawn = np.asarray(sampler.next_token(logits, jax.random.key(0), temperature=1.0, top_k=0, top_p=1.0,
+                                          greedy=False, banned=banned))  # fmt: skip
+    freq = np.bincount(drawn, minlength=6) / drawn.size
+    assert freq[[0, 1, 3]].sum() == 0
+    np.testing.assert_allclose(freq, probs, atol=0.01)
