@@ -26,6 +26,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from jax import lax
 
 Carry = tuple[jax.Array, jax.Array]  # (c, h), each [B, H]
 
@@ -46,6 +47,92 @@ class _Recurrence(nn.Module):
         return (c, h), h
 
 
+def _cell(gates: jax.Array, c: jax.Array) -> tuple[jax.Array, ...]:
+    """LSTM gate activations and new state from pre-activations float[B, 4H]."""
+    i, f, g, o = jnp.split(gates, 4, axis=-1)
+    i, f, g, o = nn.sigmoid(i), nn.sigmoid(f), jnp.tanh(g), nn.sigmoid(o)
+    c = f * c + i * g
+    tc = jnp.tanh(c)
+    return i, f, g, o, c, tc, o * tc
+
+
+def _recurrence_forward(gates_x, w_h, c0, h0):
+    def step(carry, gx):
+        c, h = carry
+        i, f, g, o, c, tc, h = _cell(gx + h @ w_h, c)
+        return (c, h), (h, c, tc, jnp.concatenate([i, f, g, o], -1))
+
+    (c, h), (hs, cs, tcs, acts) = lax.scan(step, (c0, h0), gates_x)
+    return (hs, c, h), (hs, cs, tcs, acts)
+
+
+@jax.custom_vjp
+def lstm_recurrence(gates_x: jax.Array, w_h: jax.Array, c0: jax.Array, h0: jax.Array):
+    """The LSTM recurrence over precomputed input gates, with a hand-written backward.
+
+    Args:
+      gates_x: float[T, B, 4H] input projections (time-major), gates i, f, g, o.
+      w_h: float[H, 4H] recurrent weights.
+      c0, h0: float[B, H] initial state.
+
+    Returns:
+      (hs float[T, B, H], c_T float[B, H], h_T float[B, H]).
+
+    The backward pass runs the recurrence in reverse with one product per step
+    (dgates @ W_h^T) and computes dW_h after it as one large product over every
+    step, instead of the small per-step products that autodiff of a scan makes.
+    """
+    return _recurrence_forward(gates_x, w_h, c0, h0)[0]
+
+
+def _recurrence_fwd(gates_x, w_h, c0, h0):
+    out, (hs, cs, tcs, acts) = _recurrence_forward(gates_x, w_h, c0, h0)
+    return out, (w_h, c0, h0, hs, cs, tcs, acts)
+
+
+def _recurrence_bwd(res, cotangents):
+    w_h, c0, h0, hs, cs, tcs, acts = res
+    d_hs, d_c, d_h = cotangents
+    c_prev = jnp.concatenate([c0[None], cs[:-1]], 0)
+
+    def step(carry, xs):
+        dh_next, dc_next = carry
+        dh_out, act, cp, tc = xs
+        i, f, g, o = jnp.split(act, 4, axis=-1)
+        dh = dh_out + dh_next
+        dc = dc_next + dh * o * (1 - tc * tc)
+        dgates = jnp.concatenate(
+            [dc * g * i * (1 - i), dc * cp * f * (1 - f), dc * i * (1 - g * g), dh * tc * o * (1 - o)], -1
+        )
+        return (dgates @ w_h.T, dc * f), dgates
+
+    (dh0, dc0), dgates = lax.scan(step, (d_h, d_c), (d_hs, acts, c_prev, tcs), reverse=True)
+    h_prev = jnp.concatenate([h0[None], hs[:-1]], 0)
+    dw_h = jnp.einsum("tbh,tbg->hg", h_prev, dgates)  # one product over every step
+    return dgates, dw_h.astype(w_h.dtype), dc0, dh0
+
+
+lstm_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+
+
+class _Kernel(nn.Module):
+    """Holds a Dense-shaped kernel at <name>/kernel (so both recurrences share paths)."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, in_features: int) -> jax.Array:
+        return self.param("kernel", nn.initializers.lecun_normal(), (in_features, self.features))
+
+
+class _RecurrentWeights(nn.Module):
+    hidden: int
+
+    @nn.compact
+    def __call__(self) -> jax.Array:
+        return _Kernel(4 * self.hidden, name="h")(self.hidden)
+
+
 class LSTMLayer(nn.Module):
     """An LSTM layer over a whole sequence.
 
@@ -53,11 +140,14 @@ class LSTMLayer(nn.Module):
       hidden: units H.
       vocab_size: when set, the input is int ids (a one-hot input, gathered).
       dtype: computation dtype.
+      fused: the recurrence as `lstm_recurrence` (a custom backward pass) rather
+        than nn.scan of `_Recurrence`; the same function and parameters.
     """
 
     hidden: int
     vocab_size: int | None = None
     dtype: Any = jnp.float32
+    fused: bool = True
 
     @nn.compact
     def __call__(
@@ -73,11 +163,26 @@ class LSTMLayer(nn.Module):
         Returns:
           ((c, h) after the last step, outputs float[B, T, H]).
         """
+        if self.fused:  # time-major inside: the scan runs over the leading axis
+            x = jnp.swapaxes(x, 0, 1)
         if self.vocab_size is not None:
             gates_x = nn.Embed(self.vocab_size, 4 * self.hidden, dtype=self.dtype, name="x")(x)
             gates_x = gates_x + self.param("bias", nn.initializers.zeros, (4 * self.hidden,))
         else:
             gates_x = nn.Dense(4 * self.hidden, dtype=self.dtype, name="x")(x)
+        carry = jax.tree.map(lambda a: a.astype(self.dtype), carry)
+        if self.fused:
+            if extra_gates is not None:
+                gates_x = gates_x + extra_gates[None, :, :]
+            w_h = _RecurrentWeights(self.hidden, name="recurrence")().astype(self.dtype)
+            # Under shard_map the inputs vary over devices and W_h does not, but a custom
+            # backward must return a gradient typed like its input: adding a zero taken
+            # from the inputs makes W_h vary as they do (and autodiff then sums its
+            # gradient over devices, as for every other replicated parameter).
+            gates_x = gates_x.astype(self.dtype)
+            w_h = w_h + jnp.zeros((), self.dtype) * gates_x[0, 0, 0]
+            hs, c, h = lstm_recurrence(gates_x, w_h, *carry)
+            return (c, h), jnp.swapaxes(hs, 0, 1)
         if extra_gates is not None:
             gates_x = gates_x + extra_gates[:, None, :]
         scan = nn.scan(
@@ -87,7 +192,6 @@ class LSTMLayer(nn.Module):
             in_axes=1,
             out_axes=1,
         )
-        carry = jax.tree.map(lambda a: a.astype(self.dtype), carry)
         return scan(self.hidden, self.dtype, name="recurrence")(carry, gates_x.astype(self.dtype))
 
 
@@ -101,6 +205,8 @@ class Seq2Seq(nn.Module):
       hidden: units per layer.
       dropout: rate between encoder layers (the seed) when training.
       decoder_dropout: rate between decoder layers (0 in the seed).
+      fused: the fast recurrence with a hand-written backward (`lstm_recurrence`);
+        False: nn.scan of a cell (the plain form; same function and parameters).
       embed_dim: 0 (the seed): the one-hot input goes straight into the first
         layer's gates (a [V, 4H] gather); > 0: an embedding of this size first, then
         the usual input projection (the Embedding + LSTM of most frameworks).
@@ -114,6 +220,7 @@ class Seq2Seq(nn.Module):
     dropout: float = 0.2
     decoder_dropout: float = 0.0
     embed_dim: int = 0
+    fused: bool = True
     dtype: Any = jnp.float32
 
     def setup(self):
@@ -122,10 +229,12 @@ class Seq2Seq(nn.Module):
         self.decoder_genre = nn.Embed(max(self.num_genres, 1), h4, dtype=self.dtype)
         gathered = self.vocab_size if not self.embed_dim else None
         self.encoder_layers = [
-            LSTMLayer(self.hidden, gathered if k == 0 else None, self.dtype) for k in range(self.num_layers)
+            LSTMLayer(self.hidden, gathered if k == 0 else None, self.dtype, self.fused)
+            for k in range(self.num_layers)
         ]
         self.decoder_layers = [
-            LSTMLayer(self.hidden, gathered if k == 0 else None, self.dtype) for k in range(self.num_layers)
+            LSTMLayer(self.hidden, gathered if k == 0 else None, self.dtype, self.fused)
+            for k in range(self.num_layers)
         ]
         if self.embed_dim:
             self.encoder_embed = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype)

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from jaxmusic import models, parallel, train
 
@@ -131,8 +132,9 @@ def _reference_logits(params, batch, num_layers):
     return y @ params["head"]["kernel"] + params["head"]["bias"]
 
 
-def test_outputs_and_gradients_equal_a_plain_reference():
-    model = models.Seq2Seq(vocab_size=V, num_genres=G, num_layers=2, hidden=8, dropout=0.0)
+@pytest.mark.parametrize("fused", [True, False])
+def test_outputs_and_gradients_equal_a_plain_reference(fused):
+    model = models.Seq2Seq(vocab_size=V, num_genres=G, num_layers=2, hidden=8, dropout=0.0, fused=fused)
     batch = _batch(jax.random.key(9), b=3, te=4, td=5)
     params = model.init(jax.random.key(10), **batch)["params"]
     targets = jax.random.randint(jax.random.key(11), (3, 5), 0, V)
@@ -146,6 +148,40 @@ def test_outputs_and_gradients_equal_a_plain_reference():
     g_ours, g_ref = jax.grad(loss)(params, ours), jax.grad(loss)(params, ref)
     for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_custom_backward_equals_autodiff_of_the_recurrence():
+    t, b, h = 7, 3, 5
+    k = jax.random.split(jax.random.key(14), 5)
+    gates_x = jax.random.normal(k[0], (t, b, 4 * h))
+    w_h = jax.random.normal(k[1], (h, 4 * h)) * 0.5
+    c0, h0 = jax.random.normal(k[2], (b, h)), jax.random.normal(k[3], (b, h))
+    weights = [
+        jax.random.normal(kk, s) for kk, s in zip(jax.random.split(k[4], 3), [(t, b, h), (b, h), (b, h)])
+    ]
+
+    def loss(f):
+        def value(*args):
+            hs, c, hh = f(*args)
+            return (hs * weights[0]).sum() + (c * weights[1]).sum() + (hh * weights[2]).sum()
+
+        return value
+
+    plain = lambda *a: models._recurrence_forward(*a)[0]  # noqa: E731
+    ours = jax.grad(loss(models.lstm_recurrence), argnums=(0, 1, 2, 3))(gates_x, w_h, c0, h0)
+    ref = jax.grad(loss(plain), argnums=(0, 1, 2, 3))(gates_x, w_h, c0, h0)
+    for a, r in zip(ours, ref, strict=True):
+        np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_and_scan_models_share_parameters_and_outputs():
+    batch = _batch(jax.random.key(15))
+    fused = models.Seq2Seq(vocab_size=V, num_genres=G, num_layers=2, hidden=8, fused=True)
+    plain = models.Seq2Seq(vocab_size=V, num_genres=G, num_layers=2, hidden=8, fused=False)
+    params = fused.init(jax.random.key(16), **batch)["params"]
+    assert jax.tree.structure(params) == jax.tree.structure(plain.init(jax.random.key(16), **batch)["params"])
+    np.testing.assert_allclose(fused.apply({"params": params}, **batch), plain.apply({"params": params}, **batch),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
 
 
 def test_embed_dim_adds_an_embedding_before_the_first_layer():
