@@ -157,7 +157,8 @@ def test_custom_backward_equals_autodiff_of_the_recurrence():
     w_h = jax.random.normal(k[1], (h, 4 * h)) * 0.5
     c0, h0 = jax.random.normal(k[2], (b, h)), jax.random.normal(k[3], (b, h))
     weights = [
-        jax.random.normal(kk, s) for kk, s in zip(jax.random.split(k[4], 3), [(t, b, h), (b, h), (b, h)])
+        jax.random.normal(kk, s)
+        for kk, s in zip(jax.random.split(k[4], 3), [(t, b, h), (b, h), (b, h)], strict=True)
     ]
 
     def loss(f):
