@@ -181,8 +181,8 @@ def test_fused_and_scan_models_share_parameters_and_outputs():
     plain = models.Seq2Seq(vocab_size=V, num_genres=G, num_layers=2, hidden=8, fused=False)
     params = fused.init(jax.random.key(16), **batch)["params"]
     assert jax.tree.structure(params) == jax.tree.structure(plain.init(jax.random.key(16), **batch)["params"])
-    np.testing.assert_allclose(fused.apply({"params": params}, **batch), plain.apply({"params": params}, **batch),
-                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    a, b = (m.apply({"params": params}, **batch) for m in (fused, plain))
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_embed_dim_adds_an_embedding_before_the_first_layer():
