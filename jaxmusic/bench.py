@@ -118,14 +118,18 @@ def bench_train(config, *, vocab_size: int, num_genres: int, steps: int, burn_in
 
 
 def bench_sampler(model: models.Seq2Seq, params, config, *, vocab_size: int, num_genres: int, batch: int,
-                  notes: int = 256, repeats: int = 3) -> float:  # fmt: skip
-    """Notes per second of the jitted sampler at a batch size (compilation excluded)."""
+                  notes: int = 256, repeats: int = 3, loop_notes: int = 64) -> dict:  # fmt: skip
+    """The jitted sampler's notes/s and compile time at a batch size, and the notes/s
+    of a step-by-step Python loop over the same model (a jitted decode_step per note)."""
     td = config.decoder_len
+    encode = lambda p, t, g: model.apply({"params": p}, t, g, method=models.Seq2Seq.encode)  # noqa: E731
+    step = lambda p, c, t, g: model.apply({"params": p}, c, t, g, method=models.Seq2Seq.decode_step)  # noqa: E731
+    first = codec_lib.NUM_SPECIAL + num_genres
     sample = sampler.make_sampler(
-        lambda p, t, g: model.apply({"params": p}, t, g, method=models.Seq2Seq.encode),
-        lambda p, c, t, g: model.apply({"params": p}, c, t, g, method=models.Seq2Seq.decode_step),
+        encode,
+        step,
         vocab_size=vocab_size,
-        first_note_id=codec_lib.NUM_SPECIAL + num_genres,
+        first_note_id=first,
         phrase_len=td,
         num_phrases=max(1, notes // td),
     )
@@ -135,13 +139,42 @@ def bench_sampler(model: models.Seq2Seq, params, config, *, vocab_size: int, num
     def run(key):
         return sample(params, window, genre, jax.random.key(key), 1.0, 0, 1.0, False).block_until_ready()
 
+    t = time.perf_counter()
     run(0)
+    first_call = time.perf_counter() - t
     times = []
     for r in range(repeats):
         t = time.perf_counter()
         out = run(r + 1)
         times.append(time.perf_counter() - t)
-    return batch * out.shape[1] / statistics.median(times)
+    steady = statistics.median(times)
+
+    banned = sampler.banned_ids(vocab_size, first)
+    encode_jit = jax.jit(encode)
+
+    @jax.jit
+    def one_note(params, carries, token, genre, key):
+        carries, logits = step(params, carries, token, genre)
+        nxt = sampler.next_token(
+            logits, key, temperature=1.0, top_k=0, top_p=1.0, greedy=False, banned=banned
+        )
+        return carries, nxt
+
+    def loop():
+        carries, token = encode_jit(params, window, genre), window[:, -1]
+        for i in range(loop_notes):
+            carries, token = one_note(params, carries, token, genre, jax.random.key(i))
+        return token.block_until_ready()
+
+    loop()  # compile
+    t = time.perf_counter()
+    loop()
+    loop_seconds = time.perf_counter() - t
+    return {
+        "notes_per_second": batch * out.shape[1] / steady,
+        "compile_seconds": max(first_call - steady, 0.0),
+        "python_loop_notes_per_second": batch * loop_notes / loop_seconds,
+    }
 
 
 def run(config: ml_collections.ConfigDict, *, steps: int, vocab_size: int, num_genres: int,
@@ -154,9 +187,10 @@ def run(config: ml_collections.ConfigDict, *, steps: int, vocab_size: int, num_g
     result["peak_gflops_per_second"] = peak
     result["mfu"] = result["gflops_per_second"] / peak
     for b in sampler_batches:
-        result[f"sampler_notes_per_second_batch{b}"] = bench_sampler(
-            model, params, config, vocab_size=vocab_size, num_genres=num_genres, batch=b
-        )
+        r = bench_sampler(model, params, config, vocab_size=vocab_size, num_genres=num_genres, batch=b)
+        result[f"sampler_notes_per_second_batch{b}"] = r["notes_per_second"]
+        result[f"sampler_compile_seconds_batch{b}"] = r["compile_seconds"]
+        result[f"sampler_python_loop_notes_per_second_batch{b}"] = r["python_loop_notes_per_second"]
     device = jax.devices()[0]
     result.update(
         device_kind=device.device_kind, platform=device.platform, device_count=jax.device_count(),
@@ -170,19 +204,29 @@ def run(config: ml_collections.ConfigDict, *, steps: int, vocab_size: int, num_g
 def _table(r: dict) -> str:
     rows = [
         ("device", f"{r['device_count']} x {r['device_kind']} ({r['platform']})"),
-        ("shapes", f"batch {r['batch_size']}, {r['encoder_len']}+{r['decoder_len']} notes, "
-                   f"{r['num_layers']} x {r['hidden']} LSTM, vocabulary {r['vocab_size']}, {r['dtype']}"),
+        (
+            "shapes",
+            f"batch {r['batch_size']}, {r['encoder_len']}+{r['decoder_len']} notes, "
+            f"{r['num_layers']} x {r['hidden']} LSTM, vocabulary {r['vocab_size']}, {r['dtype']}",
+        ),
         ("steps/s", f"{r['steps_per_second']:.2f}"),
         ("notes/s (trained targets)", f"{r['notes_per_second']:.0f}"),
-        ("step time median (min..max, IQR)", f"{r['step_seconds_median'] * 1e3:.1f} ms "
-         f"({r['step_seconds_min'] * 1e3:.1f}..{r['step_seconds_max'] * 1e3:.1f}, "
-         f"{r['step_seconds_iqr'] * 1e3:.1f})"),
+        (
+            "step time median (min..max, IQR)",
+            f"{r['step_seconds_median'] * 1e3:.1f} ms "
+            f"({r['step_seconds_min'] * 1e3:.1f}..{r['step_seconds_max'] * 1e3:.1f}, "
+            f"{r['step_seconds_iqr'] * 1e3:.1f})",
+        ),
         ("FLOPs per step", f"{r['flops_per_step'] / 1e9:.2f} G"),
         ("achieved", f"{r['gflops_per_second']:.1f} GFLOP/s"),
         ("peak (measured 2048^2 matmul)", f"{r['peak_gflops_per_second']:.1f} GFLOP/s"),
         ("MFU", f"{r['mfu']:.1%}"),
-    ] + [(f"sampler notes/s, batch {k.rsplit('batch', 1)[1]}", f"{v:.0f}")
-         for k, v in r.items() if k.startswith("sampler_")]  # fmt: skip
+    ]
+    for b in sorted({int(k.rsplit("batch", 1)[1]) for k in r if k.startswith("sampler_")}):
+        rate, compile_s = r[f"sampler_notes_per_second_batch{b}"], r[f"sampler_compile_seconds_batch{b}"]
+        loop = r[f"sampler_python_loop_notes_per_second_batch{b}"]
+        rows.append((f"sampler, batch {b}: notes/s (compile)", f"{rate:.0f} ({compile_s:.1f} s)"))
+        rows.append((f"python loop of decode_step, batch {b}: notes/s", f"{loop:.0f}"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 

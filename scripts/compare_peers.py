@@ -65,7 +65,7 @@ def run_jaxmusic(args, onehot: bool) -> dict:
         for b in (1, 64):
             out[f"sampler_notes_per_second_batch{b}"] = bench.bench_sampler(
                 r["_model"], r["_params"], c, vocab_size=args.vocab, num_genres=1, batch=b
-            )
+            )["notes_per_second"]
     return out
 
 

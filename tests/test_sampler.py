@@ -139,6 +139,17 @@ def test_cli_writes_playable_midi_and_describes_it(trained, tmp_path, capsys):
     assert "sample_000.mid" in capsys.readouterr().out
 
 
+def test_cli_renders_wav_with_sound_and_png(trained, tmp_path):
+    assert _sample(trained, tmp_path, "--wav", "--png") == 0
+    records = json.loads((tmp_path / "samples.json").read_text())
+    assert len(records) == 2
+    for r in records:
+        with wave.open(str(tmp_path / r["wav"])) as w:
+            frames = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float64)
+        assert np.sqrt(np.mean(frames**2)) > 10  # sound, not silence
+        assert (tmp_path / r["png"]).read_bytes()[:4] == b"\x89PNG"
+
+
 def test_same_seed_same_bytes(trained, tmp_path):
     for d in ("a", "b"):
         assert _sample(trained, tmp_path / d, "--seed", "5") == 0
