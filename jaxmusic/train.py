@@ -397,6 +397,7 @@ def train_and_evaluate(
             flush()
             ckpt.wait()
             if step not in ckpt.steps():
+                check_finite(state.params, step)
                 ckpt.save(step, state, config_dict, codec_dict)
             progress.write(f"stopped ({'signal ' + str(stop.signum) if stop.signum else 'stop_at'}): "
                            f"saved a checkpoint at step {step}")  # fmt: skip
