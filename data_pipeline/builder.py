@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import hashlib
+import functools
 import json
 import os
 from pathlib import Path
@@ -105,18 +105,6 @@ def empty_genre_folders(midi_dir: str | os.PathLike) -> list[str]:
     return sorted(p.name for p in midi_dir.iterdir() if p.is_dir() and not midi_io.find_midi_files(p))
 
 
-def _read_source(args: tuple[str, str]) -> tuple[str, midi_io.MidiRead | midi_io.MidiError]:
-    path, reader = args
-    try:
-        sha1 = hashlib.sha1(Path(path).read_bytes()).hexdigest()
-    except OSError as e:
-        return "", midi_io.MidiError(path, f"cannot open: {e.strerror or e}")
-    try:
-        return sha1, midi_io.read(path, reader=reader)
-    except midi_io.MidiError as e:
-        return sha1, e
-
-
 class MidiPieces(tfds.core.GeneratorBasedBuilder):
     """Pieces of MIDI music as pseudo-note ids, one example per piece."""
 
@@ -170,12 +158,12 @@ class MidiPieces(tfds.core.GeneratorBasedBuilder):
         """Reads every source in parallel; returns (readable unique pieces, manifest rows)."""
         config: MidiPiecesConfig = self.builder_config
         workers = config.workers or os.cpu_count() or 1
-        jobs = [(str(p), config.reader) for p, _ in sources]
+        read = functools.partial(midi_io.read_hashed, reader=config.reader)
         with concurrent.futures.ProcessPoolExecutor(workers) as pool:
             results = list(
                 tqdm.tqdm(
-                    pool.map(_read_source, jobs, chunksize=16),
-                    total=len(jobs),
+                    pool.map(read, [p for p, _ in sources], chunksize=16),
+                    total=len(sources),
                     desc="read MIDI",
                     unit="file",
                 )

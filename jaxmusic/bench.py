@@ -122,8 +122,7 @@ def bench_sampler(model: models.Seq2Seq, params, config, *, vocab_size: int, num
     """The jitted sampler's notes/s and compile time at a batch size, and the notes/s
     of a step-by-step Python loop over the same model (a jitted decode_step per note)."""
     td = config.decoder_len
-    encode = lambda p, t, g: model.apply({"params": p}, t, g, method=models.Seq2Seq.encode)  # noqa: E731
-    step = lambda p, c, t, g: model.apply({"params": p}, c, t, g, method=models.Seq2Seq.decode_step)  # noqa: E731
+    encode, step = sampler.model_functions(model)
     first = codec_lib.NUM_SPECIAL + num_genres
     sample = sampler.make_sampler(
         encode,

@@ -519,13 +519,6 @@ def fit(
 ONSET_TOLERANCE = 0.05  # seconds, mir_eval's transcription convention
 
 
-def _read_one(path: Path) -> midi_io.MidiRead | midi_io.MidiError:
-    try:
-        return midi_io.read(path)
-    except midi_io.MidiError as e:
-        return e
-
-
 def _fidelity_one(args: tuple[Codec, np.ndarray]) -> dict:
     """Round-trip measures of one piece (notes and decoded notes align by index)."""
     codec, notes = args
@@ -558,7 +551,6 @@ def report(
       (report dict, as written by `--json`; the codec fitted on every read file).
     """
     import concurrent.futures
-    import hashlib
     import time
 
     import tqdm
@@ -570,14 +562,18 @@ def report(
     workers = workers or os.cpu_count() or 1
     bar = dict(disable=not progress, unit="file", leave=False)
     with concurrent.futures.ProcessPoolExecutor(workers) as pool:
-        reads = list(tqdm.tqdm(pool.map(_read_one, paths, chunksize=8), total=len(paths), desc="read", **bar))
+        hashed = list(
+            tqdm.tqdm(pool.map(midi_io.read_hashed, paths, chunksize=8), total=len(paths), desc="read", **bar)
+        )
+        reads = [r for _, r in hashed]
         ok = [(p, r) for p, r in zip(paths, reads, strict=True) if isinstance(r, midi_io.MidiRead)]
+        sha1_of = {p: sha1 for p, (sha1, _) in zip(paths, hashed, strict=True)}
         if not ok:
             raise CodecError(f"{midi_dir}: none of the {len(paths)} MIDI files could be read")
         pieces = [r.notes for _, r in ok]
         codec = fit(pieces, **fit_kwargs)
         # UNK rate on unseen pieces: fit on 90% of files, chosen by content hash.
-        held = [int(hashlib.sha1(p.read_bytes()).hexdigest(), 16) % 10 == 0 for p, _ in ok]
+        held = [int(sha1_of[p], 16) % 10 == 0 for p, _ in ok]
         train = [x for x, h in zip(pieces, held, strict=True) if not h]
         test = [x for x, h in zip(pieces, held, strict=True) if h]
         unk_heldout = None

@@ -107,13 +107,10 @@ def load_pieces(
     """
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder_from_directory(str(dataset_dir(data_dir)))
-    if split not in builder.info.splits:
-        raise DataError(f"split {split!r} is not in the dataset; it has: {', '.join(builder.info.splits)}")
+    builder = _builder_with(data_dir, split)
     share = tfds.split_for_jax_process(split, process_index=process_index, process_count=process_count)
     pieces = _read_pieces(builder, share)
-    sequences = pieces.sequences
-    if not sequences:
+    if not len(pieces):
         raise DataError(f"split {split!r} gives process {process_index} of {process_count} no pieces")
     return pieces
 
@@ -135,9 +132,7 @@ def load_train_shards(
 
     if num_shards < 1 or num_shards % process_count:
         raise DataError(f"data_shards {num_shards} does not divide among {process_count} processes (hosts)")
-    builder = tfds.builder_from_directory(str(dataset_dir(data_dir)))
-    if split not in builder.info.splits:
-        raise DataError(f"split {split!r} is not in the dataset; it has: {', '.join(builder.info.splits)}")
+    builder = _builder_with(data_dir, split)
     if builder.info.splits[split].num_examples < num_shards:
         raise DataError(
             f"data_shards {num_shards} is more than the {builder.info.splits[split].num_examples} pieces "
@@ -147,6 +142,16 @@ def load_train_shards(
     mine = list(range(process_index * per_host, (process_index + 1) * per_host))
     subsplits = tfds.even_splits(split, n=num_shards)
     return [_read_pieces(builder, subsplits[v]) for v in mine], mine
+
+
+def _builder_with(data_dir: str | os.PathLike, split: str):
+    """The dataset's TFDS reader, checked to hold `split`."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder_from_directory(str(dataset_dir(data_dir)))
+    if split not in builder.info.splits:
+        raise DataError(f"split {split!r} is not in the dataset; it has: {', '.join(builder.info.splits)}")
+    return builder
 
 
 def _read_pieces(builder, split_arg) -> Pieces:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
 import os
 import struct
@@ -155,9 +156,37 @@ def read(
         size = path.stat().st_size
     except OSError as e:
         raise MidiError(path, f"cannot open: {e.strerror or e}") from None
+    _check_size(path, size, limits)  # before reading: a huge file never enters memory
+    return _read_data(path, path.read_bytes(), include_drums, limits, reader)
+
+
+def read_hashed(
+    path: str | os.PathLike, *, reader: str = "miditoolkit", limits: Limits = LIMITS
+) -> tuple[str, MidiRead | MidiError]:
+    """(sha1 of the file's bytes, its `read` or the `MidiError`), reading the file once.
+
+    For parallel workers: an error is returned, not raised (it crosses a process
+    boundary), and the hash is "" only when the file cannot be opened.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return "", MidiError(path, f"cannot open: {e.strerror or e}")
+    sha1 = hashlib.sha1(data).hexdigest()
+    try:
+        _check_size(path, len(data), limits)
+        return sha1, _read_data(path, data, False, limits, reader)
+    except MidiError as e:
+        return sha1, e
+
+
+def _check_size(path: Path, size: int, limits: Limits) -> None:
     if size > limits.max_file_bytes:
         raise MidiError(path, f"file of {size} bytes is over the limit of {limits.max_file_bytes}")
-    data = path.read_bytes()
+
+
+def _read_data(path: Path, data: bytes, include_drums: bool, limits: Limits, reader: str) -> MidiRead:
     recovered: list[str] = []
     data = _unwrap(path, data, limits, recovered)
     if reader not in ("miditoolkit", "symusic"):

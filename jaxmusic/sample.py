@@ -29,7 +29,7 @@ import numpy as np
 
 from jaxmusic import checkpoint as checkpoint_lib
 from jaxmusic import codec as codec_lib
-from jaxmusic import midi_io, models, sampler, train
+from jaxmusic import midi_io, sampler, train
 
 
 class SampleError(Exception):
@@ -130,8 +130,7 @@ def generate(args: argparse.Namespace) -> list[dict]:
     num_notes = args.num_notes if args.num_notes is not None else (None if args.seconds else 256)
     chunk_notes = num_notes or 256  # --seconds: write 256 notes at a time until long enough
     sample = sampler.make_sampler(
-        lambda p, t, g: model.apply({"params": p}, t, g, method=models.Seq2Seq.encode),
-        lambda p, c, t, g: model.apply({"params": p}, c, t, g, method=models.Seq2Seq.decode_step),
+        *sampler.model_functions(model),
         vocab_size=codec.vocab_size,
         first_note_id=codec.first_note_id,
         phrase_len=td,

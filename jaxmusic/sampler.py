@@ -126,6 +126,18 @@ def make_sampler(
     return jax.jit(sample)
 
 
+def model_functions(model: Any) -> tuple[EncodeFn, StepFn]:
+    """A `models.Seq2Seq`'s encode and decode_step as the plain functions `make_sampler` takes."""
+
+    def encode(params, tokens, genre):
+        return model.apply({"params": params}, tokens, genre, method=type(model).encode)
+
+    def step(params, carries, token, genre):
+        return model.apply({"params": params}, carries, token, genre, method=type(model).decode_step)
+
+    return encode, step
+
+
 def primer_window(ids: jax.Array | list[int], encoder_len: int) -> list[int]:
     """The encoder input for a primer of note ids: [PAD ...] + [BOS] + ids, last Te kept."""
     seq = [codec_lib.BOS, *(int(i) for i in ids)]

@@ -7,10 +7,10 @@ faster than training so that it never limits it.
 """
 
 import argparse
-import importlib.util
 import statistics
 import time
 
+import configs
 from jaxmusic import input_pipeline as ip
 
 
@@ -20,10 +20,7 @@ def main() -> None:
     parser.add_argument("--data_dir", required=True)
     parser.add_argument("--batches", type=int, default=500)
     args = parser.parse_args()
-    spec = importlib.util.spec_from_file_location("config", args.config)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config()
+    c = configs.load(args.config)
     codec = ip.load_codec(args.data_dir)
     pieces = ip.load_pieces(args.data_dir, "train")
     it = ip.train_batches(

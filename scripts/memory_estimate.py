@@ -11,11 +11,11 @@ float32, so they bound a GPU/TPU's from above.
 """
 
 import argparse
-import importlib.util
 
 import jax
 import jax.numpy as jnp
 
+import configs
 from jaxmusic import parallel, train
 
 
@@ -26,10 +26,7 @@ def main() -> None:
     parser.add_argument("--genres", type=int, default=4)
     parser.add_argument("--devices", type=int, default=8, help="devices sharing the global batch")
     args = parser.parse_args()
-    spec = importlib.util.spec_from_file_location("config", args.config)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config()
+    c = configs.load(args.config)
     model = train.create_model(c, args.vocab, args.genres)
     tx, _ = train.make_optimizer(c)
     state = jax.eval_shape(lambda: train.init_state(model, tx, c, jax.random.key(0)))

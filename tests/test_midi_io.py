@@ -219,3 +219,22 @@ def test_symusic_reader_falls_back_to_the_tolerant_reference(tmp_path):
     path.write_bytes(helpers.bad_midi_bytes()["truncated"])
     with pytest.raises(midi_io.MidiError, match="truncated"):
         midi_io.read(path, reader="symusic")
+
+
+def test_read_hashed_reads_once_and_returns_errors(tmp_path):
+    import hashlib
+
+    good = tmp_path / "g.mid"
+    good.write_bytes(helpers.good_midi_bytes())
+    sha1, got = midi_io.read_hashed(good)
+    assert sha1 == hashlib.sha1(helpers.good_midi_bytes()).hexdigest()
+    assert list(got.notes["pitch"]) == [60, 62]
+    bad = tmp_path / "b.mid"
+    bad.write_bytes(helpers.bad_midi_bytes()["html"])
+    sha1, err = midi_io.read_hashed(bad)
+    assert sha1 == hashlib.sha1(bad.read_bytes()).hexdigest() and isinstance(err, midi_io.MidiError)
+    assert err.reason == "not a MIDI file: looks like HTML/XML"
+    sha1, err = midi_io.read_hashed(tmp_path / "missing.mid")
+    assert sha1 == "" and "cannot open" in err.reason
+    _, err = midi_io.read_hashed(good, limits=midi_io.Limits(max_file_bytes=10))
+    assert "over the limit of 10" in err.reason
