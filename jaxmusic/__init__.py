@@ -3,6 +3,7 @@
 Modules in the order data flows through them: midi_io (MIDI <-> notes), codec
 (notes <-> pseudo-note ids), input_pipeline (dataset -> batches), models (the LSTM
 encoder-decoder), parallel (the device mesh), train (steps and the loop),
-checkpoint (orbax), sampler and sample (new music), render (WAV, piano roll);
-beside them metric_writer, metrics (measures over notes) and bench.
+checkpoint (orbax), sampler and sample (new music), render (WAV, piano roll),
+evaluate (likelihood, baselines, music statistics); beside them metric_writer,
+metrics (measures over notes), ngram (count baselines) and bench.
 """

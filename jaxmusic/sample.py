@@ -47,20 +47,38 @@ def load_workdir(workdir: str | os.PathLike) -> tuple[ml_collections.ConfigDict,
     return config, codec, restored.state["params"], restored.step
 
 
+def ensure_writable(flag: str, folder: str | os.PathLike) -> Path:
+    """Creates `folder` if needed and checks a file can be written there (before long work)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise SampleError(f"{flag} {folder}: cannot write there ({e.strerror or e})") from None
+    return folder
+
+
+def sampling_settings(temperature: float, top_k: int, top_p: float, greedy: bool) -> dict:
+    """The sampler's settings, checked: {temperature, top_k, top_p, greedy}."""
+    if not temperature > 0:
+        raise SampleError(f"--temperature must be > 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise SampleError(f"--top_p must be in (0, 1], got {top_p}")
+    if top_k < 0:
+        raise SampleError(f"--top_k must be >= 0, got {top_k}")
+    return {"temperature": temperature, "top_k": top_k, "top_p": top_p, "greedy": greedy}
+
+
 def _settings(args: argparse.Namespace) -> dict:
-    if not args.temperature > 0:
-        raise SampleError(f"--temperature must be > 0, got {args.temperature}")
-    if not 0 < args.top_p <= 1:
-        raise SampleError(f"--top_p must be in (0, 1], got {args.top_p}")
-    if args.top_k < 0:
-        raise SampleError(f"--top_k must be >= 0, got {args.top_k}")
     if args.num_outputs < 1:
         raise SampleError(f"--num_outputs must be >= 1, got {args.num_outputs}")
     if args.num_notes is not None and args.num_notes < 1:
         raise SampleError(f"--num_notes must be >= 1, got {args.num_notes}")
     if args.seconds is not None and not args.seconds > 0:
         raise SampleError(f"--seconds must be > 0, got {args.seconds}")
-    return {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "greedy": args.greedy}
+    return sampling_settings(args.temperature, args.top_k, args.top_p, args.greedy)
 
 
 def _primers(args, config, codec: codec_lib.Codec) -> list[dict]:
@@ -111,14 +129,7 @@ def _genre(args, codec: codec_lib.Codec, primer_genre: int | None) -> int:
 def generate(args: argparse.Namespace) -> list[dict]:
     """Writes the samples and samples.json; returns the per-file records."""
     settings = _settings(args)
-    out_dir = Path(args.out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise SampleError(f"--out_dir {out_dir}: cannot write there ({e.strerror or e})") from None
+    out_dir = ensure_writable("--out_dir", args.out_dir)
     config, codec, params, step = load_workdir(args.workdir)
     model = train.create_model(config, codec.vocab_size, len(codec.genres))
     primers = _primers(args, config, codec)

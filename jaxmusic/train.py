@@ -149,7 +149,7 @@ def make_train_step(
         metrics = {
             "loss": lax.psum(nll, parallel.AXIS) / total,
             "accuracy": lax.psum(correct, parallel.AXIS) / total,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
         }
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the bundled default corpus, on a CPU: converts music21's corpus to
 # MIDI (cached), builds the dataset, trains configs/default.py, writes four samples
-# (MIDI, WAV, piano-roll PNG), and prints what it wrote. Run it again and it reuses
+# (MIDI, WAV, piano-roll PNG), evaluates the model against baselines and the real
+# music (report and plots), and prints what it wrote. Run it again and it reuses
 # the dataset and resumes (or finishes) training.
 # Run scripts/setup.sh first (the README's first command does both).
 set -euo pipefail
@@ -19,5 +20,7 @@ fi
   --config.data_dir="$DATA/midi_pieces/music21"
 "$PY" -m jaxmusic.sample --workdir "$WORKDIR" --out_dir "$WORKDIR/samples" --num_outputs 4 \
   --num_notes 256 --top_p 0.95 --png --wav
+"$PY" -m jaxmusic.evaluate --workdir "$WORKDIR" --json "$WORKDIR/eval.json" --plots "$WORKDIR/eval_plots"
 echo "wrote: dataset $DATA/midi_pieces/music21/1.0.0, checkpoints $WORKDIR/checkpoints," \
-  "metrics $WORKDIR/metrics.jsonl, samples $WORKDIR/samples/"
+  "metrics $WORKDIR/metrics.jsonl, samples $WORKDIR/samples/, evaluation $WORKDIR/eval.json" \
+  "and $WORKDIR/eval_plots/"

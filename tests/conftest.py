@@ -46,3 +46,16 @@ def built(collection, tmp_path_factory):
         validation_percent=25, test_percent=25, codec_kwargs={"min_count": 1},
     )  # fmt: skip
     return data_dir, out, summary
+
+
+@pytest.fixture(scope="session")
+def trained(built, tmp_path_factory):
+    """A workdir of configs/tiny.py trained on `built` (20 steps)."""
+    from configs import tiny
+    from jaxmusic import train
+
+    config = tiny.get_config()
+    config.data_dir = str(built[0])
+    workdir = tmp_path_factory.mktemp("trained")
+    train.train_and_evaluate(config, workdir)
+    return workdir

@@ -105,19 +105,7 @@ def test_primer_window_pads_and_truncates():
     assert sampler.primer_window([9, 10, 11, 12], 3) == [10, 11, 12]
 
 
-# --- the CLI, on a tiny model trained once ---------------------------------
-
-
-@pytest.fixture(scope="module")
-def trained(built, tmp_path_factory):
-    from configs import tiny
-    from jaxmusic import train
-
-    config = tiny.get_config()
-    config.data_dir = str(built[0])
-    workdir = tmp_path_factory.mktemp("trained")
-    train.train_and_evaluate(config, workdir)
-    return workdir
+# --- the CLI, on a tiny model trained once (conftest.trained) --------------
 
 
 def _sample(workdir, out_dir, *extra):

@@ -1,0 +1,477 @@
+"""CLI: how good a trained model is, in one command.
+
+  python -m jaxmusic.evaluate --workdir runs/default [--split validation] \\
+      [--num_samples 64] [--num_notes 128] [--primer_notes N] [--ngram_orders 2,3,4] \\
+      [--temperature 1.0] [--top_k 0] [--top_p 1.0] [--seed 0] [--data_dir D] \\
+      [--json eval.json] [--plots eval_plots]
+
+Reports, for the latest checkpoint of the workdir, on a split of its dataset:
+  1. likelihood: per-note NLL (nats, bits), perplexity and top-1 accuracy, overall
+     and per genre, over every note (and EOS) of the split once, the training
+     evaluation's own numbers;
+  2. baselines on the same targets: an add-one unigram and interpolated Kneser-Ney
+     n-grams fit on the train split (`jaxmusic.ngram`);
+  3. music statistics (`jaxmusic.metrics`) of N samples against the real music:
+     each sample continues the opening `primer_notes` notes of a piece of the split
+     (drawn uniformly, with its genre) for `num_notes` notes; the real set is the
+     true continuation of every piece of the split long enough to prime, and each
+     sample is cut to the length of the real continuation of its piece (so pitch
+     range, pitch count and the like compare equal lengths; how often samples end
+     early, with EOS, is reported beside how often real pieces do). For each
+     statistic, Yang & Lerch's overlap area and KL divergence of the real set's
+     intra-set distances against the real-to-generated distances; and the share of
+     degenerate samples (silence, or one pseudo-note over half the notes) beside the
+     real continuations' share;
+  4. genre adherence: a logistic regression on those statistics, fit on the train
+     split's continuations, classifies the samples; how often a sample asked for
+     genre G is classified G, beside the classifier's accuracy on the split's real
+     continuations.
+A table goes to stdout, everything to --json, and histograms of real against
+generated statistics to --plots (one PNG per statistic, and likelihood.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxmusic import codec as codec_lib
+from jaxmusic import metrics, ngram
+from jaxmusic.sample import SampleError, ensure_writable, load_workdir, sampling_settings
+
+
+class EvaluateError(Exception):
+    """Bad input to the evaluation: names the flag or file and why."""
+
+
+def _likelihood_row(nll: float, accuracy: float | None, notes: float) -> dict[str, float | None]:
+    return {
+        "nll_nats": nll,
+        "nll_bits": nll / math.log(2),
+        "perplexity": math.exp(nll),
+        "accuracy": accuracy,
+        "notes": notes,
+    }
+
+
+def model_likelihood(config, model, params, pieces, genres: tuple[str, ...]) -> dict:
+    """The model's per-note NLL over every target of `pieces`, overall and per genre."""
+    from jaxmusic import input_pipeline, parallel, train
+
+    mesh = parallel.make_mesh()
+    batches = input_pipeline.eval_batches(
+        pieces, batch_size=config.batch_size, encoder_len=config.encoder_len, decoder_len=config.decoder_len
+    )
+    out = train.evaluate(train.make_eval_step(model, mesh), params, batches, mesh, genres)
+    result = {"overall": _likelihood_row(out["eval_nll"], out["eval_accuracy"], out["eval_notes"])}
+    per_genre = {}
+    for i, g in enumerate(genres):
+        if f"eval_nll/{g}" in out:
+            notes = float(sum(s.shape[0] - 1 for s, k in zip(pieces.sequences, pieces.genres, strict=True)
+                              if k == i))  # fmt: skip
+            per_genre[g] = _likelihood_row(out[f"eval_nll/{g}"], out[f"eval_accuracy/{g}"], notes)
+    result["per_genre"] = per_genre
+    return result
+
+
+def baseline_likelihoods(train_pieces, pieces, vocab_size: int, orders: Sequence[int], genres) -> dict:
+    """{name: likelihood} of the unigram and each Kneser-Ney order on `pieces`."""
+    target_genre = np.concatenate(
+        [np.full(s.shape[0] - 1, g) for s, g in zip(pieces.sequences, pieces.genres, strict=True)]
+    )
+    models = {"unigram (add-one)": ngram.Unigram.fit(train_pieces.sequences, vocab_size)}
+    for n in orders:
+        models[f"Kneser-Ney {n}-gram"] = ngram.KneserNey.fit(train_pieces.sequences, n, vocab_size)
+    out = {}
+    for name, m in models.items():
+        nll = -m.log_probs(pieces.sequences)
+        per_genre = {
+            g: _likelihood_row(float(nll[target_genre == i].mean()), None, float((target_genre == i).sum()))
+            for i, g in enumerate(genres)
+            if (target_genre == i).any()
+        }
+        out[name] = {"overall": _likelihood_row(float(nll.mean()), None, float(nll.shape[0])),
+                     "per_genre": per_genre}  # fmt: skip
+    return out
+
+
+def continuations(pieces, primer_notes: int, num_notes: int) -> tuple[list[int], list[np.ndarray]]:
+    """The pieces with more than `primer_notes` notes, and each one's next `num_notes` ids.
+
+    Returns:
+      (indices into pieces, int32[<= num_notes] note ids after the primer, EOS cut).
+    """
+    chosen, ids = [], []
+    for i, seq in enumerate(pieces.sequences):
+        notes = seq[1:-1]  # without BOS and EOS
+        if notes.shape[0] > primer_notes:
+            chosen.append(i)
+            ids.append(notes[primer_notes : primer_notes + num_notes])
+    return chosen, ids
+
+
+def generate(
+    model, params, codec: codec_lib.Codec, config, primers: list[np.ndarray], genres: np.ndarray,
+    *, num_notes: int, settings: dict, seed: int, batch: int,
+) -> list[np.ndarray]:  # fmt: skip
+    """Samples continuing each primer: int32 note ids per sample, EOS cut.
+
+    Primers go through the jitted sampler `batch` at a time (the last batch padded,
+    so it compiles once).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from jaxmusic import sampler
+
+    sample = sampler.make_sampler(
+        *sampler.model_functions(model),
+        vocab_size=codec.vocab_size,
+        first_note_id=codec.first_note_id,
+        phrase_len=config.decoder_len,
+        num_phrases=math.ceil(num_notes / config.decoder_len),
+    )
+    key = jax.random.key(seed)
+    out = []
+    for start in range(0, len(primers), batch):
+        rows = list(range(start, min(start + batch, len(primers))))
+        padded = rows + [rows[-1]] * (batch - len(rows))
+        window = jnp.asarray(
+            [sampler.primer_window(primers[i], config.encoder_len) for i in padded], jnp.int32
+        )
+        genre = jnp.asarray(genres[padded], jnp.int32)
+        tokens = sample(params, window, genre, jax.random.fold_in(key, start), **settings)
+        for row in np.asarray(tokens)[: len(rows), :num_notes]:
+            end = np.flatnonzero(row == codec_lib.EOS)
+            row = row[: end[0]] if end.size else row
+            out.append(row[codec.is_note(row)])
+    return out
+
+
+def _features(stats: dict[str, np.ndarray]) -> np.ndarray:
+    """float64[P, F]: every statistic side by side (the classifier's input)."""
+    return np.concatenate([stats[name] for name in metrics.STATISTICS], axis=1)
+
+
+def genre_adherence(train_stats, real_stats, real_genres, sample_stats, sample_genres, genres) -> dict:
+    """A logistic regression on the statistics: accuracy on real pieces, adherence of samples."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x_train, y_train = train_stats
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    classifier.fit(_features(x_train), y_train)
+    real_pred = classifier.predict(_features(real_stats))
+    sample_pred = classifier.predict(_features(sample_stats))
+    per_genre = {}
+    for i, g in enumerate(genres):
+        real_i, asked_i = real_genres == i, sample_genres == i
+        per_genre[g] = {
+            "real_pieces": int(real_i.sum()),
+            "real_accuracy": float((real_pred[real_i] == i).mean()) if real_i.any() else None,
+            "samples": int(asked_i.sum()),
+            "adherence": float((sample_pred[asked_i] == i).mean()) if asked_i.any() else None,
+            "samples_classified_as": int((sample_pred == i).sum()),
+        }
+    return {
+        "classifier": "standardized statistics -> logistic regression (scikit-learn), fit on the train split",
+        "train_pieces": int(y_train.shape[0]),
+        "real_accuracy": float((real_pred == real_genres).mean()),
+        "real_chance": float(np.bincount(real_genres, minlength=len(genres)).max() / real_genres.shape[0]),
+        "adherence": float((sample_pred == sample_genres).mean()),
+        "per_genre": per_genre,
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    """The whole evaluation; returns the JSON report."""
+    from jaxmusic import input_pipeline, train
+
+    if args.num_samples < 1:
+        raise EvaluateError(f"--num_samples must be >= 1, got {args.num_samples}")
+    if args.num_notes < 1:
+        raise EvaluateError(f"--num_notes must be >= 1, got {args.num_notes}")
+    if args.batch < 1:
+        raise EvaluateError(f"--batch must be >= 1, got {args.batch}")
+    try:
+        orders = sorted({int(n) for n in args.ngram_orders.split(",") if n.strip()})
+    except ValueError:
+        raise EvaluateError(
+            f"--ngram_orders must be comma-separated integers, got {args.ngram_orders!r}"
+        ) from None
+    if any(n < 2 for n in orders):
+        raise EvaluateError(f"--ngram_orders must be >= 2 (the unigram is always reported), got {orders}")
+    settings = sampling_settings(args.temperature, args.top_k, args.top_p, False)
+    _check_writable(args)
+
+    config, codec, params, step = load_workdir(args.workdir)
+    data_dir = args.data_dir or config.data_dir
+    try:
+        if input_pipeline.load_codec(data_dir).fingerprint != codec.fingerprint:
+            raise EvaluateError(f"the dataset at {data_dir} was encoded with another codec than the model's")
+        pieces = input_pipeline.load_pieces(data_dir, args.split)
+        train_pieces = input_pipeline.load_pieces(data_dir, "train")
+    except input_pipeline.DataError as e:
+        raise EvaluateError(f"--split {args.split} of {data_dir}: {e}") from None
+    primer_notes = config.encoder_len if args.primer_notes is None else args.primer_notes
+    if primer_notes < 0:
+        raise EvaluateError(f"--primer_notes must be >= 0, got {primer_notes}")
+    genres = tuple(codec.genres) or ("all",)
+    model = train.create_model(config, codec.vocab_size, len(codec.genres))
+
+    report: dict[str, Any] = {
+        "workdir": str(args.workdir),
+        "checkpoint_step": step,
+        "dataset": str(input_pipeline.dataset_dir(data_dir)),
+        "split": args.split,
+        "pieces": len(pieces),
+        "codec_fingerprint": codec.fingerprint,
+        "genres": list(genres),
+        "missing_genres": [g for i, g in enumerate(genres) if not (pieces.genres == i).any()],
+    }
+    report["likelihood"] = model_likelihood(config, model, params, pieces, genres)
+    report["baselines"] = baseline_likelihoods(train_pieces, pieces, codec.vocab_size, orders, genres)
+
+    real_idx, real_ids = continuations(pieces, primer_notes, args.num_notes)
+    if not real_idx:
+        raise EvaluateError(
+            f"--split {args.split}: no piece has more than {primer_notes} notes to prime with; "
+            "lower --primer_notes"
+        )
+    rng = np.random.default_rng(args.seed)
+    picked = rng.choice(real_idx, size=args.num_samples, replace=True)
+    primers = [pieces.sequences[i][1 : 1 + primer_notes] for i in picked]
+    sample_genres = pieces.genres[picked]
+    sample_ids = generate(
+        model, params, codec, config, primers, sample_genres,
+        num_notes=args.num_notes, settings=settings, seed=args.seed, batch=min(args.batch, args.num_samples),
+    )  # fmt: skip
+    ended = [ids.shape[0] < args.num_notes for ids in sample_ids]  # wrote EOS before the end
+    # Length-dependent statistics (pitch range and count, ...) compare like with like:
+    # each sample is cut to the length of the real continuation of the piece it continues.
+    real_length = dict(zip(real_idx, (ids.shape[0] for ids in real_ids), strict=True))
+    sample_ids = [ids[: real_length[i]] for ids, i in zip(sample_ids, picked, strict=True)]
+    real_stats = metrics.statistics([codec.decode(ids) for ids in real_ids])
+    sample_stats = metrics.statistics([codec.decode(ids) for ids in sample_ids])
+    degenerate = [metrics.is_degenerate(ids) for ids in sample_ids]
+    report["samples"] = {
+        "num_samples": args.num_samples,
+        "num_notes": args.num_notes,
+        "primer_notes": primer_notes,
+        "settings": settings,
+        "seed": args.seed,
+        "ended_share": float(np.mean(ended)),
+        "real_continuations": len(real_idx),
+        "real_ended_share": float(np.mean([ids.shape[0] < args.num_notes for ids in real_ids])),
+        "mean_notes_generated": float(np.mean([ids.shape[0] for ids in sample_ids])),
+        "mean_notes_real": float(np.mean([ids.shape[0] for ids in real_ids])),
+        "degenerate_share": float(np.mean(degenerate)),
+        "real_degenerate_share": float(np.mean([metrics.is_degenerate(ids) for ids in real_ids])),
+    }
+    report["statistics"] = {
+        name: metrics.compare_sets(real_stats[name], sample_stats[name]) for name in metrics.STATISTICS
+    }
+
+    real_genres = pieces.genres[real_idx]
+    if len(codec.genres) < 2:
+        report["genre_adherence"] = {
+            "skipped": f"the codec has {len(codec.genres)} genre; adherence needs 2+"
+        }
+    else:
+        train_idx, train_ids = continuations(train_pieces, primer_notes, args.num_notes)
+        train_stats = metrics.statistics([codec.decode(ids) for ids in train_ids])
+        if np.unique(train_pieces.genres[train_idx]).shape[0] < 2:
+            report["genre_adherence"] = {"skipped": "the train split has pieces of only one genre"}
+        else:
+            report["genre_adherence"] = genre_adherence(
+                (train_stats, train_pieces.genres[train_idx]), real_stats, real_genres, sample_stats,
+                sample_genres, genres,
+            )  # fmt: skip
+    if args.plots:
+        report["plots"] = plot(args.plots, real_stats, sample_stats, report)
+    return report
+
+
+def _check_writable(args: argparse.Namespace) -> None:
+    """Fails before the long work when an output cannot be written."""
+    if args.json:
+        ensure_writable("--json", Path(args.json).parent)
+    if args.plots:
+        ensure_writable("--plots", args.plots)
+
+
+def plot(out_dir: str | os.PathLike, real: dict, generated: dict, report: dict) -> list[str]:
+    """PNGs: per statistic, real against generated values and the distance densities;
+    likelihood.png, the model's NLL per genre against the baselines. Returns the names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    written = []
+    for name in metrics.STATISTICS:
+        r, g = real[name], generated[name]
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+        if r.shape[1] > 1:  # a histogram statistic: mean bins side by side
+            x = np.arange(r.shape[1])
+            left.bar(x - 0.2, r.mean(0), 0.4, label=f"real ({r.shape[0]})")
+            left.bar(x + 0.2, g.mean(0), 0.4, label=f"generated ({g.shape[0]})")
+            labels = (["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
+                      if name == "pitch_class_histogram" else
+                      [f"<{e:g}s" for e in metrics.NOTE_LENGTH_EDGES[1:-1]] + ["longer"])  # fmt: skip
+            left.set_xticks(x, labels, fontsize=7)
+            left.set_ylabel("mean share of notes")
+        else:
+            bins = np.histogram_bin_edges(np.concatenate([r[:, 0], g[:, 0]]), bins=30)
+            left.hist(r[:, 0], bins, alpha=0.55, density=True, label=f"real ({r.shape[0]})")
+            left.hist(g[:, 0], bins, alpha=0.55, density=True, label=f"generated ({g.shape[0]})")
+            left.set_ylabel("density")
+        left.set_title(name.replace("_", " "))
+        left.legend(fontsize=8)
+        intra, inter = metrics.intra_set_distances(r), metrics.inter_set_distances(r, g)
+        grid, p, q = metrics.density_grid(intra, inter)
+        right.plot(grid, p, label="real to real (intra-set)")
+        right.plot(grid, q, label="real to generated (inter-set)")
+        right.fill_between(grid, np.minimum(p, q), alpha=0.25)
+        s = report["statistics"][name]
+        right.set_title(f"distances: overlap {s['overlap_area']:.3f}, KL {s['kl_divergence']:.3f}")
+        right.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / f"{name}.png", dpi=90)
+        plt.close(fig)
+        written.append(f"{name}.png")
+
+    rows = {"LSTM": report["likelihood"], **report["baselines"]}
+    groups = ["overall", *report["likelihood"]["per_genre"]]
+    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(groups), 3.6))
+    width = 0.8 / len(rows)
+    for k, (label, lik) in enumerate(rows.items()):
+        vals = [lik["overall"]["nll_nats"] if grp == "overall" else lik["per_genre"][grp]["nll_nats"]
+                for grp in groups]  # fmt: skip
+        ax.bar(np.arange(len(groups)) + (k - (len(rows) - 1) / 2) * width, vals, width, label=label)
+    ax.set_xticks(np.arange(len(groups)), groups)
+    ax.set_ylabel("NLL per note (nats)")
+    ax.set_title(f"{report['split']} split, checkpoint {report['checkpoint_step']}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_dir / "likelihood.png", dpi=90)
+    plt.close(fig)
+    written.append("likelihood.png")
+    return written
+
+
+def format_report(r: dict) -> str:
+    """The report as the table printed on stdout."""
+    lines = [
+        f"{r['workdir']} checkpoint {r['checkpoint_step']}, split {r['split']} of {r['dataset']}: "
+        f"{r['pieces']} pieces, {r['likelihood']['overall']['notes']:,.0f} notes"
+    ]
+    genres = list(r["likelihood"]["per_genre"])
+    head = f"{'per-note likelihood':<26}{'nats':>7}{'bits':>7}{'ppl':>8}{'acc':>7}" + "".join(
+        f"{g + ' nats':>16}" for g in genres
+    )
+    lines += ["", head]
+    for name, lik in {"LSTM": r["likelihood"], **r["baselines"]}.items():
+        o = lik["overall"]
+        acc = f"{100 * o['accuracy']:6.1f}%" if o["accuracy"] is not None else f"{'-':>7}"
+        lines.append(f"{name:<26}{o['nll_nats']:7.3f}{o['nll_bits']:7.3f}{o['perplexity']:8.1f}{acc}"
+                     + "".join(f"{lik['per_genre'][g]['nll_nats']:16.3f}" for g in genres))  # fmt: skip
+    for g in r["missing_genres"]:
+        lines.append(f"genre {g}: no pieces in split {r['split']}")
+    s = r["samples"]
+    lines += [
+        "",
+        f"{s['num_samples']} samples of up to {s['num_notes']} notes after {s['primer_notes']}-note primers "
+        f"(temperature {s['settings']['temperature']}, top_k {s['settings']['top_k']}, "
+        f"top_p {s['settings']['top_p']}, seed {s['seed']}): {100 * s['ended_share']:.0f}% ended (EOS) "
+        f"before {s['num_notes']} notes; real: {s['real_continuations']} continuations, "
+        f"{100 * s['real_ended_share']:.0f}% ended",
+        f"statistics of samples cut to their real continuation's length (mean "
+        f"{s['mean_notes_generated']:.1f} notes; real {s['mean_notes_real']:.1f})",
+        f"{'statistic':<26}{'real mean':>11}{'gen. mean':>11}{'overlap':>9}{'KL':>8}",
+    ]
+    for name, st in r["statistics"].items():
+        means = (f"{st['real_mean']:11.3f}{st['generated_mean']:11.3f}" if isinstance(st["real_mean"], float)
+                 else f"{'(hist.)':>11}{'(hist.)':>11}")  # fmt: skip
+        lines.append(f"{name:<26}{means}{st['overlap_area']:9.3f}{st['kl_divergence']:8.3f}")
+    lines.append(f"degenerate samples: {100 * s['degenerate_share']:.1f}% "
+                 f"(real continuations: {100 * s['real_degenerate_share']:.1f}%)")  # fmt: skip
+    ga = r["genre_adherence"]
+    lines.append("")
+    if "skipped" in ga:
+        lines.append(f"genre adherence: skipped ({ga['skipped']})")
+    else:
+        lines.append(
+            f"genre adherence: {100 * ga['adherence']:.1f}% of samples classified as the genre asked; "
+            f"classifier accuracy on real {r['split']} pieces {100 * ga['real_accuracy']:.1f}% "
+            f"(majority class {100 * ga['real_chance']:.1f}%)"
+        )
+        for g, v in ga["per_genre"].items():
+            if not v["samples"]:
+                lines.append(f"  {g}: no samples (no piece of {g} in split {r['split']} to prime with)")
+                continue
+            real = f"{100 * v['real_accuracy']:.1f}%" if v["real_accuracy"] is not None else "-"
+            lines.append(f"  {g}: {v['samples']} samples, {100 * v['adherence']:.1f}% classified {g} "
+                         f"(real pieces: {real} of {v['real_pieces']})")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jaxmusic.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", required=True, help="a training workdir (its latest checkpoint)")
+    parser.add_argument("--split", default="validation", help="the dataset split to evaluate on")
+    parser.add_argument(
+        "--data_dir", default=None, help="the dataset (default: the one the model trained on)"
+    )
+    parser.add_argument("--num_samples", type=int, default=64, help="samples generated for the statistics")
+    parser.add_argument(
+        "--num_notes", type=int, default=128, help="notes per sample (and per real continuation)"
+    )
+    parser.add_argument(
+        "--primer_notes",
+        type=int,
+        default=None,
+        help="notes of a real piece each sample continues (default: the config's encoder_len)",
+    )
+    parser.add_argument("--ngram_orders", default="2,3,4", help="Kneser-Ney baseline orders, comma-separated")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top_k", type=int, default=0, help="0: no top-k filtering")
+    parser.add_argument("--top_p", type=float, default=1.0, help="nucleus mass in (0, 1]; 1: none")
+    parser.add_argument("--seed", type=int, default=0, help="primer choice and sampling")
+    parser.add_argument("--batch", type=int, default=64, help="samples generated at once")
+    parser.add_argument("--json", default=None, help="write the report here")
+    parser.add_argument("--plots", default=None, help="write PNG plots into this folder")
+    args = parser.parse_args(argv)
+    from absl import logging
+
+    logging.set_verbosity(logging.ERROR)  # orbax warns about every read-only open
+    from jaxmusic import checkpoint as checkpoint_lib
+
+    try:
+        report = run(args)
+    except (EvaluateError, SampleError, checkpoint_lib.CheckpointError, codec_lib.CodecError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    if args.json:
+        tmp = Path(args.json).with_name(f".{Path(args.json).name}.tmp")
+        tmp.write_text(json.dumps(report, indent=1))
+        os.replace(tmp, args.json)
+        print(f"report: {args.json}")
+    if args.plots:
+        print(f"plots: {', '.join(str(Path(args.plots) / p) for p in report['plots'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""python -m jaxmusic.evaluate end to end on a tiny checkpoint, and its bad input."""
+
+import json
+import math
+
+import pytest
+
+from jaxmusic import evaluate, metric_writer
+
+
+def _evaluate(workdir, *extra):
+    return evaluate.main(["--workdir", str(workdir), "--num_samples", "6", "--num_notes", "12",
+                          "--batch", "4", *extra])  # fmt: skip
+
+
+def test_cli_end_to_end(trained, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert _evaluate(trained, "--json", str(out), "--plots", str(tmp_path / "plots")) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+
+    # The likelihood is the training run's own final evaluation on the same split.
+    final = [m for m in metric_writer.read_metrics(trained) if "eval_nll" in m][-1]
+    lik = report["likelihood"]["overall"]
+    assert lik["nll_nats"] == pytest.approx(final["eval_nll"], rel=1e-5)
+    assert lik["accuracy"] == pytest.approx(final["eval_accuracy"], rel=1e-5)
+    assert lik["nll_bits"] == pytest.approx(lik["nll_nats"] / math.log(2))
+    assert lik["notes"] == final["eval_notes"]
+    # Every baseline scores the same targets, and is a proper distribution (below uniform).
+    assert set(report["baselines"]) == {"unigram (add-one)", "Kneser-Ney 2-gram", "Kneser-Ney 3-gram",
+                                        "Kneser-Ney 4-gram"}  # fmt: skip
+    for b in report["baselines"].values():
+        assert b["overall"]["notes"] == lik["notes"]
+        assert 0 < b["overall"]["nll_nats"] < math.log(1 << 16)
+    # Per genre: exactly the genres the split has, their notes adding up.
+    per_genre = report["likelihood"]["per_genre"]
+    assert sorted(per_genre) == sorted(set(report["genres"]) - set(report["missing_genres"]))
+    assert sum(g["notes"] for g in per_genre.values()) == lik["notes"]
+    for g in report["missing_genres"]:
+        assert f"genre {g}: no pieces in split validation" in printed
+
+    s = report["samples"]
+    assert s["num_samples"] == 6 and s["primer_notes"] == 6  # tiny config's encoder_len
+    assert 0 <= s["mean_notes_generated"] <= 12 and 0 < s["mean_notes_real"] <= 12
+    assert 0 <= s["degenerate_share"] <= 1 and s["real_degenerate_share"] == 0
+    assert set(report["statistics"]) == {
+        "pitch_class_histogram", "pitch_range", "pitch_count", "average_pitch_interval",
+        "inter_onset_interval", "note_length_histogram", "polyphony", "note_density",
+    }  # fmt: skip
+    for st in report["statistics"].values():
+        assert 0 <= st["overlap_area"] <= 1 and st["kl_divergence"] >= 0
+    ga = report["genre_adherence"]
+    assert 0 <= ga["adherence"] <= 1 and 0 <= ga["real_accuracy"] <= 1
+    assert sum(v["samples"] for v in ga["per_genre"].values()) == 6
+    assert "genre adherence:" in printed and "Kneser-Ney 3-gram" in printed
+
+    pngs = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert pngs == sorted(report["plots"]) and len(pngs) == 9
+    for p in (tmp_path / "plots").iterdir():
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+
+
+def test_same_seed_same_report(trained, tmp_path):
+    for name in ("a", "b"):
+        assert _evaluate(trained, "--seed", "3", "--json", str(tmp_path / name)) == 0
+    a, b = (json.loads((tmp_path / n).read_text()) for n in ("a", "b"))
+    assert a["statistics"] == b["statistics"] and a["samples"] == b["samples"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--num_samples", "0"], "--num_samples must be >= 1, got 0"),
+        (["--split", "holdout"], "split 'holdout' is not in the dataset; it has:"),
+        (["--ngram_orders", "1,3"], "--ngram_orders must be >= 2"),
+        (["--ngram_orders", "two"], "--ngram_orders must be comma-separated integers"),
+        (["--primer_notes", "100000"], "no piece has more than 100000 notes to prime with"),
+        (["--top_p", "2"], "--top_p must be in (0, 1]"),
+    ],
+)
+def test_bad_input_is_one_clear_line(trained, tmp_path, capsys, extra, message):
+    assert _evaluate(trained, *extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_bad_paths(trained, tmp_path, capsys):
+    assert _evaluate(tmp_path / "empty") == 2
+    assert "no checkpoint in it" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert _evaluate(trained, "--plots", str(blocker / "plots")) == 2
+    assert "--plots" in capsys.readouterr().err and blocker.read_text() == "x"
+    # A report already written is kept when a later run fails.
+    good = tmp_path / "eval.json"
+    good.write_text("{}")
+    assert _evaluate(trained, "--json", str(good), "--split", "holdout") == 2
+    assert good.read_text() == "{}"
