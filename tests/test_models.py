@@ -156,6 +156,7 @@ def test_custom_backward_equals_autodiff_of_the_recurrence():
     gates_x = jax.random.normal(k[0], (t, b, 4 * h))
     w_h = jax.random.normal(k[1], (h, 4 * h)) * 0.5
     c0, h0 = jax.random.normal(k[2], (b, h)), jax.random.normal(k[3], (b, h))
+    extra = jax.random.normal(k[4], (b, 4 * h))
     weights = [
         jax.random.normal(kk, s)
         for kk, s in zip(jax.random.split(k[4], 3), [(t, b, h), (b, h), (b, h)], strict=True)
@@ -169,8 +170,10 @@ def test_custom_backward_equals_autodiff_of_the_recurrence():
         return value
 
     plain = lambda *a: models._recurrence_forward(*a)[0]  # noqa: E731
-    ours = jax.grad(loss(models.lstm_recurrence), argnums=(0, 1, 2, 3))(gates_x, w_h, c0, h0)
-    ref = jax.grad(loss(plain), argnums=(0, 1, 2, 3))(gates_x, w_h, c0, h0)
+    args = (gates_x, w_h, c0, h0, extra)
+    ours = jax.grad(loss(models.lstm_recurrence), argnums=(0, 1, 2, 3, 4))(*args)
+    ref = jax.grad(loss(plain), argnums=(0, 1, 2, 3, 4))(*args)
+    assert float(jnp.abs(ours[4]).sum()) > 0
     for a, r in zip(ours, ref, strict=True):
         np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-5)
 
@@ -180,9 +183,21 @@ def test_fused_and_scan_models_share_parameters_and_outputs():
     fused = models.Seq2Seq(vocab_size=V, num_genres=G, num_layers=2, hidden=8, fused=True)
     plain = models.Seq2Seq(vocab_size=V, num_genres=G, num_layers=2, hidden=8, fused=False)
     params = fused.init(jax.random.key(16), **batch)["params"]
-    assert jax.tree.structure(params) == jax.tree.structure(plain.init(jax.random.key(16), **batch)["params"])
+    # The same tree and the same initial values: checkpoints of either form load in the other.
+    jax.tree.map(np.testing.assert_array_equal, params, plain.init(jax.random.key(16), **batch)["params"])
+    params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(17), p.shape), params)
     a, b = (m.apply({"params": params}, **batch) for m in (fused, plain))
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+    # Gradients too, of every parameter (biases and genre rows included: the fused
+    # layer adds them inside the recurrence and sums their gradient there).
+    def loss(m):
+        return lambda p: (m.apply({"params": p}, **batch) * jnp.arange(V) / V).sum()
+
+    ga, gb = (jax.grad(loss(m))(params) for m in (fused, plain))
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), ga, gb)
+    assert float(jnp.abs(ga["decoder_layers_1"]["x"]["bias"]).sum()) > 0
+    assert float(jnp.abs(ga["encoder_genre"]["embedding"]).sum()) > 0
 
 
 def test_embed_dim_adds_an_embedding_before_the_first_layer():
