@@ -169,16 +169,33 @@ def test_custom_backward_equals_autodiff_of_the_recurrence():
 
         return value
 
-    plain = lambda *a: models._recurrence_forward(*a)[0]  # noqa: E731
+    def plain(gx, w, c, hh, e):  # autodiff of a per-step LSTM with separate sigmoids
+        def step(carry, x):
+            c, hh = carry
+            i, f, g, o = jnp.split(x + e + hh @ w, 4, axis=-1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            hh = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return (c, hh), hh
+
+        (c, hh), hs = jax.lax.scan(step, (c, hh), gx)
+        return hs, c, hh
+
     args = (gates_x, w_h, c0, h0, extra)
-    ours = jax.grad(loss(models.lstm_recurrence), argnums=(0, 1, 2, 3, 4))(*args)
+    ref_out = plain(*args)
     ref = jax.grad(loss(plain), argnums=(0, 1, 2, 3, 4))(*args)
-    assert float(jnp.abs(ours[4]).sum()) > 0
-    for a, r in zip(ours, ref, strict=True):
-        np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-5)
+    for column in (False, True):
+        fn = lambda *a, column=column: models.lstm_recurrence(*a, column)  # noqa: E731
+        for a, r in zip(fn(*args), ref_out, strict=True):
+            np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-5)
+        ours = jax.grad(loss(fn), argnums=(0, 1, 2, 3, 4))(*args)
+        assert float(jnp.abs(ours[4]).sum()) > 0
+        for a, r in zip(ours, ref, strict=True):
+            np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-5)
 
 
-def test_fused_and_scan_models_share_parameters_and_outputs():
+@pytest.mark.parametrize("column_from", [10**6, 1])  # the row and the column layout
+def test_fused_and_scan_models_share_parameters_and_outputs(monkeypatch, column_from):
+    monkeypatch.setattr(models, "COLUMN_LAYOUT_FROM_HIDDEN", column_from)
     batch = _batch(jax.random.key(15))
     fused = models.Seq2Seq(vocab_size=V, num_genres=G, num_layers=2, hidden=8, fused=True)
     plain = models.Seq2Seq(vocab_size=V, num_genres=G, num_layers=2, hidden=8, fused=False)
