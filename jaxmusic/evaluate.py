@@ -62,6 +62,13 @@ def _likelihood_row(nll: float, accuracy: float | None, notes: float) -> dict[st
     }
 
 
+def target_genres(pieces) -> np.ndarray:
+    """int[N]: the genre of every target of `pieces` (each token after BOS), in order."""
+    return np.concatenate(
+        [np.full(s.shape[0] - 1, g) for s, g in zip(pieces.sequences, pieces.genres, strict=True)]
+    )
+
+
 def model_likelihood(config, model, params, pieces, genres: tuple[str, ...]) -> dict:
     """The model's per-note NLL over every target of `pieces`, overall and per genre."""
     from jaxmusic import input_pipeline, parallel, train
@@ -72,21 +79,18 @@ def model_likelihood(config, model, params, pieces, genres: tuple[str, ...]) -> 
     )
     out = train.evaluate(train.make_eval_step(model, mesh), params, batches, mesh, genres)
     result = {"overall": _likelihood_row(out["eval_nll"], out["eval_accuracy"], out["eval_notes"])}
-    per_genre = {}
-    for i, g in enumerate(genres):
-        if f"eval_nll/{g}" in out:
-            notes = float(sum(s.shape[0] - 1 for s, k in zip(pieces.sequences, pieces.genres, strict=True)
-                              if k == i))  # fmt: skip
-            per_genre[g] = _likelihood_row(out[f"eval_nll/{g}"], out[f"eval_accuracy/{g}"], notes)
-    result["per_genre"] = per_genre
+    notes = np.bincount(target_genres(pieces), minlength=len(genres))
+    result["per_genre"] = {
+        g: _likelihood_row(out[f"eval_nll/{g}"], out[f"eval_accuracy/{g}"], float(notes[i]))
+        for i, g in enumerate(genres)
+        if f"eval_nll/{g}" in out
+    }
     return result
 
 
 def baseline_likelihoods(train_pieces, pieces, vocab_size: int, orders: Sequence[int], genres) -> dict:
     """{name: likelihood} of the unigram and each Kneser-Ney order on `pieces`."""
-    target_genre = np.concatenate(
-        [np.full(s.shape[0] - 1, g) for s, g in zip(pieces.sequences, pieces.genres, strict=True)]
-    )
+    target_genre = target_genres(pieces)
     models = {"unigram (add-one)": ngram.Unigram.fit(train_pieces.sequences, vocab_size)}
     for n in orders:
         models[f"Kneser-Ney {n}-gram"] = ngram.KneserNey.fit(train_pieces.sequences, n, vocab_size)
@@ -202,6 +206,8 @@ def run(args: argparse.Namespace) -> dict:
         raise EvaluateError(f"--num_notes must be >= 1, got {args.num_notes}")
     if args.batch < 1:
         raise EvaluateError(f"--batch must be >= 1, got {args.batch}")
+    if args.primer_notes is not None and args.primer_notes < 0:
+        raise EvaluateError(f"--primer_notes must be >= 0, got {args.primer_notes}")
     try:
         orders = sorted({int(n) for n in args.ngram_orders.split(",") if n.strip()})
     except ValueError:
@@ -216,15 +222,12 @@ def run(args: argparse.Namespace) -> dict:
     config, codec, params, step = load_workdir(args.workdir)
     data_dir = args.data_dir or config.data_dir
     try:
-        if input_pipeline.load_codec(data_dir).fingerprint != codec.fingerprint:
-            raise EvaluateError(f"the dataset at {data_dir} was encoded with another codec than the model's")
+        input_pipeline.load_codec(data_dir, expected_fingerprint=codec.fingerprint)  # CodecError if not
         pieces = input_pipeline.load_pieces(data_dir, args.split)
         train_pieces = input_pipeline.load_pieces(data_dir, "train")
     except input_pipeline.DataError as e:
         raise EvaluateError(f"--split {args.split} of {data_dir}: {e}") from None
     primer_notes = config.encoder_len if args.primer_notes is None else args.primer_notes
-    if primer_notes < 0:
-        raise EvaluateError(f"--primer_notes must be >= 0, got {primer_notes}")
     genres = tuple(codec.genres) or ("all",)
     model = train.create_model(config, codec.vocab_size, len(codec.genres))
 

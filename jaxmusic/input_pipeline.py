@@ -72,9 +72,10 @@ def dataset_dir(data_dir: str | os.PathLike) -> Path:
     return found[0]
 
 
-def load_codec(data_dir: str | os.PathLike) -> codec_lib.Codec:
-    """The codec the dataset was encoded with (codec.json beside its files)."""
-    return codec_lib.load(dataset_dir(data_dir) / "codec.json")
+def load_codec(data_dir: str | os.PathLike, *, expected_fingerprint: str | None = None) -> codec_lib.Codec:
+    """The codec the dataset was encoded with (codec.json beside its files); with
+    `expected_fingerprint` (a model's codec), a CodecError for any other codec."""
+    return codec_lib.load(dataset_dir(data_dir) / "codec.json", expected_fingerprint=expected_fingerprint)
 
 
 @dataclasses.dataclass(frozen=True)

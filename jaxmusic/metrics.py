@@ -229,15 +229,21 @@ def density_grid(x: np.ndarray, y: np.ndarray, points: int = 2048):
 def overlap_area(x: np.ndarray, y: np.ndarray) -> float:
     """Area under min(p, q) of the smoothed densities of samples x and y: 1 when they
     are the same, 0 when they are apart."""
-    grid, p, q = density_grid(x, y)
-    return float(np.clip(np.trapezoid(np.minimum(p, q), grid), 0.0, 1.0))
+    return _overlap(*density_grid(x, y))
 
 
 def kl_divergence(x: np.ndarray, y: np.ndarray) -> float:
     """KL(p || q) in nats of the smoothed densities of samples x (p) and y (q), on
     their common grid (q floored at 1e-10 of its peak, so disjoint sets give a large
     finite number)."""
-    _, p, q = density_grid(x, y)
+    return _kl(*density_grid(x, y))
+
+
+def _overlap(grid: np.ndarray, p: np.ndarray, q: np.ndarray) -> float:
+    return float(np.clip(np.trapezoid(np.minimum(p, q), grid), 0.0, 1.0))
+
+
+def _kl(grid: np.ndarray, p: np.ndarray, q: np.ndarray) -> float:
     p, q = p / p.sum(), q / q.sum()
     q = np.maximum(q, 1e-10 * q.max())
     keep = p > 0
@@ -252,11 +258,10 @@ def compare_sets(real: np.ndarray, generated: np.ndarray) -> dict[str, float]:
       the inter-set distances (real to generated), and each set's mean statistic
       (a float, or a list for a histogram).
     """
-    intra = intra_set_distances(real)
-    inter = inter_set_distances(real, generated)
+    densities = density_grid(intra_set_distances(real), inter_set_distances(real, generated))
     return {
-        "overlap_area": overlap_area(intra, inter),
-        "kl_divergence": kl_divergence(intra, inter),
+        "overlap_area": _overlap(*densities),
+        "kl_divergence": _kl(*densities),
         "real_mean": _mean(real),
         "generated_mean": _mean(generated),
     }

@@ -97,13 +97,10 @@ def _primers(args, config, codec: codec_lib.Codec) -> list[dict]:
         from jaxmusic import input_pipeline
 
         try:
+            input_pipeline.load_codec(config.data_dir, expected_fingerprint=codec.fingerprint)
             pieces = input_pipeline.load_pieces(config.data_dir, args.primer_split)
-        except input_pipeline.DataError as e:
+        except (input_pipeline.DataError, codec_lib.CodecError) as e:
             raise SampleError(f"--primer_split: {e}") from None
-        if input_pipeline.load_codec(config.data_dir).fingerprint != codec.fingerprint:
-            raise SampleError(
-                f"--primer_split: the dataset at {config.data_dir} has another codec than the model"
-            )
         rng = np.random.default_rng(args.seed)
         chosen = rng.choice(len(pieces), size=args.num_outputs, replace=len(pieces) < args.num_outputs)
         out = []
