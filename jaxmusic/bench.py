@@ -9,7 +9,8 @@ compilation, then timed steps, each ending in a device sync. Reports steps/s,
 notes/s, the step time's median and spread, FLOPs per step from the model's shapes
 (`train_flops`), achieved GFLOP/s, and MFU against a peak measured in the same run
 with a large matrix product on one device (times the device count); then the
-sampler's notes/s at batch 1 and 64. Imports no TensorFlow.
+sampler's notes/s at batch 1 and 64, and the floor under batch-1 sampling: the
+decoder's weight products alone (`decode_floor`). Imports no TensorFlow.
 """
 
 from __future__ import annotations
@@ -118,10 +119,15 @@ def bench_train(config, *, vocab_size: int, num_genres: int, steps: int, burn_in
 
 
 def bench_sampler(model: models.Seq2Seq, params, config, *, vocab_size: int, num_genres: int, batch: int,
-                  notes: int = 256, repeats: int = 3, loop_notes: int = 64) -> dict:  # fmt: skip
+                  notes: int = 256, repeats: int = 3, loop_notes: int = 64,
+                  phrase_len: int | None = None) -> dict:  # fmt: skip
     """The jitted sampler's notes/s and compile time at a batch size, and the notes/s
-    of a step-by-step Python loop over the same model (a jitted decode_step per note)."""
-    td = config.decoder_len
+    of a step-by-step Python loop over the same model (a jitted decode_step per note).
+
+    phrase_len: notes written per encoding (default: the config's decoder_len, as
+    `jaxmusic.sample` does); `notes` gives one encoding, then decoder steps only.
+    """
+    td = phrase_len or config.decoder_len
     encode, step = sampler.model_functions(model)
     first = codec_lib.NUM_SPECIAL + num_genres
     sample = sampler.make_sampler(
@@ -176,6 +182,42 @@ def bench_sampler(model: models.Seq2Seq, params, config, *, vocab_size: int, num
     }
 
 
+def decode_floor(config: ml_collections.ConfigDict, *, vocab_size: int, repeats: int = 5,
+                 notes: int = 200) -> dict:  # fmt: skip
+    """The fastest a batch-1 sampler could write notes: one decoder step's matrix
+    products alone, chained as they depend on each other, in a jitted loop.
+
+    At batch 1 every note reads every decoder weight once (per layer [H, 4H] recurrent
+    and, above the first layer, [H, 4H] input products; the [H, V] output layer), so
+    this is a floor set by how fast the device streams those weights (GB/s reported).
+    The encoder's re-reading of each phrase and the drawing of tokens come on top.
+    """
+    m, dtype = config.model, train.DTYPES[config.model.dtype]
+    h = m.hidden
+    shapes = [(h, 4 * h)] * (2 * m.num_layers - 1) + [(h, vocab_size)]
+    keys = jax.random.split(jax.random.key(0), len(shapes))
+    weights = [jax.random.normal(k, s, dtype) * 0.01 for k, s in zip(keys, shapes, strict=True)]
+
+    def note(_, x):
+        for w in weights:  # each product feeds the next: [1, H] -> [1, cols] -> [1, H]
+            y = x @ w  # every output is used, so XLA cannot drop columns of w
+            x = jnp.tanh(y[:, :h] + y.mean(-1, keepdims=True))
+        return x
+
+    run = jax.jit(lambda x: jax.lax.fori_loop(0, notes, note, x))
+    x0 = jnp.ones((1, h), dtype)
+    run(x0).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        run(x0).block_until_ready()
+        times.append((time.perf_counter() - t) / notes)
+    seconds = statistics.median(times)
+    nbytes = sum(a * b for a, b in shapes) * jnp.dtype(dtype).itemsize
+    return {"notes_per_second": 1 / seconds, "bytes_per_note": nbytes,
+            "gb_per_second": nbytes / seconds / 1e9}  # fmt: skip
+
+
 def run(config: ml_collections.ConfigDict, *, steps: int, vocab_size: int, num_genres: int,
         sampler_batches: tuple[int, ...] = (1, 64)) -> dict:  # fmt: skip
     """Every measurement, as the JSON `--json` writes."""
@@ -190,6 +232,10 @@ def run(config: ml_collections.ConfigDict, *, steps: int, vocab_size: int, num_g
         result[f"sampler_notes_per_second_batch{b}"] = r["notes_per_second"]
         result[f"sampler_compile_seconds_batch{b}"] = r["compile_seconds"]
         result[f"sampler_python_loop_notes_per_second_batch{b}"] = r["python_loop_notes_per_second"]
+    floor = decode_floor(config, vocab_size=vocab_size)
+    result["decode_floor_notes_per_second"] = floor["notes_per_second"]
+    result["decode_floor_gb_per_second"] = floor["gb_per_second"]
+    result["decode_weight_bytes_per_note"] = floor["bytes_per_note"]
     device = jax.devices()[0]
     result.update(
         device_kind=device.device_kind, platform=device.platform, device_count=jax.device_count(),
@@ -226,6 +272,11 @@ def _table(r: dict) -> str:
         loop = r[f"sampler_python_loop_notes_per_second_batch{b}"]
         rows.append((f"sampler, batch {b}: notes/s (compile)", f"{rate:.0f} ({compile_s:.1f} s)"))
         rows.append((f"python loop of decode_step, batch {b}: notes/s", f"{loop:.0f}"))
+    rows.append((
+        "batch-1 floor: decoder weight products alone",
+        f"{r['decode_floor_notes_per_second']:.0f} notes/s ({r['decode_weight_bytes_per_note'] / 1e6:.1f} MB "
+        f"per note at {r['decode_floor_gb_per_second']:.0f} GB/s)",
+    ))  # fmt: skip
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 

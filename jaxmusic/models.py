@@ -179,6 +179,19 @@ def _recurrence_bwd(column, res, cotangents):
 lstm_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
+def _varying_axes(x: jax.Array) -> frozenset:
+    """The shard_map mesh axes over which x varies (empty outside shard_map)."""
+    aval = jax.typeof(x)
+    mat = getattr(aval, "mat", None)
+    return frozenset(getattr(aval, "vma", None) or (mat.varying if mat is not None else ()))
+
+
+def _varying_like(like: jax.Array, x: jax.Array) -> jax.Array:
+    """x typed to vary over every shard_map axis `like` varies over (`lax.pcast`)."""
+    axes = tuple(sorted(_varying_axes(like) - _varying_axes(x)))
+    return lax.pcast(x, axes, to="varying") if axes else x
+
+
 class _Kernel(nn.Module):
     """Holds a Dense-shaped kernel at <name>/kernel (so both recurrences share paths)."""
 
@@ -290,15 +303,15 @@ class LSTMLayer(nn.Module):
             extra = extra + extra_gates.astype(self.dtype)
         w_h = _RecurrentWeights(self.hidden, name="recurrence")().astype(self.dtype)
         # Under shard_map the inputs vary over devices and the parameters do not, but a
-        # custom backward must return a gradient typed like its input: adding a zero
-        # taken from the inputs makes W_h and `extra` vary as they do (autodiff then sums
-        # their gradients over devices, as for every other replicated parameter).
-        vary = jnp.zeros((), self.dtype) * gates_x[0, 0, 0]
+        # custom backward must return a gradient typed like its input: W_h and `extra`
+        # are cast to vary as the inputs do (autodiff then sums their gradients over
+        # devices, as for every other replicated parameter). A type cast, no copy.
+        w_h, extra = _varying_like(gates_x, w_h), _varying_like(gates_x, extra)
         carry = jax.tree.map(lambda a: a.astype(self.dtype), carry)
         # One step at a time (sampling) stays in the row layout: the column layout
         # transposes W_h once per call, which a whole sequence repays and a step does not.
         column = self.column and gates_x.shape[0] > 1
-        hs, c, h = lstm_recurrence(gates_x, w_h + vary, *carry, extra + vary, column)
+        hs, c, h = lstm_recurrence(gates_x, w_h, *carry, extra, column)
         return (c, h), jnp.swapaxes(hs, 0, 1)
 
 

@@ -12,8 +12,13 @@ global-norm clipping, float32. jaxmusic runs twice: with that same embedding
 goes straight into the first layer's gates as a row gather (the seed's model, fewer
 FLOPs). Each (round, framework) is a process of its own, rounds interleave the
 frameworks so machine noise falls on all alike, and the table gives medians and
-ratios to jaxmusic. PyTorch also reports its step-by-step sampling loop's notes/s,
-against which jaxmusic's jitted sampler is compared.
+ratios to jaxmusic.
+
+Sampling (notes/s at batch 1 and 64, 256 notes from one primer) compares jaxmusic's
+jitted sampler with a step-by-step PyTorch loop (no_grad, one nn.LSTM step, softmax
+and torch.multinomial per note) in two modes: `phrases`, what `jaxmusic.sample`
+does (the encoder re-reads the last `seq` notes every `seq` written notes), and
+`decode_only` (one encoding, then decoder steps only).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import sys
 import time
 
 FRAMEWORKS = ("jaxmusic", "jaxmusic_onehot", "flax_nn_rnn", "pytorch", "keras")
+SAMPLED_NOTES = 256
+SAMPLING_MODES = {"phrases": 64, "decode_only": 0}  # notes per encoding (0: all)
 
 
 def _timed(step, steps: int, burn_in: int = 2) -> float:
@@ -62,10 +69,12 @@ def run_jaxmusic(args, onehot: bool) -> dict:
     r = bench.bench_train(c, vocab_size=args.vocab, num_genres=1, steps=args.steps)
     out = {"step_seconds": r["step_seconds_median"], "flops_per_step": r["flops_per_step"]}
     if onehot:
-        for b in (1, 64):
-            out[f"sampler_notes_per_second_batch{b}"] = bench.bench_sampler(
-                r["_model"], r["_params"], c, vocab_size=args.vocab, num_genres=1, batch=b
-            )["notes_per_second"]
+        for mode, phrase in SAMPLING_MODES.items():
+            for b in (1, 64):
+                out[f"sampler_{mode}_notes_per_second_batch{b}"] = bench.bench_sampler(
+                    r["_model"], r["_params"], c, vocab_size=args.vocab, num_genres=1, batch=b,
+                    notes=SAMPLED_NOTES, phrase_len=phrase or SAMPLED_NOTES,
+                )["notes_per_second"]  # fmt: skip
     return out
 
 
@@ -149,18 +158,26 @@ def run_pytorch(args) -> dict:
     out = {"step_seconds": _timed(one, args.steps)}
 
     @torch.no_grad()
-    def sample_loop(batch: int, notes: int) -> float:
-        _, state = model.enc(model.enc_emb(enc[:1].expand(batch, -1)))
-        token = torch.full((batch, 1), 8, dtype=torch.long)
+    def sample_loop(batch: int, notes: int, phrase: int) -> float:
+        window = enc[:1].expand(batch, -1)
         t = time.perf_counter()
-        for _ in range(notes):
+        written: list = []
+        for i in range(notes):
+            if i % phrase == 0:  # (re-)encode the last seq notes, start from the last one
+                window = torch.cat([window, *written], 1)[:, -args.seq :]
+                written = []
+                _, state = model.enc(model.enc_emb(window))
+                token = window[:, -1:]
             y, state = model.dec(model.dec_emb(token), state)
             token = torch.multinomial(torch.softmax(model.head(y[:, -1]), -1), 1)
+            written.append(token)
         return batch * notes / (time.perf_counter() - t)
 
-    sample_loop(1, 8)
-    for b in (1, 64):
-        out[f"sampler_notes_per_second_batch{b}"] = sample_loop(b, 256)
+    sample_loop(1, 8, 8)
+    for mode, phrase in SAMPLING_MODES.items():
+        for b in (1, 64):
+            key = f"sampler_{mode}_notes_per_second_batch{b}"
+            out[key] = sample_loop(b, SAMPLED_NOTES, phrase or SAMPLED_NOTES)
     return out
 
 
@@ -237,20 +254,24 @@ def main() -> None:
     for n, m in medians.items():
         print(f"| {n} | {m * 1e3:.0f} | {m / ref:.2f}x |" if ref else f"| {n} | {m * 1e3:.0f} | |")
     sampling = {}
-    for n in ("jaxmusic_onehot", "pytorch"):
-        for b in (1, 64):
-            vals = [
-                x[f"sampler_notes_per_second_batch{b}"]
-                for x in runs.get(n, [])
-                if f"sampler_notes_per_second_batch{b}" in x
-            ]
-            if vals:
-                sampling[f"{n}_batch{b}"] = statistics.median(vals)
-    if sampling:
-        print("\n| sampling notes/s | batch 1 | batch 64 |\n|---|---|---|")
+    for mode in SAMPLING_MODES:
         for n in ("jaxmusic_onehot", "pytorch"):
-            if f"{n}_batch1" in sampling:
-                print(f"| {n} | {sampling[f'{n}_batch1']:.0f} | {sampling[f'{n}_batch64']:.0f} |")
+            for b in (1, 64):
+                key = f"sampler_{mode}_notes_per_second_batch{b}"
+                vals = [x[key] for x in runs.get(n, []) if key in x]
+                if vals:
+                    sampling[f"{n}_{mode}_batch{b}"] = statistics.median(vals)
+    if sampling:
+        print("\n| sampling notes/s | mode | batch 1 | batch 64 |\n|---|---|---|---|")
+        for mode in SAMPLING_MODES:
+            for n in ("jaxmusic_onehot", "pytorch"):
+                if f"{n}_{mode}_batch1" in sampling:
+                    row = [sampling[f"{n}_{mode}_batch{b}"] for b in (1, 64)]
+                    print(f"| {n} | {mode} | {row[0]:.0f} | {row[1]:.0f} |")
+            if all(f"{n}_{mode}_batch1" in sampling for n in ("jaxmusic_onehot", "pytorch")):
+                ratio = [sampling[f"jaxmusic_onehot_{mode}_batch{b}"] / sampling[f"pytorch_{mode}_batch{b}"]
+                         for b in (1, 64)]  # fmt: skip
+                print(f"| jaxmusic / pytorch | {mode} | {ratio[0]:.1f}x | {ratio[1]:.1f}x |")
     if args.json:
         with open(args.json, "w") as f:
             report = {"settings": vars(args), "step_seconds_median": medians,

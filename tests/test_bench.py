@@ -35,7 +35,10 @@ def test_cli_runs_on_tiny_and_writes_json(tmp_path):
     assert r["flops_per_step"] == bench.train_flops(c, 64, c.batch_size)
     assert r["steps_per_second"] > 0 and 0 < r["mfu"] < 1
     assert r["sampler_notes_per_second_batch1"] > 0 and r["sampler_notes_per_second_batch64"] > 0
-    assert "MFU" in proc.stdout
+    h, layers = c.model.hidden, c.model.num_layers  # decoder: recurrent + upper input products, head
+    assert r["decode_weight_bytes_per_note"] == 4 * ((2 * layers - 1) * h * 4 * h + h * 64)
+    assert r["decode_floor_notes_per_second"] > 0 and r["decode_floor_gb_per_second"] > 0
+    assert "MFU" in proc.stdout and "batch-1 floor" in proc.stdout
 
 
 def test_model_step_sampler_and_bench_import_without_tensorflow():

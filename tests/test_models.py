@@ -224,3 +224,41 @@ def test_embed_dim_adds_an_embedding_before_the_first_layer():
     assert params["encoder_embed"]["embedding"].shape == (V, 6)
     assert params["encoder_layers_0"]["x"]["kernel"].shape == (6, 32)
     assert model.apply({"params": params}, **batch).shape == (4, 7, V)
+
+
+_SHARDED_GRADIENTS = """
+import sys
+import jax
+jax.config.update("jax_num_cpu_devices", 2)
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from jaxmusic import models
+models.COLUMN_LAYOUT_FROM_HIDDEN = int(sys.argv[1])
+k = jax.random.split(jax.random.key(0), 3)
+batch = dict(encoder_tokens=jax.random.randint(k[0], (4, 5), 0, 23),
+             decoder_inputs=jax.random.randint(k[1], (4, 6), 0, 23), genre=jnp.array([0, 1, 2, 0]))
+model = models.Seq2Seq(vocab_size=23, num_genres=3, num_layers=2, hidden=8)
+params = model.init(k[2], **batch)["params"]
+loss = lambda p, b: (model.apply({"params": p}, **b) * jnp.arange(23) / 23).sum()
+mesh = jax.make_mesh((2,), ("data",))
+# Replicated parameters: shard_map's autodiff sums their gradients over the devices.
+sharded = jax.jit(jax.shard_map(jax.grad(loss), mesh=mesh, in_specs=(P(), P("data")), out_specs=P()))
+got = sharded(jax.device_put(params, NamedSharding(mesh, P())),
+              jax.device_put(batch, NamedSharding(mesh, P("data"))))
+want = jax.grad(loss)(params, batch)
+jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), got, want)
+print("equal", float(jnp.abs(got["decoder_layers_1"]["recurrence"]["h"]["kernel"]).sum()) > 0)
+"""
+
+
+@pytest.mark.parametrize("column_from", [10**6, 1])  # the row and the column layout
+def test_gradients_under_shard_map_equal_one_device(column_from):
+    """The fused layer's parameters are cast to vary over the mesh inside shard_map;
+    the summed per-device gradients equal the one-device gradient."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _SHARDED_GRADIENTS, str(column_from)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.stdout.strip().endswith("equal True"), proc.stderr[-3000:]
