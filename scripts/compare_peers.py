@@ -16,8 +16,8 @@ ratios to jaxmusic.
 
 Sampling (notes/s at batch 1 and 64, 256 notes from one primer) compares jaxmusic's
 jitted sampler with a step-by-step PyTorch loop (no_grad, one nn.LSTM step, softmax
-and torch.multinomial per note; the best of 3 runs) in two modes: `phrases`, what `jaxmusic.sample`
-does (the encoder re-reads the last `seq` notes every `seq` written notes), and
+and torch.multinomial per note; the best of 3 runs) in two modes: `phrases`, what
+`jaxmusic.sample` does (the encoder re-reads the last `seq` notes every `seq` notes), and
 `decode_only` (one encoding, then decoder steps only).
 """
 
@@ -33,7 +33,12 @@ import time
 
 FRAMEWORKS = ("jaxmusic", "jaxmusic_onehot", "flax_nn_rnn", "pytorch", "keras")
 SAMPLED_NOTES = 256
-SAMPLING_MODES = {"phrases": 64, "decode_only": 0}  # notes per encoding (0: all)
+SAMPLING_MODES = ("phrases", "decode_only")  # re-encode every --seq notes, or encode once
+
+
+def _phrase_len(mode: str, args) -> int:
+    """Notes written per encoding in a sampling mode."""
+    return args.seq if mode == "phrases" else SAMPLED_NOTES
 
 
 def _timed(step, steps: int, burn_in: int = 2) -> float:
@@ -69,11 +74,11 @@ def run_jaxmusic(args, onehot: bool) -> dict:
     r = bench.bench_train(c, vocab_size=args.vocab, num_genres=1, steps=args.steps)
     out = {"step_seconds": r["step_seconds_median"], "flops_per_step": r["flops_per_step"]}
     if onehot:
-        for mode, phrase in SAMPLING_MODES.items():
+        for mode in SAMPLING_MODES:
             for b in (1, 64):
                 out[f"sampler_{mode}_notes_per_second_batch{b}"] = bench.bench_sampler(
                     r["_model"], r["_params"], c, vocab_size=args.vocab, num_genres=1, batch=b,
-                    notes=SAMPLED_NOTES, phrase_len=phrase or SAMPLED_NOTES,
+                    notes=SAMPLED_NOTES, phrase_len=_phrase_len(mode, args),
                 )["notes_per_second"]  # fmt: skip
     return out
 
@@ -174,11 +179,11 @@ def run_pytorch(args) -> dict:
         return batch * notes / (time.perf_counter() - t)
 
     sample_loop(1, 8, 8)
-    for mode, phrase in SAMPLING_MODES.items():
+    for mode in SAMPLING_MODES:
         for b in (1, 64):
             # The best of 3: PyTorch's batch-1 loop varies by up to 2x between runs here.
             key = f"sampler_{mode}_notes_per_second_batch{b}"
-            out[key] = max(sample_loop(b, SAMPLED_NOTES, phrase or SAMPLED_NOTES) for _ in range(3))
+            out[key] = max(sample_loop(b, SAMPLED_NOTES, _phrase_len(mode, args)) for _ in range(3))
     return out
 
 
