@@ -2,12 +2,15 @@
 
   .venv/bin/pip install -e '.[peers]'
   .venv/bin/python scripts/compare_peers.py --hidden 256 [--batch 32] [--steps 10] [--rounds 3] \\
-      [--vocab 2048] [--json peers.json]
+      [--vocab 2048] [--dtype float32|bfloat16] [--frameworks jaxmusic,pytorch,...] [--json peers.json]
 
 Every framework trains the same model on the same shapes: a token embedding of
 size H, a 2-layer LSTM encoder, a 2-layer LSTM decoder started from the encoder's
 final states, a dense layer to the vocabulary, softmax cross-entropy, Adam with
-global-norm clipping, float32. jaxmusic runs twice: with that same embedding
+global-norm clipping, float32 (or `--dtype bfloat16` products with float32
+parameters: jaxmusic's dtype setting, PyTorch's autocast). On a machine with a GPU,
+jaxmusic and plain Flax run on it (with jax[cuda12]) and PyTorch's nn.LSTM on cuDNN
+(with a CUDA build of torch); each run reports its device. jaxmusic runs twice: with that same embedding
 (`embed_dim=H`, identical FLOPs) and in its default form, where the one-hot input
 goes straight into the first layer's gates as a row gather (the seed's model, fewer
 FLOPs). Each (round, framework) is a process of its own, rounds interleave the
@@ -65,14 +68,18 @@ def _data(args):
 
 
 def run_jaxmusic(args, onehot: bool) -> dict:
+    import jax
+
     from configs import default
     from jaxmusic import bench
 
     c = default.get_config()
     c.batch_size, c.encoder_len, c.decoder_len = args.batch, args.seq, args.seq
     c.model.hidden, c.model.dropout, c.model.embed_dim = args.hidden, 0.0, 0 if onehot else args.hidden
+    c.model.dtype = args.dtype
     r = bench.bench_train(c, vocab_size=args.vocab, num_genres=1, steps=args.steps)
-    out = {"step_seconds": r["step_seconds_median"], "flops_per_step": r["flops_per_step"]}
+    out = {"step_seconds": r["step_seconds_median"], "flops_per_step": r["flops_per_step"],
+           "device": jax.devices()[0].device_kind}  # fmt: skip
     if onehot:
         for mode in SAMPLING_MODES:
             for b in (1, 64):
@@ -132,7 +139,13 @@ def run_pytorch(args) -> dict:
     import torch
     from torch import nn
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    # On a GPU nn.LSTM runs cuDNN's fused kernels; bfloat16 is autocast (float32
+    # parameters and optimizer, bfloat16 products), as jaxmusic's dtype setting.
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     h, v = args.hidden, args.vocab
 
     class Seq2Seq(nn.Module):
@@ -148,34 +161,43 @@ def run_pytorch(args) -> dict:
             out, _ = self.dec(self.dec_emb(dec), state)
             return self.head(out)
 
-    enc, dec, tgt = (torch.from_numpy(a).long() for a in _data(args))
-    model = Seq2Seq()
+    enc, dec, tgt = (torch.from_numpy(a).long().to(device) for a in _data(args))
+    model = Seq2Seq().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
 
     def one():
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(enc, dec).reshape(-1, v), tgt.reshape(-1))
+        with autocast:
+            logits = model(enc, dec).reshape(-1, v)
+        loss = loss_fn(logits.float(), tgt.reshape(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        sync()
 
-    out = {"step_seconds": _timed(one, args.steps)}
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    out = {"step_seconds": _timed(one, args.steps), "device": name}
 
     @torch.no_grad()
     def sample_loop(batch: int, notes: int, phrase: int) -> float:
         window = enc[:1].expand(batch, -1)
+        sync()
         t = time.perf_counter()
         written: list = []
         for i in range(notes):
             if i % phrase == 0:  # (re-)encode the last seq notes, start from the last one
                 window = torch.cat([window, *written], 1)[:, -args.seq :]
                 written = []
-                _, state = model.enc(model.enc_emb(window))
+                with autocast:
+                    _, state = model.enc(model.enc_emb(window))
                 token = window[:, -1:]
-            y, state = model.dec(model.dec_emb(token), state)
-            token = torch.multinomial(torch.softmax(model.head(y[:, -1]), -1), 1)
+            with autocast:
+                y, state = model.dec(model.dec_emb(token), state)
+                logits = model.head(y[:, -1])
+            token = torch.multinomial(torch.softmax(logits.float(), -1), 1)
             written.append(token)
+        sync()
         return batch * notes / (time.perf_counter() - t)
 
     sample_loop(1, 8, 8)
@@ -227,6 +249,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq", type=int, default=64, help="encoder and decoder notes each")
     parser.add_argument("--vocab", type=int, default=2048)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="jaxmusic and PyTorch computation dtype (bfloat16: GPUs, TPUs)")  # fmt: skip
     parser.add_argument("--steps", type=int, default=10, help="timed steps per run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
@@ -236,12 +260,16 @@ def main() -> None:
     if args.worker:
         return worker(args)
     names = args.frameworks.split(",")
+    if unknown := set(names) - set(FRAMEWORKS):
+        parser.error(f"unknown --frameworks {sorted(unknown)}; choose from {', '.join(FRAMEWORKS)}")
+    if args.dtype != "float32" and {"flax_nn_rnn", "keras"} & set(names):
+        parser.error("--dtype bfloat16 runs jaxmusic, jaxmusic_onehot and pytorch only")
     runs: dict[str, list[dict]] = {n: [] for n in names}
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     for r in range(args.rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             cmd = [sys.executable, __file__, "--worker", name] + [
-                f"--{k}={getattr(args, k)}" for k in ("hidden", "batch", "seq", "vocab", "steps")
+                f"--{k}={getattr(args, k)}" for k in ("hidden", "batch", "seq", "vocab", "steps", "dtype")
             ]
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
@@ -255,7 +283,9 @@ def main() -> None:
     medians = {n: statistics.median(x["step_seconds"] for x in v) for n, v in runs.items() if v}
     ref = medians.get("jaxmusic")
     shapes = f"hidden {args.hidden}, batch {args.batch}, {args.seq}+{args.seq} notes, vocabulary {args.vocab}"
-    print(f"\n{shapes}, float32, median of {args.rounds} rounds x {args.steps} steps\n")
+    devices = sorted({f"{n}: {x['device']}" for n, v in runs.items() for x in v if "device" in x})
+    shapes += f" ({'; '.join(devices)})" if devices else ""
+    print(f"\n{shapes}, {args.dtype}, median of {args.rounds} rounds x {args.steps} steps\n")
     print("| framework | step (ms) | jaxmusic is faster by |\n|---|---|---|")
     for n, m in medians.items():
         print(f"| {n} | {m * 1e3:.0f} | {m / ref:.2f}x |" if ref else f"| {n} | {m * 1e3:.0f} | |")
