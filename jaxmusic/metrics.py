@@ -250,6 +250,11 @@ def _kl(grid: np.ndarray, p: np.ndarray, q: np.ndarray) -> float:
     return float(max((p[keep] * np.log(p[keep] / q[keep])).sum(), 0.0))
 
 
+def distance_densities(real: np.ndarray, generated: np.ndarray):
+    """(grid, intra-set density, inter-set density) for real[P, d] against generated[Q, d]."""
+    return density_grid(intra_set_distances(real), inter_set_distances(real, generated))
+
+
 def compare_sets(real: np.ndarray, generated: np.ndarray) -> dict[str, float]:
     """Yang & Lerch for one statistic: real[P, d] against generated[Q, d].
 
@@ -258,7 +263,7 @@ def compare_sets(real: np.ndarray, generated: np.ndarray) -> dict[str, float]:
       the inter-set distances (real to generated), and each set's mean statistic
       (a float, or a list for a histogram).
     """
-    densities = density_grid(intra_set_distances(real), inter_set_distances(real, generated))
+    densities = distance_densities(real, generated)
     return {
         "overlap_area": _overlap(*densities),
         "kl_divergence": _kl(*densities),
