@@ -21,6 +21,7 @@ from pathlib import Path
 
 from data_pipeline import builder as builder_lib
 from jaxmusic import codec as codec_lib
+from jaxmusic import midi_io
 
 
 def default_cache_dir() -> Path:
@@ -169,6 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"notes {summary['notes']}, vocabulary {summary['vocab_size']}, genres {', '.join(summary['genres'])}"
     )
     print(f"time {seconds:.1f} s ({summary['files_per_second']} files/s)")
+    for line in midi_io.InternalReadError.report_lines(
+        [(e["path"], e["reason"]) for e in summary["internal_errors"]]
+    ):
+        print(line, file=sys.stderr)
     print(f"codec: {out / builder_lib.CODEC_FILE}\nmanifest: {out / builder_lib.MANIFEST_FILE}")
     (out / "build.json").write_text(json.dumps(summary, indent=1))
     return 0

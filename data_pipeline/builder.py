@@ -215,9 +215,12 @@ class MidiPieces(tfds.core.GeneratorBasedBuilder):
 def _summary(manifest: list[dict], codec: codec_lib.Codec) -> dict:
     count = {s: sum(r["status"] == s for r in manifest) for s in ("ok", "rejected", "duplicate")}
     pieces = {s: sum(r["status"] == "ok" and r["split"] == s for r in manifest) for s in SPLITS}
+    internal = [r for r in manifest if r["reason"].startswith(midi_io.InternalReadError.PREFIX)]
     return {
         "files_found": len(manifest),
         **count,
+        # Rejected by a bug rather than by the file: counted apart so that it is seen.
+        "internal_errors": [{"path": r["path"], "reason": r["reason"]} for r in internal],
         "pieces": pieces,
         "notes": sum(r["notes"] for r in manifest if r["status"] == "ok"),
         "vocab_size": codec.vocab_size,

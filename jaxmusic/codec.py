@@ -32,6 +32,7 @@ import functools
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -597,6 +598,11 @@ def report(
             for p, r in zip(paths, reads, strict=True)
             if isinstance(r, midi_io.MidiError)
         ],
+        "internal_errors": [
+            {"path": str(p), "reason": r.reason}
+            for p, r in zip(paths, reads, strict=True)
+            if isinstance(r, midi_io.InternalReadError)
+        ],
         "recovered": [{"path": str(p), "recovered": list(r.recovered)} for p, r in ok if r.recovered],
         "notes": int(all_notes.shape[0]),
         "dropped_zero_length_notes": sum(r.dropped_zero_length for _, r in ok),
@@ -661,12 +667,14 @@ def _print_report(r: dict) -> None:
         print(f"  rejected: {x['path']}: {x['reason']}")
     if len(r["rejected"]) > 20:
         print(f"  ... and {len(r['rejected']) - 20} more rejected (see --json)")
+    internal = [(x["path"], x["reason"]) for x in r["internal_errors"]]
+    for line in midi_io.InternalReadError.report_lines(internal):
+        print(line, file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: python -m jaxmusic.codec report MIDI_DIR [options]."""
     import argparse
-    import sys
 
     parser = argparse.ArgumentParser(prog="python -m jaxmusic.codec", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)

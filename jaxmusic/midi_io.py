@@ -26,6 +26,7 @@ from pathlib import Path
 
 import miditoolkit
 import mido.midifiles.meta as mido_meta
+import mido.midifiles.midifiles as mido_files
 import numpy as np
 
 NOTE_DTYPE = np.dtype(
@@ -55,6 +56,12 @@ class Limits:
     max_file_bytes: int = 4 * 2**20  # on disk, and after un-gzipping
     max_notes: int = 200_000  # after merging tracks
     max_seconds: float = 2 * 3600.0  # end of the last note
+    # Absolute ticks of a note: symusic holds ticks as int32, and a larger value only
+    # comes from corrupt delta times (a real file's last tick is in the millions).
+    max_tick: int = 2**31 - 1
+    # Tempo: MIDI can express 3.6 to 60,000,000 bpm; real music stays within tens to
+    # hundreds. Beyond this a file is corrupt, and its times would be meaningless.
+    max_bpm: float = 2000.0
 
 
 LIMITS = Limits()
@@ -70,6 +77,31 @@ class MidiError(Exception):
 
     def __reduce__(self):  # crosses process boundaries in parallel reads
         return (type(self), (self.path, self.reason))
+
+
+class InternalReadError(MidiError):
+    """A read that failed by an exception `read` does not expect: a bug in jaxmusic
+    (or a parser), not a verdict on the file. `read_hashed` returns it so that one
+    file never stops a build; callers count it apart from ordinary rejections.
+    Its reason starts with "internal error:"."""
+
+    PREFIX = "internal error: "
+
+    @classmethod
+    def wrap(cls, path: str | os.PathLike, error: BaseException) -> InternalReadError:
+        return cls(path, f"{cls.PREFIX}{type(error).__name__}: {error}")
+
+    @classmethod
+    def report_lines(cls, failures: list[tuple[str, str]], limit: int = 10) -> list[str]:
+        """What a CLI prints, at its end, for (path, reason) rows of internal errors."""
+        if not failures:
+            return []
+        lines = [f"internal errors: {len(failures)} file(s) rejected by an unexpected exception "
+                 "(a bug: please report it with the file)"]  # fmt: skip
+        lines += [f"  {path}: {reason}" for path, reason in failures[:limit]]
+        if len(failures) > limit:
+            lines.append(f"  ... and {len(failures) - limit} more")
+        return lines
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +181,9 @@ def read(
       A `MidiRead` whose `notes` is NOTE_DTYPE[n], n >= 1, sorted.
 
     Raises:
-      MidiError: the file is unreadable, beyond a limit, or has no notes.
+      MidiError: the file is unreadable, beyond a limit, or has no notes; an
+        `InternalReadError` (a MidiError) for an exception the reader did not
+        expect, which is a bug to report rather than a verdict on the file.
     """
     path = Path(path)
     try:
@@ -166,7 +200,8 @@ def read_hashed(
     """(sha1 of the file's bytes, its `read` or the `MidiError`), reading the file once.
 
     For parallel workers: an error is returned, not raised (it crosses a process
-    boundary), and the hash is "" only when the file cannot be opened.
+    boundary), and the hash is "" only when the file cannot be opened. An
+    unexpected exception comes back as an `InternalReadError`, as `read` raises it.
     """
     path = Path(path)
     try:
@@ -187,14 +222,19 @@ def _check_size(path: Path, size: int, limits: Limits) -> None:
 
 
 def _read_data(path: Path, data: bytes, include_drums: bool, limits: Limits, reader: str) -> MidiRead:
-    recovered: list[str] = []
-    data = _unwrap(path, data, limits, recovered)
     if reader not in ("miditoolkit", "symusic"):
         raise ValueError(f"reader must be 'miditoolkit' or 'symusic', got {reader!r}")
-    raw = _parse_symusic(data) if reader == "symusic" else None
-    if raw is None:
-        raw = _parse_miditoolkit(path, data, recovered)
-    return _to_notes(path, raw, include_drums, limits, tuple(recovered))
+    recovered: list[str] = []
+    try:
+        data = _unwrap(path, data, limits, recovered)
+        raw = _parse_symusic(data) if reader == "symusic" else None
+        if raw is None:
+            raw = _parse_miditoolkit(path, data, recovered)
+        return _to_notes(path, raw, include_drums, limits, tuple(recovered))
+    except MidiError:
+        raise
+    except Exception as e:  # no input may escape as anything but a MidiError
+        raise InternalReadError.wrap(path, e) from e
 
 
 def _unwrap(path: Path, data: bytes, limits: Limits, recovered: list[str]) -> bytes:
@@ -298,9 +338,11 @@ def _parse_miditoolkit(path: Path, data: bytes, recovered: list[str]) -> _RawNot
     lenient_keys = False
     for _ in range(3):
         try:
-            with _lenient_key_signatures(lenient_keys):
+            with _lenient_key_signatures(lenient_keys), _strict_variable_ints():
                 midi = miditoolkit.MidiFile(file=io.BytesIO(data), clip=clip)
             break
+        except _VariableIntTooLong as e:
+            raise MidiError(path, str(e)) from None
         except mido_meta.KeySignatureError:
             if lenient_keys:
                 break
@@ -320,6 +362,8 @@ def _parse_miditoolkit(path: Path, data: bytes, recovered: list[str]) -> _RawNot
         raise MidiError(path, "corrupt MIDI data")  # pragma: no cover - retries are bounded
     notes = [(x, inst) for inst in midi.instruments for x in inst.notes]
     tempos = sorted(midi.tempo_changes, key=lambda t: t.time)
+    # Every tick is a sum of 4-byte delta times within a bounded file, so it fits an
+    # int64; the limit on ticks is checked in `_to_notes` for both readers.
     return _RawNotes(
         ticks=np.array([(x.start, x.end) for x, _ in notes], np.int64).reshape(-1, 2),
         pitch=np.array([x.pitch for x, _ in notes], np.int64),
@@ -330,6 +374,40 @@ def _parse_miditoolkit(path: Path, data: bytes, recovered: list[str]) -> _RawNot
         tempo_ticks=np.array([t.time for t in tempos], np.int64),
         tempo_bpm=np.array([t.tempo for t in tempos], np.float64),
     )
+
+
+# A Standard MIDI File writes a variable-length quantity (delta time, chunk or event
+# length) in at most 4 bytes (up to 0x0FFFFFFF). mido reads one without bound, so a
+# corrupt file can make a delta time of any size; a strict reader refuses it.
+_MAX_VARIABLE_INT_BYTES = 4
+
+
+class _VariableIntTooLong(Exception):
+    pass
+
+
+def _read_variable_int_strict(infile) -> int:
+    value = 0
+    for _ in range(_MAX_VARIABLE_INT_BYTES):
+        byte = mido_files.read_byte(infile)
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            return value
+    where = f" at byte {infile.tell()}" if hasattr(infile, "tell") else ""
+    raise _VariableIntTooLong(
+        f"corrupt MIDI data: a variable-length quantity longer than {_MAX_VARIABLE_INT_BYTES} bytes{where}"
+    )
+
+
+@contextlib.contextmanager
+def _strict_variable_ints() -> Iterator[None]:
+    """Swaps mido's variable-length quantity reader for a bounded one while parsing."""
+    original = mido_files.read_variable_int
+    mido_files.read_variable_int = _read_variable_int_strict
+    try:
+        yield
+    finally:
+        mido_files.read_variable_int = original
 
 
 class _LenientKeySignature(mido_meta.MetaSpec_key_signature):
@@ -400,8 +478,12 @@ def _to_notes(
     if tempo_ticks.shape[0] == 0 or tempo_ticks[0] != 0:  # 120 bpm until the first change
         tempo_ticks = np.concatenate([[0], tempo_ticks])
         tempo_bpm = np.concatenate([[DEFAULT_BPM], tempo_bpm])
+    if raw.ticks.size and (raw.ticks.min() < 0 or raw.ticks.max() > limits.max_tick):
+        raise MidiError(path, f"note at tick {raw.ticks.max()} is beyond the limit of {limits.max_tick}")
     if not np.all(np.isfinite(tempo_bpm)) or np.any(tempo_bpm <= 0):
         raise MidiError(path, "tempo map holds a tempo of zero")
+    if np.any(tempo_bpm > limits.max_bpm):
+        raise MidiError(path, f"tempo of {tempo_bpm.max():.0f} bpm is over the limit of {limits.max_bpm:.0f}")
     seconds = tick_to_seconds(raw.ticks[keep].ravel(), raw.ticks_per_beat, tempo_ticks, tempo_bpm)
     notes = make_notes(
         seconds[0::2],

@@ -14,11 +14,12 @@ The step functions import no TensorFlow; only the input pipeline does.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from jax import lax
 
 from jaxmusic import checkpoint as checkpoint_lib
 from jaxmusic import codec as codec_lib
+from jaxmusic import lock as lock_lib
 from jaxmusic import models, parallel
 from jaxmusic.metric_writer import MetricWriter
 
@@ -258,20 +260,53 @@ def _check_resume(
             )
 
 
+@contextlib.contextmanager
+def _one_writer(workdir: Path) -> Iterator[None]:
+    """Process 0 holds the workdir's lock for the run; every process learns whether it
+    got it, so that a refused run stops on all of them (none waits in a collective)."""
+    from jax.experimental import multihost_utils
+
+    with contextlib.ExitStack() as stack:
+        error = ""
+        if jax.process_index() == 0:
+            try:
+                stack.enter_context(lock_lib.workdir_lock(workdir, log=lambda m: print(m, file=sys.stderr)))
+            except lock_lib.WorkdirBusy as e:
+                error = str(e)
+        if jax.process_count() > 1:
+            refused = multihost_utils.broadcast_one_to_all(np.int32(bool(error)))
+            if int(refused) and not error:
+                error = f"workdir {workdir} is in use by another run (process 0 could not lock it)"
+        if error:
+            raise TrainingError(error)
+        yield
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str | Path, *, stop_at: int | None = None
 ) -> dict[str, float]:
     """Trains (or resumes) in `workdir`; returns the last evaluation's metrics.
 
+    One run at a time writes a workdir: the run holds `workdir`/train.lock (see
+    `jaxmusic.lock`) from start to end, on every exit path.
+
     Args:
       config: see configs/default.py.
       workdir: checkpoints, metrics.jsonl and TensorBoard files; resumed from.
       stop_at: stop at this step as a signal would (save, return), schedule unchanged.
-    """
-    from jaxmusic import input_pipeline  # TensorFlow enters here, at the data edge
 
+    Raises:
+      TrainingError: another run holds the workdir, or the run cannot go on.
+    """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    with _one_writer(workdir):
+        return _train_and_evaluate(config, workdir, stop_at)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_at: int | None) -> dict:
+    from jaxmusic import input_pipeline  # TensorFlow enters here, at the data edge
+
     is_main = jax.process_index() == 0
 
     # --- Mesh and data. ---

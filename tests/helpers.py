@@ -107,6 +107,7 @@ def bad_midi_bytes() -> dict[str, bytes]:
         "type2": bytes(header_type2),
         "data_byte_above_127": bytes(data_byte),
         "key_signature_out_of_range": _with_bad_key_signature(good),
+        "long_delta_time": _with_long_delta_time(good),
     }
 
 
@@ -133,6 +134,16 @@ def _with_bad_key_signature(good: bytes) -> bytes:
     length = int.from_bytes(good[i + 4 : i + 8], "big")
     event = b"\x00\xff\x59\x02\x09\x00"
     body = event + good[i + 8 : i + 8 + length]
+    return good[:i] + b"MTrk" + len(body).to_bytes(4, "big") + body + good[i + 8 + length :]
+
+
+def _with_long_delta_time(good: bytes) -> bytes:
+    """The first event's delta time written in 11 bytes (a Standard MIDI File allows
+    at most 4): read without bound, its value passes 2^63. Found by fuzzing."""
+    i = good.index(b"MTrk")
+    length = int.from_bytes(good[i + 4 : i + 8], "big")
+    assert good[i + 8] == 0  # the first delta time, one byte
+    body = b"\xff" * 10 + b"\x7f" + good[i + 9 : i + 8 + length]
     return good[:i] + b"MTrk" + len(body).to_bytes(4, "big") + body + good[i + 8 + length :]
 
 

@@ -1,6 +1,7 @@
 """codec: bins, the seed's encoding, round trips, save/load, the report CLI."""
 
 import json
+from pathlib import Path
 
 import helpers
 import hypothesis.extra.numpy as hnp
@@ -245,3 +246,16 @@ def test_report_cli_bad_input(tmp_path, capsys):
     folder = _fixture_folder(tmp_path / "midi")
     assert codec.main(["report", str(folder), "--json", str(tmp_path / "no" / "r.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_report_goes_on_past_a_malformed_file(tmp_path, capsys):
+    folder = _fixture_folder(tmp_path / "midi")
+    (folder / "rock" / "long_delta.mid").write_bytes(helpers.bad_midi_bytes()["long_delta_time"])
+    out = tmp_path / "report.json"
+    assert codec.main(["report", str(folder), "--min_count", "1", "--json", str(out), "--workers", "1"]) == 0
+    r = json.loads(out.read_text())
+    assert (r["files_found"], r["files_read"], r["files_rejected"]) == (5, 3, 2)
+    reasons = {Path(x["path"]).name: x["reason"] for x in r["rejected"]}
+    assert "variable-length quantity longer than 4 bytes" in reasons["long_delta.mid"]
+    assert r["internal_errors"] == []
+    assert "internal errors" not in capsys.readouterr().err

@@ -134,3 +134,38 @@ def test_corpus_selection_is_fixed_and_sized():
     assert len(corpus.list_works("full")) > 10 * len(small)
     with pytest.raises(ValueError, match="corpus size"):
         corpus.list_works("huge")
+
+
+def test_build_rejects_a_malformed_file_and_counts_internal_errors(tmp_path, monkeypatch, capsys):
+    """One file never stops a build: a corrupt one is rejected with its reason, and an
+    unexpected exception while reading one is a rejected row starting 'internal error:',
+    printed apart at the end."""
+    import helpers
+    from helpers import CHORDS_AND_RESTS, Track, write_midi
+
+    root = tmp_path / "midi"
+    for i in range(5):
+        write_midi(
+            root / "pop" / f"good{i}.mid", [Track([(s + i, d, p, v) for s, d, p, v in CHORDS_AND_RESTS])]
+        )
+    (root / "pop" / "long_delta.mid").write_bytes(helpers.bad_midi_bytes()["long_delta_time"])
+    write_midi(root / "pop" / "trigger.mid", [Track(CHORDS_AND_RESTS[:5])])
+    to_notes = midi_io._to_notes
+
+    def buggy(path, *args):  # a bug that only this file meets
+        if path.name == "trigger.mid":
+            raise OverflowError("Python int too large to convert to C long")
+        return to_notes(path, *args)
+
+    monkeypatch.setattr(midi_io, "_to_notes", buggy)  # forked workers inherit it
+    args = ["--midi_dir", str(root), "--data_dir", str(tmp_path / "data"), "--workers", "1",
+            "--validation_percent", "0", "--test_percent", "0"]  # fmt: skip
+    assert build.main(args) == 0
+    captured = capsys.readouterr()
+    assert "files found 7 = ok 5 + rejected 2 + duplicate 0" in captured.out
+    assert "internal errors: 1 file(s) rejected by an unexpected exception" in captured.err
+    assert "pop/trigger.mid: internal error: OverflowError: Python int too large" in captured.err
+    rows = {r["path"]: r for r in _manifest(tmp_path / "data" / "midi_pieces" / "midi" / "1.0.0")}
+    assert rows["pop/long_delta.mid"]["status"] == "rejected"
+    assert "variable-length quantity longer than 4 bytes" in rows["pop/long_delta.mid"]["reason"]
+    assert rows["pop/trigger.mid"]["reason"].startswith("internal error: OverflowError")

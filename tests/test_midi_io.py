@@ -4,11 +4,13 @@ import gzip
 import struct
 
 import helpers
+import hypothesis
+import hypothesis.strategies as st
 import numpy as np
 import pytest
 from helpers import CHORDS_AND_RESTS, DRUMS, Track, write_midi
 
-from jaxmusic import midi_io
+from jaxmusic import fuzz, midi_io
 
 
 def test_read_merges_tracks_sorts_and_times_in_seconds(tmp_path):
@@ -83,14 +85,55 @@ def test_zero_length_notes_dropped_and_overlaps_kept(tmp_path):
         ("wave", "RIFF file that is not RMID"),
         ("garbage", "not a MIDI file"),
         ("type2", "type-2"),
+        ("long_delta_time", "variable-length quantity longer than 4 bytes"),
     ],
 )
-def test_bad_files_raise_one_midi_error(tmp_path, name, reason):
+@pytest.mark.parametrize("reader", ["miditoolkit", "symusic"])
+def test_bad_files_raise_one_midi_error(tmp_path, name, reason, reader):
     path = tmp_path / f"{name}.mid"
     path.write_bytes(helpers.bad_midi_bytes()[name])
     with pytest.raises(midi_io.MidiError, match=reason) as e:
-        midi_io.read(path)
+        midi_io.read(path, reader=reader)
     assert e.value.path == str(path)
+    assert not isinstance(e.value, midi_io.InternalReadError)
+
+
+def test_strict_variable_ints_do_not_leak(tmp_path):
+    import mido.midifiles.midifiles as mido_files
+
+    original = mido_files.read_variable_int
+    path = tmp_path / "v.mid"
+    path.write_bytes(helpers.bad_midi_bytes()["long_delta_time"])
+    with pytest.raises(midi_io.MidiError):
+        midi_io.read(path)
+    assert mido_files.read_variable_int is original
+    assert midi_io.read(helpers.write_midi(tmp_path / "ok.mid", [Track(CHORDS_AND_RESTS)])).notes.size == 12
+
+
+def test_tick_and_tempo_limits(tmp_path):
+    path = write_midi(tmp_path / "t.mid", [Track([(0, 1, 60, 80), (100, 1, 62, 80)])])  # ends at tick 48,480
+    with pytest.raises(midi_io.MidiError, match="tick 48480 is beyond the limit of 48000"):
+        midi_io.read(path, limits=midi_io.Limits(max_tick=48_000))
+    fast = write_midi(tmp_path / "fast.mid", [Track([(0, 1, 60, 80)])], tempos=[(0, 120), (0.5, 3000)])
+    for reader in ("miditoolkit", "symusic"):
+        with pytest.raises(midi_io.MidiError, match="tempo of 3000 bpm is over the limit of 2000"):
+            midi_io.read(fast, reader=reader)
+
+
+def test_unexpected_exception_is_an_internal_read_error(tmp_path, monkeypatch):
+    path = write_midi(tmp_path / "a.mid", [Track(CHORDS_AND_RESTS)])
+
+    def broken(*args):
+        raise OverflowError("Python int too large to convert to C long")
+
+    monkeypatch.setattr(midi_io, "_to_notes", broken)
+    with pytest.raises(midi_io.InternalReadError) as e:
+        midi_io.read(path)
+    assert e.value.reason == "internal error: OverflowError: Python int too large to convert to C long"
+    sha1, got = midi_io.read_hashed(path)
+    assert isinstance(got, midi_io.InternalReadError) and len(sha1) == 40
+    lines = midi_io.InternalReadError.report_lines([(str(path), got.reason)] * 12, limit=10)
+    assert lines[0].startswith("internal errors: 12 file(s)") and lines[-1] == "  ... and 2 more"
 
 
 @pytest.mark.parametrize(
@@ -238,3 +281,65 @@ def test_read_hashed_reads_once_and_returns_errors(tmp_path):
     assert sha1 == "" and "cannot open" in err.reason
     _, err = midi_io.read_hashed(good, limits=midi_io.Limits(max_file_bytes=10))
     assert "over the limit of 10" in err.reason
+
+
+def _check_valid_read(got: midi_io.MidiRead) -> None:
+    notes = got.notes
+    assert notes.shape[0] >= 1
+    assert np.isfinite(notes["start"]).all() and np.isfinite(notes["end"]).all()
+    assert (notes["end"] > notes["start"]).all() and (notes["start"] >= 0).all()
+    assert ((notes["pitch"] >= 0) & (notes["pitch"] <= 127)).all()
+    assert ((notes["velocity"] >= 0) & (notes["velocity"] <= 127)).all()
+    assert (np.diff(notes["start"]) >= 0).all()
+
+
+def _fuzz_fixtures() -> list[bytes]:
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        path = write_midi(
+            Path(d) / "f.mid",
+            [Track(CHORDS_AND_RESTS, 0, 5), Track(DRUMS, channel=9)],
+            tempos=[(0, 100), (4, 140)],
+        )
+        return [helpers.good_midi_bytes(), path.read_bytes()]
+
+
+FUZZ_FIXTURES = _fuzz_fixtures()
+
+
+@hypothesis.settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@hypothesis.given(
+    fixture=st.sampled_from(range(len(FUZZ_FIXTURES))),
+    seed=st.integers(0, 2**32 - 1),
+    reader=st.sampled_from(["miditoolkit", "symusic"]),
+)
+def test_mutated_files_read_or_raise_midi_error(tmp_path_factory, fixture, seed, reader):
+    """Every mutant (flips, truncation, junk, chunk lengths, header fields, repeats,
+    long variable-length quantities) gives a valid read or a MidiError, quickly."""
+    import time
+
+    data, applied = fuzz.mutate(FUZZ_FIXTURES[fixture], seed)
+    path = tmp_path_factory.mktemp("fuzz") / "m.mid"
+    path.write_bytes(data)
+    t = time.perf_counter()
+    try:
+        got = midi_io.read(path, reader=reader)
+    except midi_io.InternalReadError as e:
+        raise AssertionError(f"mutations {applied} (seed {seed}): {e}") from e
+    except midi_io.MidiError:
+        pass
+    else:
+        _check_valid_read(got)
+    assert time.perf_counter() - t < 10.0, f"mutations {applied} (seed {seed}) took over 10 s"
+
+
+def test_mutations_are_reproducible_and_each_kind_changes_the_bytes():
+    good = FUZZ_FIXTURES[1]
+    assert fuzz.mutate(good, 7) == fuzz.mutate(good, 7)
+    rng = np.random.default_rng(0)
+    for name, mutation in fuzz.MUTATIONS.items():
+        assert bytes(mutation(bytearray(good), rng)) != good, name
+    data = fuzz.MUTATIONS["long_variable_int"](bytearray(good), np.random.default_rng(1))
+    assert len(data) > len(good)

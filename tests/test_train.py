@@ -1,7 +1,9 @@
 """train + checkpoint: exact resumption, signals, damaged checkpoints, bad input."""
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -88,6 +90,7 @@ def test_non_finite_loss_stops_naming_the_step(built, tmp_path):
     with pytest.raises(train.TrainingError, match="loss is nan at step 2"):
         train.train_and_evaluate(config, tmp_path)
     assert checkpoint.Checkpointer(tmp_path, read_only=True).steps() == []  # nothing bad saved
+    assert not (tmp_path / "train.lock").exists()  # released on the error path too
 
 
 def test_workdir_of_another_codec_or_model_is_refused(built, tmp_path):
@@ -151,6 +154,40 @@ def test_sigterm_saves_and_exits_zero(built, tmp_path):
     assert proc.returncode == 0, out
     last = checkpoint.Checkpointer(tmp_path, read_only=True).steps()[-1]
     assert f"saved a checkpoint at step {last}" in out
+    assert not (tmp_path / "train.lock").exists()
+
+
+def test_second_trainer_on_a_busy_workdir_exits_2_and_touches_nothing(built, tmp_path):
+    data_dir, _, _ = built
+    first = _start(_cli(data_dir, tmp_path, "--config.num_train_steps=100000", "--config.checkpoint_every=20",
+                        "--config.eval_every=100000"))  # fmt: skip
+    _wait_for_checkpoint(tmp_path, first)
+    holder = json.loads((tmp_path / "train.lock").read_text())
+    assert holder["pid"] == first.pid
+    second = _start(_cli(data_dir, tmp_path, "--config.num_train_steps=100000"))
+    out, _ = second.communicate(timeout=120)
+    lines = out.strip().splitlines()
+    assert second.returncode == 2, out
+    assert lines[-1].startswith(f"error: workdir {tmp_path} is in use by pid {first.pid} on host ")
+    assert not [x for x in lines if "Traceback" in x]
+    first.send_signal(signal.SIGTERM)
+    out, _ = first.communicate(timeout=120)
+    assert first.returncode == 0, out
+    steps = [r["step"] for r in read_metrics(tmp_path) if "train_loss" in r]
+    assert steps == list(range(5, steps[-1] + 1, 5))  # one run's rows, in order
+    assert not (tmp_path / "train.lock").exists()
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(built, tmp_path, capsys):
+    data_dir, _, _ = built
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    lock = {"host": socket.gethostname(), "pid": gone.pid, "pid_start": None, "time": time.time() - 60}
+    (tmp_path / "train.lock").write_text(json.dumps(lock))
+    train.train_and_evaluate(_config(data_dir, num_train_steps=5), tmp_path)
+    assert f"took over the lock of pid {gone.pid} on host" in capsys.readouterr().err
+    assert checkpoint.Checkpointer(tmp_path, read_only=True).steps()[-1] == 5
+    assert not (tmp_path / "train.lock").exists()
 
 
 def test_sigkill_resumes_from_the_last_checkpoint(built, tmp_path):
