@@ -19,8 +19,17 @@ Genre conditioning: the genre is one more one-hot input of the first layer of th
 encoder and of the decoder, so its projection is a learned row added to the gates
 at every step.
 
-Parameters are float32; computation runs in `dtype` (bfloat16 on accelerators);
-logits are float32.
+Mixed precision, one policy for every form of the model (the fused recurrence and
+its backward, the nn.scan reference, the head, evaluation and sampling), as cuDNN's
+LSTM, PyTorch autocast and the Flax/T5X convention keep it:
+- parameters are float32, and so is every gradient until the optimizer;
+- a matrix product takes `dtype` inputs (bfloat16 on TPUs and GPUs) and accumulates
+  and returns float32 (`preferred_element_type`);
+- gate pre-activations, the gate nonlinearities, the cell state c and the hidden
+  state h are float32; h is cast to `dtype` only as the input of a product;
+- row gathers (the one-hot input, the genre rows) read the float32 table exactly;
+- logits come out of the head's product in float32, and the log-softmax and loss
+  stay float32.
 """
 
 from __future__ import annotations
@@ -34,11 +43,55 @@ from flax import linen as nn
 from flax.linen.linear import default_embed_init
 from jax import lax
 
-Carry = tuple[jax.Array, jax.Array]  # (c, h), each [B, H]
+Carry = tuple[jax.Array, jax.Array]  # (c, h), each float32[B, H]
 
-# From this hidden size on, the fused recurrence runs in its column layout
-# (measured on a 2-core x86 CPU: a few percent faster at 1024, slower at 256 and 512).
+# From this hidden size on, the fused recurrence runs in its column layout on a CPU
+# (XLA:CPU measured it faster at 1024, slower at 256 and 512; README, performance).
+# Only on the CPU: on a TPU or GPU a [4H, B] layout puts the small per-device batch on
+# the minor (lane) axis. Chosen when the program is lowered, for the platform it is
+# lowered for (`lax.platform_dependent`).
 COLUMN_LAYOUT_FROM_HIDDEN = 1024
+
+
+def matmul(a: jax.Array, b: jax.Array, dtype: Any) -> jax.Array:
+    """a @ b with `dtype` inputs, accumulated and returned in float32 (the policy above).
+
+    Args:
+      a: float[..., K] (float32 activations, or an embedding in `dtype`).
+      b: float32[K, N] a parameter.
+
+    Returns:
+      float32[..., N]. Its gradients are float32 too, from products whose inputs are
+      again `dtype` (the cotangent is cast, as autocast and cuDNN do): a bfloat16
+      program never falls back to a float32 product in its backward pass.
+    """
+    # Under shard_map, b (a replicated parameter) is cast to vary like a, so that its
+    # gradient is typed as it is computed (per device); autodiff then sums it.
+    # a enters as float32 (exact for a bfloat16 a; the two casts fold), so that both
+    # gradients of `_matmul` are float32.
+    return _matmul(a.astype(jnp.float32), _varying_like(a, b).astype(jnp.float32), dtype)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _matmul(a: jax.Array, b: jax.Array, dtype: Any) -> jax.Array:
+    return jnp.matmul(a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
+
+
+def _matmul_fwd(a, b, dtype):
+    a, b = a.astype(dtype), b.astype(dtype)
+    return jnp.matmul(a, b, preferred_element_type=jnp.float32), (a, b)
+
+
+def _matmul_bwd(dtype, res, g):
+    a, b = res
+    g = g.astype(dtype)
+    da = jnp.matmul(g, b.T, preferred_element_type=jnp.float32)
+    db = jnp.tensordot(a, g, axes=(tuple(range(a.ndim - 1)), tuple(range(g.ndim - 1))),
+                       preferred_element_type=jnp.float32)  # fmt: skip
+    return da, db
+
+
+_matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
 class _Recurrence(nn.Module):
@@ -50,7 +103,7 @@ class _Recurrence(nn.Module):
     @nn.compact
     def __call__(self, carry: Carry, gates_x: jax.Array) -> tuple[Carry, jax.Array]:
         c, h = carry
-        gates = gates_x + nn.Dense(4 * self.hidden, use_bias=False, dtype=self.dtype, name="h")(h)
+        gates = gates_x + matmul(h, _Kernel(4 * self.hidden, name="h")(self.hidden), self.dtype)
         i, f, g, o = jnp.split(gates, 4, axis=-1)
         c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
         h = nn.sigmoid(o) * jnp.tanh(c)
@@ -101,11 +154,14 @@ def _varying_like(like: jax.Array, x: jax.Array) -> jax.Array:
 
 
 def _forward(gates_x, w, c0, h0, extra, col: bool):
+    """w is already in the compute dtype; everything else is float32."""
     axis = 0 if col else -1
 
     def step(carry, gx):
         c, h = carry
-        i, f, g, o, c, tc, h = _cell(gx + extra + (w @ h if col else h @ w), c, axis)
+        i, f, g, o, c, tc, h = _cell(
+            gx + extra + (matmul(w, h, w.dtype) if col else matmul(h, w, w.dtype)), c, axis
+        )
         return (c, h), (h, c, tc, jnp.concatenate([i, f, g, o], axis))
 
     (c, h), (hs, cs, tcs, acts) = lax.scan(step, (c0, h0), gates_x)
@@ -113,7 +169,8 @@ def _forward(gates_x, w, c0, h0, extra, col: bool):
 
 
 def _backward(w, c0, h0, extra, res, d_hs, d_c, d_h, col: bool):
-    """Gradients of (gates_x, w, c0, h0, extra) in the layout of `_forward`."""
+    """Gradients of (gates_x, w, c0, h0, extra) in the layout of `_forward`, all float32;
+    w (the compute dtype) enters products only."""
     hs, cs, tcs, acts = res
     axis = 0 if col else -1
     c_prev = jnp.concatenate([c0[None], cs[:-1]], 0)
@@ -128,15 +185,16 @@ def _backward(w, c0, h0, extra, res, d_hs, d_c, d_h, col: bool):
         dgates = jnp.concatenate(
             [dc * g * i * (1 - i), dc * cp * f * (1 - f), dc * i * (1 - g * g), dh * tc * o * (1 - o)], axis
         )
-        back = w_t @ dgates if col else dgates @ w_t
-        return (back, dc * f, d_extra + dgates.astype(jnp.float32)), dgates
+        back = matmul(w_t, dgates, w.dtype) if col else matmul(dgates, w_t, w.dtype)
+        return (back, dc * f, d_extra + dgates), dgates
 
     zero = _varying_like(extra, jnp.zeros(extra.shape, jnp.float32))  # a carry typed as `extra`
     (dh0, dc0, d_extra), dgates = lax.scan(step, (d_h, d_c, zero), (d_hs, acts, c_prev, tcs), reverse=True)
-    h_prev = jnp.concatenate([h0[None], hs[:-1]], 0)
-    # The weight gradient as one product over every step.
-    dw = jnp.einsum("thb,tgb->gh", h_prev, dgates) if col else jnp.einsum("tbh,tbg->hg", h_prev, dgates)
-    return dgates, dw.astype(w.dtype), dc0, dh0, d_extra.astype(extra.dtype)
+    h_prev = jnp.concatenate([h0[None], hs[:-1]], 0).astype(w.dtype)
+    # The weight gradient as one product over every step, accumulated in float32.
+    spec = "thb,tgb->gh" if col else "tbh,tbg->hg"
+    dw = jnp.einsum(spec, h_prev, dgates.astype(w.dtype), preferred_element_type=jnp.float32)
+    return dgates, dw, dc0, dh0, d_extra
 
 
 def _col(x: jax.Array) -> jax.Array:
@@ -144,23 +202,32 @@ def _col(x: jax.Array) -> jax.Array:
     return jnp.swapaxes(x, -1, -2)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(5,))
+@partial(jax.custom_vjp, nondiff_argnums=(5, 6))
 def lstm_recurrence(
-    gates_x: jax.Array, w_h: jax.Array, c0: jax.Array, h0: jax.Array, extra: jax.Array, column: bool = False
+    gates_x: jax.Array,
+    w_h: jax.Array,
+    c0: jax.Array,
+    h0: jax.Array,
+    extra: jax.Array,
+    column: bool = False,
+    dtype: Any = jnp.float32,
 ):
     """The LSTM recurrence over precomputed input gates, with a hand-written backward.
 
     Args:
-      gates_x: float[T, B, 4H] input projections (time-major), gates i, f, g, o.
-      w_h: float[H, 4H] recurrent weights.
-      c0, h0: float[B, H] initial state.
-      extra: float[B, 4H] added to the gates at every step (the bias, and the
+      gates_x: float32[T, B, 4H] input projections (time-major), gates i, f, g, o.
+      w_h: float32[H, 4H] recurrent weights.
+      c0, h0: float32[B, H] initial state.
+      extra: float32[B, 4H] added to the gates at every step (the bias, and the
         genre's row in a first layer).
       column: run the steps in the [4H, B] layout (faster on a CPU at large H);
         the same function.
+      dtype: the input type of the recurrent products (h @ W_h and, backward,
+        dgates @ W_h^T and the dW_h product); they accumulate in float32, and the
+        state, gates and every gradient stay float32 (the module's policy).
 
     Returns:
-      (hs float[T, B, H], c_T float[B, H], h_T float[B, H]).
+      (hs float32[T, B, H], c_T float32[B, H], h_T float32[B, H]).
 
     The backward pass runs the recurrence in reverse with one product per step
     (dgates @ W_h^T), adds up the gradient of `extra` in its carry, and computes
@@ -169,18 +236,19 @@ def lstm_recurrence(
     over time that broadcasting `extra` would (XLA:CPU ran each of those at a few
     GB/s: 130 ms of a 2.6 s step at hidden 1024).
     """
-    return _recurrence_fwd(gates_x, w_h, c0, h0, extra, column)[0]
+    return _recurrence_fwd(gates_x, w_h, c0, h0, extra, column, dtype)[0]
 
 
-def _recurrence_fwd(gates_x, w_h, c0, h0, extra, column):
+def _recurrence_fwd(gates_x, w_h, c0, h0, extra, column, dtype):
+    w = w_h.astype(dtype)  # once, outside the loop
     if not column:
-        out, res = _forward(gates_x, w_h, c0, h0, extra, False)
-        return out, (w_h, c0, h0, extra, res)
-    (hs, c, h), res = _forward(_col(gates_x), w_h.T, c0.T, h0.T, extra.T, True)
-    return (_col(hs), c.T, h.T), (w_h.T, c0.T, h0.T, extra.T, res)
+        out, res = _forward(gates_x, w, c0, h0, extra, False)
+        return out, (w, c0, h0, extra, res)
+    (hs, c, h), res = _forward(_col(gates_x), w.T, c0.T, h0.T, extra.T, True)
+    return (_col(hs), c.T, h.T), (w.T, c0.T, h0.T, extra.T, res)
 
 
-def _recurrence_bwd(column, res, cotangents):
+def _recurrence_bwd(column, dtype, res, cotangents):
     w, c0, h0, extra, saved = res
     d_hs, d_c, d_h = cotangents
     if not column:
@@ -242,7 +310,7 @@ class LSTMLayer(nn.Module):
     Attributes:
       hidden: units H.
       vocab_size: when set, the input is int ids (a one-hot input, gathered).
-      dtype: computation dtype.
+      dtype: the input type of matrix products (the policy in the module docstring).
       fused: the recurrence as `lstm_recurrence` (a custom backward pass) rather
         than nn.scan of `_Recurrence`; the same function and parameters.
       column: the fused recurrence in its [4H, B] layout (see `lstm_recurrence`).
@@ -261,21 +329,22 @@ class LSTMLayer(nn.Module):
         """Runs the layer.
 
         Args:
-          carry: (c, h), each float[B, H].
+          carry: (c, h), each float32[B, H].
           x: int32[B, T] ids (vocab_size set) or float[B, T, D].
-          extra_gates: float[B, 4H] added at every step (the genre's row), or None.
+          extra_gates: float32[B, 4H] added at every step (the genre's row), or None.
 
         Returns:
-          ((c, h) after the last step, outputs float[B, T, H]).
+          ((c, h) after the last step, outputs float32[B, T, H]).
         """
-        carry = jax.tree.map(lambda a: a.astype(self.dtype), carry)
+        carry = jax.tree.map(lambda a: a.astype(jnp.float32), carry)
         if self.fused:
             return self._fused(carry, x, extra_gates)
         if self.vocab_size is not None:
-            gates_x = nn.Embed(self.vocab_size, 4 * self.hidden, dtype=self.dtype, name="x")(x)
+            gates_x = nn.Embed(self.vocab_size, 4 * self.hidden, dtype=jnp.float32, name="x")(x)
             gates_x = gates_x + self.param("bias", nn.initializers.zeros, (4 * self.hidden,))
         else:
-            gates_x = nn.Dense(4 * self.hidden, dtype=self.dtype, name="x")(x)
+            kernel, bias = _Affine(4 * self.hidden, name="x")(x.shape[-1])
+            gates_x = matmul(x, kernel, self.dtype) + bias
         if extra_gates is not None:
             gates_x = gates_x + extra_gates[:, None, :]
         scan = nn.scan(
@@ -285,7 +354,7 @@ class LSTMLayer(nn.Module):
             in_axes=1,
             out_axes=1,
         )
-        return scan(self.hidden, self.dtype, name="recurrence")(carry, gates_x.astype(self.dtype))
+        return scan(self.hidden, self.dtype, name="recurrence")(carry, gates_x)
 
     def _fused(self, carry: Carry, x: jax.Array, extra_gates: jax.Array | None) -> tuple[Carry, jax.Array]:
         """The same layer through `lstm_recurrence`, time-major inside; the same parameters."""
@@ -295,22 +364,29 @@ class LSTMLayer(nn.Module):
             bias = self.param("bias", nn.initializers.zeros, (4 * self.hidden,))
         else:
             kernel, bias = _Affine(4 * self.hidden, name="x")(x.shape[-1])
-            gates_x = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
-        gates_x = gates_x.astype(self.dtype)
-        batch = gates_x.shape[1]
-        extra = jnp.broadcast_to(bias.astype(self.dtype), (batch, 4 * self.hidden))
-        if extra_gates is not None:
-            extra = extra + extra_gates.astype(self.dtype)
-        w_h = _RecurrentWeights(self.hidden, name="recurrence")().astype(self.dtype)
+            gates_x = matmul(x, kernel, self.dtype)
+        w_h = _RecurrentWeights(self.hidden, name="recurrence")()
         # Under shard_map the inputs vary over devices and the parameters do not, but a
-        # custom backward must return a gradient typed like its input: W_h and `extra`
+        # custom backward must return a gradient typed like its input: W_h and the bias
         # are cast to vary as the inputs do (autodiff then sums their gradients over
-        # devices, as for every other replicated parameter). A type cast, no copy.
-        w_h, extra = _varying_like(gates_x, w_h), _varying_like(gates_x, extra)
+        # devices, as for every other replicated parameter). A type cast, no copy; the
+        # bias before it is broadcast over the batch, so that its [4H] gradient is
+        # what crosses devices, not a [B, 4H] one.
+        w_h, bias = _varying_like(gates_x, w_h), _varying_like(gates_x, bias)
+        extra = jnp.broadcast_to(bias, (gates_x.shape[1], 4 * self.hidden))
+        if extra_gates is not None:
+            extra = extra + extra_gates
+        args = (gates_x, w_h, *carry, extra)
         # One step at a time (sampling) stays in the row layout: the column layout
         # transposes W_h once per call, which a whole sequence repays and a step does not.
-        column = self.column and gates_x.shape[0] > 1
-        hs, c, h = lstm_recurrence(gates_x, w_h, *carry, extra, column)
+        if self.column and gates_x.shape[0] > 1:
+            hs, c, h = lax.platform_dependent(
+                *args,
+                cpu=partial(lstm_recurrence, column=True, dtype=self.dtype),
+                default=partial(lstm_recurrence, column=False, dtype=self.dtype),
+            )
+        else:
+            hs, c, h = lstm_recurrence(*args, False, self.dtype)
         return (c, h), jnp.swapaxes(hs, 0, 1)
 
 
@@ -329,7 +405,7 @@ class Seq2Seq(nn.Module):
       embed_dim: 0 (the seed): the one-hot input goes straight into the first
         layer's gates (a [V, 4H] gather); > 0: an embedding of this size first, then
         the usual input projection (the Embedding + LSTM of most frameworks).
-      dtype: computation dtype.
+      dtype: the input type of matrix products (the policy in the module docstring).
     """
 
     vocab_size: int
@@ -344,8 +420,8 @@ class Seq2Seq(nn.Module):
 
     def setup(self):
         h4 = 4 * self.hidden
-        self.encoder_genre = nn.Embed(max(self.num_genres, 1), h4, dtype=self.dtype)
-        self.decoder_genre = nn.Embed(max(self.num_genres, 1), h4, dtype=self.dtype)
+        self.encoder_genre = nn.Embed(max(self.num_genres, 1), h4, dtype=jnp.float32)
+        self.decoder_genre = nn.Embed(max(self.num_genres, 1), h4, dtype=jnp.float32)
         gathered = self.vocab_size if not self.embed_dim else None
         column = self.hidden >= COLUMN_LAYOUT_FROM_HIDDEN
         self.encoder_layers = [
@@ -361,7 +437,7 @@ class Seq2Seq(nn.Module):
             self.decoder_embed = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype)
         self.encoder_dropout = nn.Dropout(self.dropout)
         self.decoder_dropout_layer = nn.Dropout(self.decoder_dropout)
-        self.head = nn.Dense(self.vocab_size, dtype=self.dtype)
+        self.head = _Affine(self.vocab_size)  # nn.Dense's parameters; applied by `matmul`
 
     def encode(self, tokens: jax.Array, genre: jax.Array, *, train: bool = False) -> list[Carry]:
         """Reads the encoder tokens.
@@ -372,7 +448,7 @@ class Seq2Seq(nn.Module):
           train: apply dropout (needs a 'dropout' rng).
 
         Returns:
-          The final (c, h) of each layer, each float[B, H].
+          The final (c, h) of each layer, each float32[B, H].
         """
         x: jax.Array = self.encoder_embed(tokens) if self.embed_dim else tokens
         carries = []
@@ -404,7 +480,8 @@ class Seq2Seq(nn.Module):
                 x = self.decoder_dropout_layer(x, deterministic=not train)
             carry, x = layer(carry, x, self.decoder_genre(genre) if k == 0 else None)
             out.append(carry)
-        return out, self.head(x).astype(jnp.float32)
+        kernel, bias = self.head(x.shape[-1])
+        return out, matmul(x, kernel, self.dtype) + bias
 
     def decode_step(
         self, carries: list[Carry], token: jax.Array, genre: jax.Array
@@ -446,10 +523,10 @@ class Seq2Seq(nn.Module):
         return self.decode(carries, decoder_inputs, genre, train=train)[1]
 
     def zero_carry(self, tokens: jax.Array) -> Carry:
-        """Zero (c, h), float[B, H], for a batch of tokens int32[B, T].
+        """Zero (c, h), float32[B, H], for a batch of tokens int32[B, T].
 
         Built from `tokens` rather than from a shape so that under shard_map it
         varies over devices as the batch does (scan needs equal carry types).
         """
-        zeros = jnp.zeros_like(tokens[:, :1], dtype=self.dtype) * jnp.zeros((self.hidden,), self.dtype)
+        zeros = jnp.zeros_like(tokens[:, :1], dtype=jnp.float32) * jnp.zeros((self.hidden,), jnp.float32)
         return zeros, zeros

@@ -8,12 +8,19 @@ One call generates `num_phrases * phrase_len` tokens for a batch of primers:
 Each token is drawn from the logits with greedy, temperature, top-k and top-p
 (nucleus) sampling; PAD, BOS, UNK and genre ids are never drawn; after EOS a row
 writes only PAD. Randomness per token is fold_in(key, phrase, step), so a call is a
-pure function of its key. Settings are traced values: a new temperature or top_p
-does not recompile; a new batch, primer length or note count does.
+pure function of its key.
+
+The sampling mode (greedy or drawn, the top-k count, nucleus filtering on or off) is
+static: each mode compiles its own program, with no per-note branch on a setting (a
+`lax.cond` on a traced flag at every note is a device-to-host round trip per note on
+a GPU). Temperature and top_p are traced: a new value does not recompile; a new
+mode, batch, primer length or note count does.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -29,57 +36,144 @@ EncodeFn = Callable[[Any, jax.Array, jax.Array], Any]  # (params, tokens[B, Te],
 StepFn = Callable[[Any, Any, jax.Array, jax.Array], tuple[Any, jax.Array]]  # -> (carries, logits[B, V])
 
 
-def filter_logits(logits: jax.Array, top_k: jax.Array | int, top_p: jax.Array | float) -> jax.Array:
+def filter_logits(logits: jax.Array, top_k: int, top_p: jax.Array | float | None) -> jax.Array:
     """Masks logits outside the top k and outside the nucleus of mass top_p.
 
     Args:
       logits: float32[B, V] (already divided by the temperature).
-      top_k: keep the k largest (0: all). Ties at the k-th value are kept.
+      top_k: keep the k largest (0: all); static. Ties at the k-th value are kept.
       top_p: keep the smallest set of largest-probability ids whose mass reaches
-        top_p (1: all); the most probable id is always kept.
+        top_p; the most probable id is always kept. None (or a Python number >= 1):
+        no nucleus filter, and no sort.
 
     Returns:
       float32[B, V], masked entries at NEG_INF.
     """
     v = logits.shape[-1]
-    ordered = jnp.sort(logits, axis=-1)[:, ::-1]  # descending
-    k = jnp.where(top_k > 0, jnp.minimum(top_k, v), v)
-    kth = jnp.take_along_axis(ordered, jnp.broadcast_to(k - 1, (logits.shape[0], 1)), axis=-1)
-    logits = jnp.where(logits >= kth, logits, NEG_INF)
-    probs = jax.nn.softmax(jnp.sort(logits, axis=-1)[:, ::-1], axis=-1)
-    before = jnp.cumsum(probs, axis=-1) - probs  # mass of the ids ranked above each
-    keep_sorted = before < top_p  # rank 0 always kept
-    n_keep = keep_sorted.sum(-1, keepdims=True)
-    threshold = jnp.take_along_axis(jnp.sort(logits, axis=-1)[:, ::-1], n_keep - 1, axis=-1)
+    nucleus = top_p is not None and not (isinstance(top_p, int | float) and top_p >= 1.0)
+    if top_k > 0:
+        # lax.top_k finds the k largest without sorting the vocabulary, and gives
+        # them in descending order: a nucleus then needs no sort of its own.
+        ordered = lax.top_k(logits, min(top_k, v))[0]
+        logits = jnp.where(logits >= ordered[:, -1:], logits, NEG_INF)
+    elif nucleus:
+        ordered = jnp.sort(logits, axis=-1)[:, ::-1]  # descending
+    if not nucleus:
+        return logits
+    # Mass of the ids ranked above each; ids past the top k have no mass.
+    probs = jax.nn.softmax(ordered, axis=-1)
+    before = jnp.cumsum(probs, axis=-1) - probs
+    n_keep = (before < top_p).sum(-1, keepdims=True)  # rank 0 always kept
+    threshold = jnp.take_along_axis(ordered, n_keep - 1, axis=-1)
     return jnp.where(logits >= threshold, logits, NEG_INF)
 
 
 def next_token(
-    logits: jax.Array, key: jax.Array, *, temperature, top_k, top_p, greedy, banned: jax.Array
+    logits: jax.Array,
+    key: jax.Array,
+    *,
+    temperature: jax.Array | float,
+    top_k: int,
+    top_p: jax.Array | float | None,
+    greedy: bool,
+    banned: jax.Array,
 ) -> jax.Array:
-    """int32[B] tokens from float32[B, V] logits; banned: bool[V] ids never drawn."""
+    """int32[B] tokens from float32[B, V] logits; banned: bool[V] ids never drawn.
+
+    greedy and top_k are static (Python values); temperature and top_p may be traced
+    (top_p None: no nucleus filter).
+    """
     logits = jnp.where(banned[None, :], NEG_INF, logits.astype(jnp.float32))
-
-    def draw(logits):
-        scaled = logits / temperature
-        # Filtering sorts the vocabulary; skip it when it keeps everything.
-        needed = (top_k > 0) | (top_p < 1.0)
-        scaled = lax.cond(needed, lambda x: filter_logits(x, top_k, top_p), lambda x: x, scaled)
-        # Inverse-CDF sampling: one uniform per row (categorical draws a Gumbel per id).
-        cdf = jnp.cumsum(jax.nn.softmax(scaled, axis=-1), axis=-1)
-        # u > 0, so an id of probability 0 (cdf equal to its predecessor's) is never chosen.
-        u = jax.random.uniform(key, (logits.shape[0], 1), minval=jnp.finfo(jnp.float32).tiny) * cdf[:, -1:]
-        return jnp.minimum((cdf < u).sum(-1), logits.shape[-1] - 1).astype(jnp.int32)
-
-    # argmax is a slow variadic reduction on XLA:CPU (9 us of a 110 us note at batch 1,
-    # hidden 256): only the greedy branch runs it.
-    return lax.cond(greedy, lambda x: x.argmax(-1).astype(jnp.int32), draw, logits)
+    if greedy:
+        return logits.argmax(-1).astype(jnp.int32)
+    scaled = filter_logits(logits / temperature, top_k, top_p)
+    # Inverse-CDF sampling: one uniform per row (categorical draws a Gumbel per id).
+    cdf = jnp.cumsum(jax.nn.softmax(scaled, axis=-1), axis=-1)
+    # u > 0, so an id of probability 0 (cdf equal to its predecessor's) is never chosen.
+    u = jax.random.uniform(key, (logits.shape[0], 1), minval=jnp.finfo(jnp.float32).tiny) * cdf[:, -1:]
+    return jnp.minimum((cdf < u).sum(-1), logits.shape[-1] - 1).astype(jnp.int32)
 
 
 def banned_ids(vocab_size: int, first_note_id: int) -> jax.Array:
     """bool[V]: every id below the first pseudo-note except EOS."""
     ids = jnp.arange(vocab_size)
     return (ids < first_note_id) & (ids != codec_lib.EOS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """What a compiled sampler does with the logits (static: one program per mode).
+
+    greedy: argmax (no draw); top_k: draw among the k largest (0: all); nucleus: draw
+    within the top_p mass (top_p, traced, is then an argument of the program).
+    """
+
+    greedy: bool = False
+    top_k: int = 0
+    nucleus: bool = False
+
+    @classmethod
+    def of(cls, *, top_k: int, top_p: float, greedy: bool) -> Mode:
+        if greedy:
+            return cls(greedy=True)
+        return cls(top_k=int(top_k), nucleus=float(top_p) < 1.0)
+
+
+class Sampler:
+    """`sampler(params, window, genre, key, temperature, top_k, top_p, greedy)`.
+
+    Args of a call:
+      window: int32[B, Te] the encoder's first input (a primer, left-padded with PAD).
+      genre: int32[B] genre indices.
+      key: a PRNG key.
+      temperature: > 0; top_k: 0 or more; top_p: in (0, 1]; greedy: bool. top_k,
+        greedy and whether top_p < 1 pick the compiled program (`Mode`).
+
+    Returns:
+      int32[B, num_phrases * phrase_len] written tokens (PAD after an EOS).
+    """
+
+    def __init__(self, encode: EncodeFn, step: StepFn, *, vocab_size: int, first_note_id: int,
+                 phrase_len: int, num_phrases: int):  # fmt: skip
+        self._encode, self._step = encode, step
+        self._banned = banned_ids(vocab_size, first_note_id)
+        self._phrase_len, self._num_phrases = phrase_len, num_phrases
+
+    def __call__(self, params, window, genre, key, temperature, top_k, top_p, greedy) -> jax.Array:
+        mode = Mode.of(top_k=top_k, top_p=top_p, greedy=greedy)
+        return self.jitted(mode)(params, window, genre, key, temperature, top_p)
+
+    @functools.cache  # noqa: B019 - one compiled program per mode, for the sampler's lifetime
+    def jitted(self, mode: Mode) -> Callable[..., jax.Array]:
+        """The jitted `f(params, window, genre, key, temperature, top_p)` of one mode."""
+
+        def sample(params, window, genre, key, temperature, top_p):
+            settings = dict(temperature=temperature, top_k=mode.top_k, top_p=top_p if mode.nucleus else None,
+                            greedy=mode.greedy, banned=self._banned)  # fmt: skip
+            done0 = jnp.zeros(window.shape[0], jnp.bool_)
+
+            def phrase(carry, p):
+                window, done = carry
+                states = self._encode(params, window, genre)
+
+                def note(c, t):
+                    states, prev, done = c
+                    states, logits = self._step(params, states, prev, genre)
+                    token = next_token(logits, jax.random.fold_in(jax.random.fold_in(key, p), t), **settings)
+                    token = jnp.where(done, codec_lib.PAD, token)
+                    done = done | (token == codec_lib.EOS)
+                    return (states, jnp.where(token == codec_lib.PAD, prev, token), done), token
+
+                init = (states, window[:, -1], done)
+                (_, _, done), tokens = lax.scan(note, init, jnp.arange(self._phrase_len))
+                tokens = tokens.T  # [B, phrase_len]
+                window = jnp.concatenate([window, tokens], axis=1)[:, -window.shape[1] :]
+                return (window, done), tokens
+
+            _, phrases = lax.scan(phrase, (window, done0), jnp.arange(self._num_phrases))
+            return jnp.transpose(phrases, (1, 0, 2)).reshape(window.shape[0], -1)
+
+        return jax.jit(sample)
 
 
 def make_sampler(
@@ -90,45 +184,10 @@ def make_sampler(
     first_note_id: int,
     phrase_len: int,
     num_phrases: int,
-) -> Callable[..., jax.Array]:
-    """A jitted `sample(params, window, genre, key, temperature, top_k, top_p, greedy)`.
-
-    Args of the returned function:
-      window: int32[B, Te] the encoder's first input (a primer, left-padded with PAD).
-      genre: int32[B] genre indices.
-      key: a PRNG key.
-      temperature: > 0; top_k: 0 or more; top_p: in (0, 1]; greedy: bool.
-
-    Returns:
-      int32[B, num_phrases * phrase_len] written tokens (PAD after an EOS).
-    """
-    banned = banned_ids(vocab_size, first_note_id)
-
-    def sample(params, window, genre, key, temperature, top_k, top_p, greedy):
-        settings = dict(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, banned=banned)
-        done0 = jnp.zeros(window.shape[0], jnp.bool_)
-
-        def phrase(carry, p):
-            window, done = carry
-            states = encode(params, window, genre)
-
-            def note(c, t):
-                states, prev, done = c
-                states, logits = step(params, states, prev, genre)
-                token = next_token(logits, jax.random.fold_in(jax.random.fold_in(key, p), t), **settings)
-                token = jnp.where(done, codec_lib.PAD, token)
-                done = done | (token == codec_lib.EOS)
-                return (states, jnp.where(token == codec_lib.PAD, prev, token), done), token
-
-            (_, _, done), tokens = lax.scan(note, (states, window[:, -1], done), jnp.arange(phrase_len))
-            tokens = tokens.T  # [B, phrase_len]
-            window = jnp.concatenate([window, tokens], axis=1)[:, -window.shape[1] :]
-            return (window, done), tokens
-
-        _, phrases = lax.scan(phrase, (window, done0), jnp.arange(num_phrases))
-        return jnp.transpose(phrases, (1, 0, 2)).reshape(window.shape[0], -1)
-
-    return jax.jit(sample)
+) -> Sampler:
+    """A `Sampler`: encode a primer, then write `num_phrases` phrases of `phrase_len` notes."""
+    return Sampler(encode, step, vocab_size=vocab_size, first_note_id=first_note_id,
+                   phrase_len=phrase_len, num_phrases=num_phrases)  # fmt: skip
 
 
 def model_functions(model: Any) -> tuple[EncodeFn, StepFn]:

@@ -1,6 +1,7 @@
 """models: shapes, decode_step against teacher forcing, learning one batch."""
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -229,6 +230,7 @@ def test_embed_dim_adds_an_embedding_before_the_first_layer():
 _SHARDED_GRADIENTS = """
 import sys
 import jax
+import jax.extend
 jax.config.update("jax_num_cpu_devices", 2)
 import jax.numpy as jnp
 import numpy as np
@@ -262,3 +264,48 @@ def test_gradients_under_shard_map_equal_one_device(column_from):
     proc = subprocess.run([sys.executable, "-c", _SHARDED_GRADIENTS, str(column_from)],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.stdout.strip().endswith("equal True"), proc.stderr[-3000:]
+
+
+def _scan_carry_dtypes(fn, *args) -> set:
+    """The dtypes of every scan carry in the traced program (nested jaxprs included)."""
+    found = set()
+
+    def visit(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "scan":
+                n_consts, n_carry = eqn.params["num_consts"], eqn.params["num_carry"]
+                found.update(str(v.aval.dtype) for v in eqn.invars[n_consts : n_consts + n_carry])
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                visit(sub)
+
+    visit(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("column_from", [10**6, 1])
+def test_bfloat16_follows_the_mixed_precision_policy(monkeypatch, fused, column_from):
+    """bfloat16 as the input of products only: logits and every gradient within
+    bfloat16 tolerance of float32, and every scan carries float32 alone."""
+    monkeypatch.setattr(models, "COLUMN_LAYOUT_FROM_HIDDEN", column_from)
+    batch = _batch(jax.random.key(21), b=4, te=9, td=11)
+    f32, bf16 = (models.Seq2Seq(vocab_size=V, num_genres=G, num_layers=2, hidden=32, fused=fused, dtype=d)
+                 for d in (jnp.float32, jnp.bfloat16))  # fmt: skip
+    params = f32.init(jax.random.key(22), **batch)["params"]
+    targets = jax.random.randint(jax.random.key(23), batch["decoder_inputs"].shape, 0, V)
+
+    def loss(m):
+        return lambda p: optax.softmax_cross_entropy_with_integer_labels(
+            m.apply({"params": p}, **batch), targets
+        ).mean()
+
+    a, b = (m.apply({"params": params}, **batch) for m in (f32, bf16))
+    assert b.dtype == jnp.float32
+    np.testing.assert_allclose(b, a, atol=0.03)  # bfloat16 keeps 8 bits: ~0.4% per product input
+    ga, gb = (jax.grad(loss(m))(params) for m in (f32, bf16))
+    for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(ga), jax.tree.leaves(gb), strict=True):
+        assert y.dtype == jnp.float32, path
+        err = float(jnp.linalg.norm(y - x) / (jnp.linalg.norm(x) + 1e-12))
+        assert err < 0.03, (jax.tree_util.keystr(path), err)
+    assert _scan_carry_dtypes(jax.grad(loss(bf16)), params) == {"float32"}
+    assert _scan_carry_dtypes(jax.grad(loss(f32)), params) == {"float32"}

@@ -94,9 +94,36 @@ def test_compiles_once_per_shape():
 
     fn = sampler.make_sampler(*_stub(counted), vocab_size=V, first_note_id=FIRST, phrase_len=2, num_phrases=3)
     window = jnp.asarray([[0, 1, 7]], jnp.int32)
-    for t, p in [(1.0, 1.0), (0.5, 0.9), (2.0, 0.3)]:
+    for t, p in [(1.0, 0.95), (0.5, 0.9), (2.0, 0.3)]:  # one mode: new values do not recompile
         fn(None, window, jnp.zeros(1, jnp.int32), jax.random.key(0), t, 0, p, False)
     assert len(traces) == 1
+    for t, p in [(1.0, 1.0), (0.7, 1.0)]:  # no nucleus: a second program, once
+        fn(None, window, jnp.zeros(1, jnp.int32), jax.random.key(0), t, 0, p, False)
+    assert len(traces) == 2
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [dict(greedy=True), dict(top_k=0, top_p=1.0), dict(top_k=5, top_p=1.0), dict(top_k=0, top_p=0.9)],
+)
+def test_each_mode_compiles_without_a_per_note_branch(settings):
+    s = dict(top_k=0, top_p=1.0, greedy=False) | settings
+    fn = sampler.make_sampler(
+        *_stub(plus_one), vocab_size=V, first_note_id=FIRST, phrase_len=2, num_phrases=3
+    )
+    window = jnp.asarray([[0, 1, 7]], jnp.int32)
+    jitted = fn.jitted(sampler.Mode.of(**s))
+    text = jitted.trace(None, window, jnp.zeros(1, jnp.int32), jax.random.key(0), 1.0, 0.9).lower().as_text()
+    assert "stablehlo.case" not in text and "stablehlo.if" not in text
+    assert ("stablehlo.sort" in text) == (s["top_p"] < 1 and not s["greedy"])  # top-k alone: no sort
+    assert ("TopK" in text or "top_k" in text) == (s["top_k"] > 0 and not s["greedy"])
+
+
+def test_top_k_then_nucleus_filters_within_the_top_k():
+    probs = np.array([[0.05, 0.5, 0.1, 0.2, 0.15]])
+    logits = jnp.log(jnp.asarray(probs))
+    out = np.asarray(sampler.filter_logits(logits, 3, 0.7))  # top 3: 0.5, 0.2, 0.15 -> 0.59, 0.24, 0.18
+    assert np.flatnonzero(out[0] > sampler.NEG_INF / 2).tolist() == [1, 3]
 
 
 def test_primer_window_pads_and_truncates():

@@ -1,0 +1,81 @@
+"""Writes the StableHLO of the train step, eval step and sampler, lowered for TPU and
+GPU from this CPU (for test_lowering.py).
+
+  python tests/lowered_programs.py --devices 8 --out DIR
+
+Simulated CPU devices must be set before JAX starts, hence a process of its own. The
+programs use the paper config's shapes (2 x 1024 LSTMs, bfloat16, 64 + 64 notes,
+global batch 128) with a small vocabulary; nothing is compiled or run.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import jax
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+VOCAB, GENRES = 300, 4
+PLATFORMS = ("tpu", "cuda")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--devices", type=int, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    jax.config.update("jax_num_cpu_devices", args.devices)
+    import jax.numpy as jnp
+
+    from configs import paper
+    from jaxmusic import parallel, sampler, train
+
+    config = paper.get_config()
+    mesh = parallel.make_mesh()
+    model = train.create_model(config, VOCAB, GENRES)
+    tx, _ = train.make_optimizer(config)
+    rep, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+    state = jax.eval_shape(lambda: train.init_state(model, tx, config, jax.random.key(0)))
+    state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), state)
+    b, te, td = config.batch_size, config.encoder_len, config.decoder_len
+    batch = {
+        "encoder_tokens": jax.ShapeDtypeStruct((b, te), jnp.int32, sharding=data),
+        "decoder_inputs": jax.ShapeDtypeStruct((b, td), jnp.int32, sharding=data),
+        "targets": jax.ShapeDtypeStruct((b, td), jnp.int32, sharding=data),
+        "weights": jax.ShapeDtypeStruct((b, td), jnp.float32, sharding=data),
+        "genre": jax.ShapeDtypeStruct((b,), jnp.int32, sharding=data),
+    }
+    train_step = train.make_train_step(model, tx, mesh, jax.random.key(1))
+    eval_step = train.make_eval_step(model, mesh)
+    sample = sampler.make_sampler(*sampler.model_functions(model), vocab_size=VOCAB,
+                                  first_note_id=4 + GENRES, phrase_len=td, num_phrases=2)  # fmt: skip
+    window = jax.ShapeDtypeStruct((8, te), jnp.int32)
+    sample_args = (state.params, window, jax.ShapeDtypeStruct((8,), jnp.int32), jax.random.key(0), 1.0, 0.9)
+    programs = {
+        "train_step": (train_step, (state, batch)),
+        "eval_step": (eval_step, (state.params, batch)),
+        "sampler_nucleus": (sample.jitted(sampler.Mode(nucleus=True)), sample_args),
+        "sampler_top_k": (sample.jitted(sampler.Mode(top_k=20)), sample_args),
+        "sampler_greedy": (sample.jitted(sampler.Mode(greedy=True)), sample_args),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    for platform in PLATFORMS:
+        for name, (fn, fn_args) in programs.items():
+            text = fn.trace(*fn_args).lower(lowering_platforms=(platform,)).as_text()
+            (args.out / f"{name}.{platform}.mlir").write_text(text)
+    leaves = jax.tree.leaves(state)
+    meta = {
+        "devices": jax.device_count(),
+        "per_device_batch": b // jax.device_count(),
+        "hidden": config.model.hidden,
+        "param_count": int(sum(x.size for x in jax.tree.leaves(state.params))),
+        "param_sizes": sorted(int(x.size) for x in jax.tree.leaves(state.params)),
+        "state_leaves": len(leaves),
+    }
+    (args.out / "meta.json").write_text(json.dumps(meta))
+
+
+if __name__ == "__main__":
+    main()
