@@ -16,6 +16,9 @@ def get_config() -> ml_collections.ConfigDict:
     # What data_pipeline.build wrote (the dataset folder, or a folder holding one).
     c.data_dir = "data/midi_pieces/music21"
     c.batch_size = 32  # global: split over every device of every host
+    # Or the batch of each device instead (the global batch then grows with the devices);
+    # exactly one of the two is > 0.
+    c.batch_size_per_device = 0
     c.num_train_steps = 2000  # optimizer steps
     c.checkpoint_every = 250  # steps between checkpoints (and one at the end)
     c.eval_every = 500  # steps between evaluations (and one at the end)

@@ -7,10 +7,13 @@ Runs `jaxmusic.train`'s own train step (jit + shard_map over every device, state
 donated) on synthetic batches of the config's shapes: a burn-in that includes
 compilation, then timed steps, each ending in a device sync. Reports steps/s,
 notes/s, the step time's median and spread, FLOPs per step from the model's shapes
-(`train_flops`), achieved GFLOP/s, and MFU against a peak measured in the same run
-with a large matrix product on one device (times the device count); then the
-sampler's notes/s at batch 1 and 64, and the floor under batch-1 sampling: the
-decoder's weight products alone (`decode_floor`). Imports no TensorFlow.
+(`train_flops`), achieved GFLOP/s, and MFU twice: against the device's published dense
+peak for the compute dtype (`PEAK_TFLOPS`, by `device_kind`; a kind not in the table
+says so) and against a large matrix product measured in the same run (8192^3 on an
+accelerator, 2048^3 on a CPU, which has no published peak), times the device count.
+Then the compiled step's memory per device (`memory_analysis`), the sampler's notes/s
+at batch 1 and 64, and the floor under batch-1 sampling: the decoder's weight products
+alone (`decode_floor`). Imports no TensorFlow.
 """
 
 from __future__ import annotations
@@ -54,6 +57,36 @@ def train_flops(config: ml_collections.ConfigDict, vocab_size: int, batch: int) 
     return 3 * forward
 
 
+# Published dense (no sparsity) peak TFLOP/s per JAX device, by compute dtype, matched
+# against `device.device_kind` in order (first pattern found wins). float32 products
+# on NVIDIA GPUs run as TF32 on the tensor cores by default (XLA's DEFAULT precision),
+# so their TF32 peak is the one that applies. TPUs publish no float32 peak. Sources:
+# Google Cloud TPU system architecture pages; NVIDIA A100, H100, H200, L4, L40S data
+# sheets (SXM parts unless named).
+PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
+    ("TPU v6 lite", {"bfloat16": 918.0}),  # v6e (Trillium), per chip
+    ("TPU v5 lite", {"bfloat16": 197.0}),  # v5e, per chip
+    ("TPU v5p", {"bfloat16": 459.0}),
+    ("TPU v5", {"bfloat16": 459.0}),  # v5p reports "TPU v5"
+    ("TPU v4", {"bfloat16": 275.0}),  # per chip (one JAX device: megacore)
+    ("TPU v3", {"bfloat16": 61.5}),  # per core (two JAX devices a chip)
+    ("H100 PCIe", {"bfloat16": 756.0, "float32": 378.0}),
+    ("H100", {"bfloat16": 989.4, "float32": 494.7}),
+    ("H200", {"bfloat16": 989.4, "float32": 494.7}),
+    ("A100", {"bfloat16": 312.0, "float32": 156.0}),
+    ("L40S", {"bfloat16": 362.0, "float32": 183.0}),
+    ("L4", {"bfloat16": 121.0, "float32": 60.0}),
+)
+
+
+def published_peak_tflops(device_kind: str, dtype: str) -> float | None:
+    """The table's dense peak for a device kind and compute dtype, or None if unknown."""
+    for pattern, peaks in PEAK_TFLOPS:
+        if pattern in device_kind:
+            return peaks.get(dtype)
+    return None
+
+
 def measure_peak_gflops(dtype, size: int = 2048, repeats: int = 10) -> float:
     """Median GFLOP/s of a size x size matrix product on one device."""
     a = jnp.ones((size, size), dtype)
@@ -86,12 +119,14 @@ def bench_train(config, *, vocab_size: int, num_genres: int, steps: int, burn_in
     model = train.create_model(config, vocab_size, num_genres)
     tx, _ = train.make_optimizer(config)
     state = jax.device_put(train.init_state(model, tx, config, jax.random.key(0)), parallel.replicated(mesh))
-    step = train.make_train_step(model, tx, mesh, jax.random.key(1))
     rng = np.random.default_rng(0)
     batches = [
         parallel.global_batch(synthetic_batch(rng, config.batch_size, config, vocab_size, num_genres), mesh)
         for _ in range(4)
     ]
+    # Compiled ahead of time: the same program the loop runs, and its memory per device.
+    step = train.make_train_step(model, tx, mesh, jax.random.key(1)).lower(state, batches[0]).compile()
+    memory = step.memory_analysis()
     for i in range(burn_in):  # compiles, then warms caches
         state, metrics = step(state, batches[i % 4])
         jax.block_until_ready(metrics)
@@ -113,9 +148,23 @@ def bench_train(config, *, vocab_size: int, num_genres: int, steps: int, burn_in
         "flops_per_step": flops,
         "gflops_per_second": flops / median / 1e9,
         "params": int(sum(x.size for x in jax.tree.leaves(state.params))),
+        "memory_per_device_bytes": _memory_bytes(memory),
         "_params": state.params,
         "_model": model,
     }
+
+
+def _memory_bytes(m) -> dict[str, int] | None:
+    """Arguments, outputs, temporaries and generated code of a compiled program, per device
+    (None where the backend does not report them). Donated arguments are counted once."""
+    if m is None:
+        return None
+    out = {
+        k: int(getattr(m, f"{k}_size_in_bytes", 0)) for k in ("argument", "output", "temp", "generated_code")
+    }
+    alias = int(getattr(m, "alias_size_in_bytes", 0))
+    out["total"] = out["argument"] + out["output"] - alias + out["temp"] + out["generated_code"]
+    return out
 
 
 def bench_sampler(model: models.Seq2Seq, params, config, *, vocab_size: int, num_genres: int, batch: int,
@@ -221,12 +270,22 @@ def decode_floor(config: ml_collections.ConfigDict, *, vocab_size: int, repeats:
 def run(config: ml_collections.ConfigDict, *, steps: int, vocab_size: int, num_genres: int,
         sampler_batches: tuple[int, ...] = (1, 64)) -> dict:  # fmt: skip
     """Every measurement, as the JSON `--json` writes."""
+    config = config.copy_and_resolve_references()
+    config.batch_size, config.batch_size_per_device = parallel.global_batch_size(config), 0
     dtype = train.DTYPES[config.model.dtype]
-    peak = measure_peak_gflops(dtype) * jax.device_count()
+    device = jax.devices()[0]
+    size = 2048 if device.platform == "cpu" else 8192
+    peak = measure_peak_gflops(dtype, size=size) * jax.device_count()
     result = bench_train(config, vocab_size=vocab_size, num_genres=num_genres, steps=steps)
     model, params = result.pop("_model"), result.pop("_params")
     result["peak_gflops_per_second"] = peak
+    result["peak_matmul_size"] = size
     result["mfu"] = result["gflops_per_second"] / peak
+    published = published_peak_tflops(device.device_kind, config.model.dtype)
+    result["published_peak_gflops_per_second"] = published * 1e3 * jax.device_count() if published else None
+    result["mfu_published"] = (
+        result["gflops_per_second"] / (published * 1e3 * jax.device_count()) if published else None
+    )
     for b in sampler_batches:
         r = bench_sampler(model, params, config, vocab_size=vocab_size, num_genres=num_genres, batch=b)
         result[f"sampler_notes_per_second_batch{b}"] = r["notes_per_second"]
@@ -236,7 +295,6 @@ def run(config: ml_collections.ConfigDict, *, steps: int, vocab_size: int, num_g
     result["decode_floor_notes_per_second"] = floor["notes_per_second"]
     result["decode_floor_gb_per_second"] = floor["gb_per_second"]
     result["decode_weight_bytes_per_note"] = floor["bytes_per_note"]
-    device = jax.devices()[0]
     result.update(
         device_kind=device.device_kind, platform=device.platform, device_count=jax.device_count(),
         batch_size=config.batch_size, encoder_len=config.encoder_len, decoder_len=config.decoder_len,
@@ -264,9 +322,23 @@ def _table(r: dict) -> str:
         ),
         ("FLOPs per step", f"{r['flops_per_step'] / 1e9:.2f} G"),
         ("achieved", f"{r['gflops_per_second']:.1f} GFLOP/s"),
-        ("peak (measured 2048^2 matmul)", f"{r['peak_gflops_per_second']:.1f} GFLOP/s"),
-        ("MFU", f"{r['mfu']:.1%}"),
+        (f"peak, measured {r['peak_matmul_size']}^3 matmul", f"{r['peak_gflops_per_second']:.1f} GFLOP/s"),
+        ("MFU against the measured peak", f"{r['mfu']:.1%}"),
+        (
+            "MFU against the published peak",
+            f"{r['mfu_published']:.1%} of {r['published_peak_gflops_per_second'] / 1e3:.1f} TFLOP/s"
+            if r["mfu_published"] is not None
+            else f"unknown: no published {r['dtype']} peak for device kind {r['device_kind']!r} "
+            "(bench.PEAK_TFLOPS)",
+        ),
     ]
+    if r["memory_per_device_bytes"]:
+        mem = r["memory_per_device_bytes"]
+        rows.append((
+            "memory per device (compiled step)",
+            f"{mem['total'] / 2**20:.1f} MiB (arguments {mem['argument'] / 2**20:.1f}, "
+            f"temporaries {mem['temp'] / 2**20:.1f})",
+        ))  # fmt: skip
     for b in sorted({int(k.rsplit("batch", 1)[1]) for k in r if k.startswith("sampler_")}):
         rate, compile_s = r[f"sampler_notes_per_second_batch{b}"], r[f"sampler_compile_seconds_batch{b}"]
         loop = r[f"sampler_python_loop_notes_per_second_batch{b}"]
@@ -287,8 +359,8 @@ def main(argv: list[str]) -> None:
     del argv
     f = flags.FLAGS
     config = f.config
-    if f.batch is not None:
-        config.batch_size = f.batch
+    if f.batch is not None:  # a global batch, whatever the config gives
+        config.batch_size, config.batch_size_per_device = f.batch, 0
     if f.steps < 1 or f.vocab <= codec_lib.NUM_SPECIAL + f.genres:
         print(f"error: need --steps >= 1 and --vocab > {codec_lib.NUM_SPECIAL + f.genres}", file=sys.stderr)
         raise SystemExit(2)

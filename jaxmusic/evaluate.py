@@ -75,7 +75,10 @@ def model_likelihood(config, model, params, pieces, genres: tuple[str, ...]) -> 
 
     mesh = parallel.make_mesh()
     batches = input_pipeline.eval_batches(
-        pieces, batch_size=config.batch_size, encoder_len=config.encoder_len, decoder_len=config.decoder_len
+        pieces,
+        batch_size=parallel.global_batch_size(config, mesh.devices.size),
+        encoder_len=config.encoder_len,
+        decoder_len=config.decoder_len,
     )
     out = train.evaluate(train.make_eval_step(model, mesh), params, batches, mesh, genres)
     result = {"overall": _likelihood_row(out["eval_nll"], out["eval_accuracy"], out["eval_notes"])}

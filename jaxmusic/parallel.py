@@ -33,6 +33,23 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(AXIS))
 
 
+def global_batch_size(config: Any, device_count: int | None = None) -> int:
+    """The global batch a config asks for: `batch_size`, or `batch_size_per_device` times
+    the devices (every device of every host), so a pod keeps each chip's batch as it
+    grows. Exactly one of the two is set (> 0).
+
+    Raises:
+      ValueError: both or neither are set, or one is negative.
+    """
+    total, per_device = config.get("batch_size", 0) or 0, config.get("batch_size_per_device", 0) or 0
+    if total < 0 or per_device < 0 or (total > 0) == (per_device > 0):
+        raise ValueError(
+            "config: set exactly one of batch_size (global) and batch_size_per_device, "
+            f"got batch_size={total} and batch_size_per_device={per_device}"
+        )
+    return total or per_device * (device_count if device_count is not None else jax.device_count())
+
+
 def check_batch_size(global_batch: int, mesh: Mesh) -> None:
     """A global batch must split evenly over devices and hosts: say which numbers don't."""
     devices, hosts = mesh.devices.size, jax.process_count()

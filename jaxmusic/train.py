@@ -15,7 +15,7 @@ The step functions import no TensorFlow; only the input pipeline does.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import os
 import signal
 import sys
 import time
@@ -231,14 +231,57 @@ def check_finite(params: Any, step: int) -> None:
         raise TrainingError(f"parameters are not finite after step {step}; stopped before saving them")
 
 
-@dataclasses.dataclass
-class _StopFlag:
-    """Set by SIGTERM/SIGINT; the loop saves and returns at the next step."""
+class _Stop:
+    """When a run stops early, saving a checkpoint first (a preemption, Ctrl-C).
 
-    signum: int | None = None
+    One process: SIGTERM or SIGINT sets a flag that the loop reads at its next step.
 
-    def __call__(self, signum, frame):
-        self.signum = signum
+    Several processes: a preemption notice reaches the hosts of a pod one at a time,
+    never at the same instant, and a host that stopped alone would leave the others
+    waiting in the next step's all-reduce. So no host decides alone: JAX's preemption
+    sync manager (started by `jax.distributed.initialize`) catches SIGTERM on any
+    process and spreads the notice, and every process asks
+    `multihost_utils.reached_preemption_sync_point(step)` at every step; it answers
+    True on all of them at the same step, where they save one checkpoint together.
+    SIGINT (Ctrl-C in one terminal) is turned into a SIGTERM to take the same path.
+    """
+
+    def __init__(self, stop_at: int | None):
+        self.stop_at = stop_at
+        self.reason: str | None = None
+        self.multiprocess = jax.process_count() > 1
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        """Installs the signal handlers (`restore` puts the previous ones back)."""
+        if self.multiprocess:
+            # SIGTERM stays with the preemption sync manager's own handler.
+            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._forward_to_sigterm)
+        else:
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self._previous[s] = signal.signal(s, self._flag)
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _flag(self, signum, frame) -> None:
+        self.reason = f"signal {signum}"
+
+    @staticmethod
+    def _forward_to_sigterm(signum, frame) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def __call__(self, step: int) -> bool:
+        """Whether to stop after `step` steps; call once per step, in order, on every process."""
+        if self.multiprocess:
+            from jax.experimental import multihost_utils
+
+            if multihost_utils.reached_preemption_sync_point(step):
+                self.reason = "preemption notice, at the step every process agreed on"
+        if step == self.stop_at:
+            self.reason = self.reason or "stop_at"
+        return self.reason is not None
 
 
 def _check_resume(
@@ -311,12 +354,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
 
     # --- Mesh and data. ---
     mesh = parallel.make_mesh()
-    parallel.check_batch_size(config.batch_size, mesh)
-    host_batch = input_pipeline.host_batch_size(config.batch_size, jax.process_count())
+    batch_size = parallel.global_batch_size(config, mesh.devices.size)
+    parallel.check_batch_size(batch_size, mesh)
+    host_batch = input_pipeline.host_batch_size(batch_size, jax.process_count())
     codec = input_pipeline.load_codec(config.data_dir)
     num_shards = config.data_shards or jax.process_count()
-    if config.batch_size % num_shards:
-        raise ValueError(f"batch_size {config.batch_size} does not divide among data_shards {num_shards}")
+    if batch_size % num_shards:
+        raise ValueError(f"batch_size {batch_size} does not divide among data_shards {num_shards}")
     train_shards, shard_ids = input_pipeline.load_train_shards(
         config.data_dir,
         num_shards=num_shards,
@@ -374,8 +418,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
     writer = MetricWriter(workdir, enabled=is_main)
 
     # --- Loop. ---
-    stop = _StopFlag()
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    stop = _Stop(stop_at)
+    stop.install()
     pending: list[tuple[int, dict]] = []  # device metrics not yet checked on the host
     last_eval: dict[str, float] = {}
     timer = {"t": None, "steps": 0}
@@ -399,7 +443,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
 
     try:
         step = start
-        while step < config.num_train_steps and stop.signum is None and step != stop_at:
+        while step < config.num_train_steps and not stop(step):
             batch = parallel.global_batch(next(batches), mesh)
             state, metrics = train_step(state, batch)
             step += 1
@@ -432,20 +476,18 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
                     f"step {step}: eval NLL {e['eval_nll']:.4f}, perplexity {e['eval_perplexity']:.2f}, "
                     f"accuracy {e['eval_accuracy']:.4f}"
                 )
-        if step < config.num_train_steps and (stop.signum is not None or step == stop_at):
+        if step < config.num_train_steps and stop.reason is not None:
             flush()
             ckpt.wait()
             if step not in ckpt.steps():
                 check_finite(state.params, step)
                 ckpt.save(step, state, config_dict, codec_dict)
-            progress.write(f"stopped ({'signal ' + str(stop.signum) if stop.signum else 'stop_at'}): "
-                           f"saved a checkpoint at step {step}")  # fmt: skip
+            progress.write(f"stopped ({stop.reason}): saved a checkpoint at step {step}")
     finally:
         ckpt.close()
         writer.close()
         progress.close()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        stop.restore()
     return last_eval
 
 

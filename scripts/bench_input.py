@@ -12,6 +12,7 @@ import time
 
 import configs
 from jaxmusic import input_pipeline as ip
+from jaxmusic import parallel
 
 
 def main() -> None:
@@ -21,10 +22,11 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=500)
     args = parser.parse_args()
     c = configs.load(args.config)
+    batch = parallel.global_batch_size(c)
     codec = ip.load_codec(args.data_dir)
     pieces = ip.load_pieces(args.data_dir, "train")
     it = ip.train_batches(
-        pieces, batch_size=c.batch_size, encoder_len=c.encoder_len, decoder_len=c.decoder_len,
+        pieces, batch_size=batch, encoder_len=c.encoder_len, decoder_len=c.decoder_len,
         seed=0, transpose=ip.transpose_tables(codec, c.transpose),
     )  # fmt: skip
     for _ in range(20):  # warm up: tf.data start and prefetch
@@ -35,7 +37,7 @@ def main() -> None:
         for _ in range(args.batches // 5):
             next(it)
         rates.append(args.batches // 5 / (time.perf_counter() - t))
-    print(f"{statistics.median(rates):.0f} batches/s (median of 5; batch {c.batch_size}, "
+    print(f"{statistics.median(rates):.0f} batches/s (median of 5; batch {batch}, "
           f"{c.encoder_len}+{c.decoder_len} tokens, transpose +-{c.transpose})")  # fmt: skip
 
 

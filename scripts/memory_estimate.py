@@ -31,7 +31,8 @@ def main() -> None:
     tx, _ = train.make_optimizer(c)
     state = jax.eval_shape(lambda: train.init_state(model, tx, c, jax.random.key(0)))
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
-    per_device = c.batch_size // args.devices
+    total = parallel.global_batch_size(c, args.devices)
+    per_device = total // args.devices
     print(f"{args.config}: vocab {args.vocab}, hidden {c.model.hidden} x {c.model.num_layers} layers")
     print(f"parameters: {n_params:,} = {n_params * 4 / 2**20:.0f} MiB float32")
     print(
@@ -49,9 +50,7 @@ def main() -> None:
     }
     m = step.lower(state, batch).compile().memory_analysis()
     gib = 2**30
-    print(
-        f"compiled step, per-device batch {b} ({c.batch_size} over {args.devices} devices), {te}+{td} notes:"
-    )
+    print(f"compiled step, per-device batch {b} ({total} over {args.devices} devices), {te}+{td} notes:")
     sizes = (m.argument_size_in_bytes, m.output_size_in_bytes, m.temp_size_in_bytes)
     print(
         "  arguments {:.2f} GiB, outputs {:.2f} GiB, temporaries {:.2f} GiB".format(*(x / gib for x in sizes))

@@ -39,7 +39,7 @@ def main() -> None:
     rep, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
     state = jax.eval_shape(lambda: train.init_state(model, tx, config, jax.random.key(0)))
     state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), state)
-    b, te, td = config.batch_size, config.encoder_len, config.decoder_len
+    b, te, td = parallel.global_batch_size(config), config.encoder_len, config.decoder_len
     batch = {
         "encoder_tokens": jax.ShapeDtypeStruct((b, te), jnp.int32, sharding=data),
         "decoder_inputs": jax.ShapeDtypeStruct((b, td), jnp.int32, sharding=data),

@@ -39,6 +39,20 @@ def test_cli_runs_on_tiny_and_writes_json(tmp_path):
     assert r["decode_weight_bytes_per_note"] == 4 * ((2 * layers - 1) * h * 4 * h + h * 64)
     assert r["decode_floor_notes_per_second"] > 0 and r["decode_floor_gb_per_second"] > 0
     assert "MFU" in proc.stdout and "batch-1 floor" in proc.stdout
+    assert r["peak_matmul_size"] == 2048 and r["mfu_published"] is None  # a CPU has no published peak
+    assert "unknown: no published float32 peak for device kind 'cpu'" in proc.stdout
+    mem = r["memory_per_device_bytes"]
+    assert mem["argument"] > 4 * r["params"] and mem["total"] >= mem["argument"]  # params + Adam moments
+
+
+def test_published_peaks_by_device_kind_and_dtype():
+    assert bench.published_peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.4
+    assert bench.published_peak_tflops("NVIDIA H100 PCIe", "bfloat16") == 756.0
+    assert bench.published_peak_tflops("NVIDIA L40S", "bfloat16") == 362.0  # not the L4's
+    assert bench.published_peak_tflops("NVIDIA L4", "float32") == 60.0
+    assert bench.published_peak_tflops("TPU v5 lite", "bfloat16") == 197.0
+    assert bench.published_peak_tflops("TPU v4", "float32") is None  # TPUs publish no float32 peak
+    assert bench.published_peak_tflops("Some New Accelerator", "bfloat16") is None
 
 
 def test_model_step_sampler_and_bench_import_without_tensorflow():

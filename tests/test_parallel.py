@@ -123,6 +123,22 @@ def test_two_processes_equal_one(built, tmp_path):
     np.testing.assert_allclose([two[s] for s in one], [one[s] for s in one], rtol=TOL, atol=TOL)
 
 
+def test_global_batch_size_from_exactly_one_field():
+    from configs import default, paper
+
+    assert parallel.global_batch_size(default.get_config(), 8) == 32  # global, whatever the devices
+    assert parallel.global_batch_size(paper.get_config(), 4) == 128  # 32 per device: a v4-8
+    assert parallel.global_batch_size(paper.get_config(), 8) == 256
+    both = default.get_config()
+    both.batch_size_per_device = 4
+    with pytest.raises(ValueError, match=r"exactly one of batch_size .* got batch_size=32 and"):
+        parallel.global_batch_size(both, 1)
+    neither = paper.get_config()
+    neither.batch_size_per_device = 0
+    with pytest.raises(ValueError, match="exactly one of"):
+        parallel.global_batch_size(neither, 1)
+
+
 def test_batch_that_does_not_divide_names_both_numbers():
     mesh = parallel.make_mesh()
     parallel.check_batch_size(6, mesh)  # one device, one host: anything divides
@@ -137,3 +153,53 @@ def test_four_devices_refuse_a_batch_of_six(built, tmp_path):
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode != 0
     assert "batch_size 6 does not divide among 4 devices" in proc.stderr
+
+
+def _start_pair(data_dir, workdir, coordinator, *extra):
+    return [
+        subprocess.Popen(
+            _cmd(data_dir, workdir, 1, "--set", "data_shards=2", *extra, "--coordinator", coordinator,
+                 "--num_processes", "2", "--process_id", str(i)),
+            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for i in range(2)
+    ]  # fmt: skip
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(built, tmp_path):
+    """A preemption notice reaches one host: both processes stop at the same step,
+    save one checkpoint together and exit 0; resuming from it equals never stopping."""
+    import re
+    import signal
+    import time
+
+    data_dir = built[0]
+    long_run = ["--set", "num_train_steps=100000", "--set", "checkpoint_every=100000",
+                "--set", "eval_every=100000"]  # fmt: skip
+    procs = _start_pair(data_dir, tmp_path / "two", f"127.0.0.1:{_free_port()}", *long_run)
+    deadline = time.time() + 240
+    while len(_losses(tmp_path / "two")) < 30:  # both are training
+        assert time.time() < deadline and all(p.poll() is None for p in procs), procs[0].stdout.read()
+        time.sleep(0.5)
+    procs[1].send_signal(signal.SIGTERM)
+    sent = time.time()
+    outs = []
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0, out[-3000:]
+        outs.append(out)
+    assert time.time() - sent < 60
+    stopped = [re.findall(r"saved a checkpoint at step (\d+)", out) for out in outs]
+    assert stopped[0] == stopped[1] and len(stopped[0]) == 1, stopped
+    step = int(stopped[0][0])
+    assert checkpoint.Checkpointer(tmp_path / "two", read_only=True).steps() == [step]
+
+    # Resumed on two processes to step + 5, against one uninterrupted process (equal to
+    # two: test_two_processes_equal_one) stopping at the same step.
+    procs = _start_pair(data_dir, tmp_path / "two", f"127.0.0.1:{_free_port()}", *long_run,
+                        "--stop_at", str(step + 5))  # fmt: skip
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out[-3000:]
+    _run(_cmd(data_dir, tmp_path / "one", 1, "--set", "data_shards=2", *long_run, "--stop_at", str(step + 5)))
+    _assert_close(_params(tmp_path / "two", step + 5), _params(tmp_path / "one", step + 5))

@@ -144,11 +144,18 @@ def _wait_for_checkpoint(workdir, proc, timeout=120):
     raise AssertionError("no checkpoint appeared")
 
 
+def _start_long_run(data_dir, workdir):
+    """A CLI run that checkpoints every 20 steps and would go on for long, once it has
+    written its first checkpoint."""
+    proc = _start(_cli(data_dir, workdir, "--config.num_train_steps=100000", "--config.checkpoint_every=20",
+                       "--config.eval_every=100000"))  # fmt: skip
+    _wait_for_checkpoint(workdir, proc)
+    return proc
+
+
 def test_sigterm_saves_and_exits_zero(built, tmp_path):
     data_dir, _, _ = built
-    proc = _start(_cli(data_dir, tmp_path, "--config.num_train_steps=100000", "--config.checkpoint_every=20",
-                       "--config.eval_every=100000"))  # fmt: skip
-    _wait_for_checkpoint(tmp_path, proc)
+    proc = _start_long_run(data_dir, tmp_path)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
@@ -159,9 +166,7 @@ def test_sigterm_saves_and_exits_zero(built, tmp_path):
 
 def test_second_trainer_on_a_busy_workdir_exits_2_and_touches_nothing(built, tmp_path):
     data_dir, _, _ = built
-    first = _start(_cli(data_dir, tmp_path, "--config.num_train_steps=100000", "--config.checkpoint_every=20",
-                        "--config.eval_every=100000"))  # fmt: skip
-    _wait_for_checkpoint(tmp_path, first)
+    first = _start_long_run(data_dir, tmp_path)
     holder = json.loads((tmp_path / "train.lock").read_text())
     assert holder["pid"] == first.pid
     second = _start(_cli(data_dir, tmp_path, "--config.num_train_steps=100000"))
@@ -192,9 +197,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(built, tmp_path, capsys):
 
 def test_sigkill_resumes_from_the_last_checkpoint(built, tmp_path):
     data_dir, _, _ = built
-    proc = _start(_cli(data_dir, tmp_path, "--config.num_train_steps=100000", "--config.checkpoint_every=20",
-                       "--config.eval_every=100000"))  # fmt: skip
-    _wait_for_checkpoint(tmp_path, proc)
+    proc = _start_long_run(data_dir, tmp_path)
     proc.kill()
     proc.communicate(timeout=60)
     last = checkpoint.Checkpointer(tmp_path, read_only=True).steps()[-1]
@@ -218,6 +221,10 @@ def test_cli_bad_input_is_one_clear_line(built, tmp_path):
     )  # 6 is not a multiple of ... 1 device
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out  # 6 divides among 1 device and 1 host: fine
+    proc = _start(_cli(data_dir, tmp_path / "w3", "--config.batch_size_per_device=4"))
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "error: config: set exactly one of batch_size" in out
+    assert not (tmp_path / "w3" / "checkpoints").exists()
     proc = _start(_cli(data_dir, tmp_path / "w2", "--config.model.dtype=float8"))
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "config.model.dtype 'float8'" in out
