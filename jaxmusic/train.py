@@ -367,6 +367,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
+    # Targets of the whole train split (every note after BOS, EOS included), from this
+    # host's equal share of the shards: what one epoch is.
+    train_targets = sum(seq.shape[0] - 1 for p in train_shards for seq in p.sequences) * jax.process_count()
+    targets_per_step = batch_size * config.decoder_len
     eval_pieces = input_pipeline.load_pieces(config.data_dir, config.eval_split)
     eval_batches = input_pipeline.eval_batches(
         eval_pieces,
@@ -458,8 +462,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
                 means = flush()
                 elapsed = time.perf_counter() - timer["t"]
                 rate = (step - timer["steps"]) / elapsed if step > timer["steps"] else float("nan")
-                means.update(steps_per_second=rate, learning_rate=float(schedule(step - 1)))
-                writer.write(step, {f"train_{k}" if not k.startswith(("steps", "learn")) else k: v
+                means.update(steps_per_second=rate, learning_rate=float(schedule(step - 1)),
+                             epochs=step * targets_per_step / train_targets)  # fmt: skip
+                writer.write(step, {f"train_{k}" if not k.startswith(("steps", "learn", "epochs")) else k: v
                                     for k, v in means.items()})  # fmt: skip
                 progress.set_postfix(loss=f"{means['loss']:.3f}", steps_s=f"{rate:.2f}")
             progress.update(1)
@@ -483,12 +488,26 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
                 check_finite(state.params, step)
                 ckpt.save(step, state, config_dict, codec_dict)
             progress.write(f"stopped ({stop.reason}): saved a checkpoint at step {step}")
+        elif step == config.num_train_steps and step > start and is_main:
+            _warn_if_under_one_epoch(step * targets_per_step, train_targets)
     finally:
         ckpt.close()
         writer.close()
         progress.close()
         stop.restore()
     return last_eval
+
+
+def _warn_if_under_one_epoch(targets_seen: int, train_targets: int) -> None:
+    """A run that ends before it has seen its train split once has more to learn."""
+    epochs = targets_seen / train_targets
+    if epochs < 1:
+        print(
+            f"warning: the run saw {epochs:.2f} epochs of its train split ({targets_seen:,} of "
+            f"{train_targets:,} target notes): it ended before learning from all of its data; "
+            "a longer run (num_train_steps) will likely do better",
+            file=sys.stderr,
+        )
 
 
 def _progress(start: int, total: int, *, enabled: bool):

@@ -59,6 +59,17 @@ def test_train_writes_metrics_and_checkpoints(built, tmp_path):
     assert np.exp(result["eval_nll"]) == pytest.approx(result["eval_perplexity"])
     assert any(k.startswith("eval_nll/") for k in result)  # per genre
     assert list((tmp_path / "tensorboard").iterdir())
+    from jaxmusic import input_pipeline
+
+    targets = sum(len(s) - 1 for s in input_pipeline.load_pieces(data_dir, "train").sequences)
+    assert train_rows[-1]["epochs"] == pytest.approx(20 * 8 * 4 / targets)  # steps x batch x Td
+
+
+def test_a_run_under_one_epoch_says_so(built, tmp_path, capsys):
+    train.train_and_evaluate(_config(built[0], num_train_steps=3), tmp_path)
+    assert "warning: the run saw 0." in capsys.readouterr().err
+    train.train_and_evaluate(_config(built[0], num_train_steps=60), tmp_path / "long")
+    assert "epochs of its train split" not in capsys.readouterr().err
 
 
 def test_stop_and_resume_equals_an_uninterrupted_run(built, tmp_path):
