@@ -1,14 +1,16 @@
 """The read side of the data: TFDS pieces -> batches of int32 ids for one host.
 
 Framing (DESIGN.md, "Training framing"): a piece is the sequence
-`[BOS] + ids + [EOS]`, conceptually preceded by `Te - 1` PADs (so a window may start
-before the piece, which teaches the model to begin). A window of `Te + Td` tokens
-gives
+`[BOS] + ids + [EOS]`, conceptually preceded by `Te + Td - 2` PADs and followed by
+`Td - 1` (so windows start before the piece and end after it: every target of a
+piece, its first note and its EOS included, is a target of exactly `Td` training
+windows, as a note in its middle is; with PADs on one side only, EOS was a target of
+one window where a mid-piece note was of `Td`). A window of `Te + Td` tokens gives
 
   encoder_tokens = w[:Te]             int32[B, Te]
   decoder_inputs = w[Te - 1 : -1]     int32[B, Td]  (the encoder's last note first)
   targets        = w[Te:]             int32[B, Td]
-  weights        = targets != PAD     float32[B, Td]
+  weights        = targets not PAD or BOS   float32[B, Td]
   genre          = the piece's genre, an index into codec.genres, int32[B]
 
 Training batches are a pure function of (seed, step), whatever the number of
@@ -185,7 +187,9 @@ def _frame(windows: np.ndarray, encoder_len: int) -> dict[str, np.ndarray]:
         "encoder_tokens": windows[:, :encoder_len],
         "decoder_inputs": windows[:, encoder_len - 1 : -1],
         "targets": targets,
-        "weights": (targets != codec_lib.PAD).astype(np.float32),
+        # BOS is never a target (it is given, not predicted): a window that starts
+        # early enough to hold a piece's first notes as targets holds its BOS there too.
+        "weights": ((targets != codec_lib.PAD) & (targets != codec_lib.BOS)).astype(np.float32),
     }
 
 
@@ -200,16 +204,18 @@ def _flat_windows(
     """Lays the padded pieces end to end.
 
     Returns:
-      flat: int32[N] every piece as (Te - 1) PADs + sequence + PADs up to a window.
+      flat: int32[N] every piece as (Te + Td - 2) PADs + sequence + (Td - 1) PADs.
       first: int64[P] where each piece's first window starts in `flat`.
-      count: int64[P] how many windows each piece has (>= 1).
+      count: int64[P] how many windows each piece has: every window with at least
+        one target of the piece (len + Td - 2).
     """
     window = encoder_len + decoder_len
+    before, after = encoder_len + decoder_len - 2, decoder_len - 1
     parts, first, count, offset = [], [], [], 0
     for seq in pieces.sequences:
-        padded_len = max(encoder_len - 1 + seq.shape[0], window)
+        padded_len = before + seq.shape[0] + after
         part = np.zeros(padded_len, np.int32)
-        part[encoder_len - 1 : encoder_len - 1 + seq.shape[0]] = seq
+        part[before : before + seq.shape[0]] = seq
         parts.append(part)
         first.append(offset)
         count.append(padded_len - window + 1)

@@ -19,7 +19,7 @@ def _pieces(lengths, genres=None):
 
 
 def _padded(seq):
-    return np.concatenate([np.zeros(TE - 1, np.int32), seq])
+    return np.concatenate([np.zeros(TE + TD - 2, np.int32), seq])
 
 
 def _is_slice_of(row, padded):
@@ -35,10 +35,29 @@ def test_train_windows_are_framed_exactly():
     assert enc.shape == (64, TE) and dec.shape == tgt.shape == (64, TD)
     np.testing.assert_array_equal(dec[:, 0], enc[:, -1])  # the encoder's last note first
     np.testing.assert_array_equal(dec[:, 1:], tgt[:, :-1])  # then the targets, shifted by one
-    np.testing.assert_array_equal(batch["weights"], (tgt != codec_lib.PAD).astype(np.float32))
+    np.testing.assert_array_equal(batch["weights"], ((tgt != codec_lib.PAD) & (tgt != codec_lib.BOS)))
     for row, genre in zip(np.concatenate([enc, tgt], 1), batch["genre"], strict=True):
         piece = int(genre)
         assert _is_slice_of(row, _padded(pieces.sequences[piece]))
+
+
+def test_every_target_of_a_piece_is_in_as_many_training_windows():
+    """EOS and a piece's first and last notes are each a target in as many training
+    windows as a mid-piece note (Td), and no window is all padding."""
+    pieces = _pieces([9])  # BOS, 9 notes, EOS
+    seq = pieces.sequences[0]
+    flat, first, count = ip._flat_windows(pieces, TE, TD)
+    times = np.zeros(seq.shape[0], int)
+    for w in range(int(count[0])):
+        window = flat[first[0] + w : first[0] + w + TE + TD]
+        start = w + TE - (TE + TD - 2)  # the sequence index of the window's first target
+        targets = [j for j in range(start, start + TD) if 0 <= j < seq.shape[0]]
+        np.testing.assert_array_equal(window[TE:][[j - start for j in targets]], seq[targets])
+        assert targets and all(window[TE:][k] == codec_lib.PAD for k in range(TD) if start + k not in targets)
+        weights = ip._frame(window[None], TE)["weights"][0]
+        times[[j for j in targets if weights[j - start]]] += 1
+    assert times[0] == 0  # BOS is never a weighted target
+    np.testing.assert_array_equal(times[1:], TD)  # first note, middle, last note, EOS: Td each
 
 
 def test_train_batches_are_a_function_of_the_step():
