@@ -125,6 +125,15 @@ def continuations(pieces, primer_notes: int, num_notes: int) -> tuple[list[int],
     return chosen, ids
 
 
+def key_agreement(codec: codec_lib.Codec, primers: list[np.ndarray], continued: list[np.ndarray]) -> float:
+    """The share of continuations whose Krumhansl-Schmuckler key is their primer's
+    (pairs where either has no key to tell are left out; 0 when none is left)."""
+    keys = [(metrics.estimate_key(codec.decode(p)), metrics.estimate_key(codec.decode(c)))
+            for p, c in zip(primers, continued, strict=True)]  # fmt: skip
+    told = [a == b for a, b in keys if a >= 0 and b >= 0]
+    return float(np.mean(told)) if told else 0.0
+
+
 def generate(
     model, params, codec: codec_lib.Codec, config, primers: list[np.ndarray], genres: np.ndarray,
     *, num_notes: int, settings: dict, seed: int, batch: int,
@@ -286,6 +295,11 @@ def run(args: argparse.Namespace) -> dict:
     report["statistics"] = {
         name: metrics.compare_sets(real_stats[name], sample_stats[name]) for name in metrics.STATISTICS
     }
+    real_primers = [pieces.sequences[i][1 : 1 + primer_notes] for i in real_idx]
+    report["key_agreement"] = {
+        "samples": key_agreement(codec, primers, sample_ids),
+        "real": key_agreement(codec, real_primers, real_ids),
+    }
 
     real_genres = pieces.genres[real_idx]
     if len(codec.genres) < 2:
@@ -411,6 +425,9 @@ def format_report(r: dict) -> str:
         lines.append(f"{name:<26}{means}{st['overlap_area']:9.3f}{st['kl_divergence']:8.3f}")
     lines.append(f"degenerate samples: {100 * s['degenerate_share']:.1f}% "
                  f"(real continuations: {100 * s['real_degenerate_share']:.1f}%)")  # fmt: skip
+    ka = r["key_agreement"]
+    lines.append(f"key agreement (Krumhansl-Schmuckler key of the continuation = the primer's): "
+                 f"samples {100 * ka['samples']:.1f}%, real {100 * ka['real']:.1f}%")  # fmt: skip
     ga = r["genre_adherence"]
     lines.append("")
     if "skipped" in ga:

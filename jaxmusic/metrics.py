@@ -157,8 +157,58 @@ def note_density(notes: np.ndarray) -> np.ndarray:
     return np.array([notes.shape[0] / span if span > 0 else 0.0])
 
 
+def pitch_class_entropy(notes: np.ndarray) -> np.ndarray:
+    """[1]: Shannon entropy in bits of the pitch-class histogram (MusPy's definition):
+    0 for one pitch class, log2(12) for all twelve equally; 0 for no notes."""
+    p = pitch_class_histogram(notes)
+    p = p[p > 0]
+    return np.array([float(-(p * np.log2(p)).sum())])
+
+
+# Pitch classes of the major and the (natural) minor scale on C, as MusPy's
+# pitch_in_scale_rate uses them.
+MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
+MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10)
+
+
+def scale_consistency(notes: np.ndarray) -> np.ndarray:
+    """[1]: the largest share of notes in one major or minor scale, over all 24
+    (MusPy's definition): 1 for a piece within one key's scale; 0 for no notes."""
+    hist = pitch_class_histogram(notes)
+    if not notes.shape[0]:
+        return np.zeros(1)
+    rates = [hist[[(root + k) % 12 for k in scale]].sum() for root in range(12)
+             for scale in (MAJOR_SCALE, MINOR_SCALE)]  # fmt: skip
+    return np.array([float(max(rates))])
+
+
+# Krumhansl & Kessler's key profiles (probe-tone ratings, C major and C minor).
+_KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+_KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+KEY_NAMES = tuple(f"{n} {m}" for m in ("major", "minor")
+                  for n in ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"))  # fmt: skip
+
+
+def estimate_key(notes: np.ndarray) -> int:
+    """The Krumhansl-Schmuckler key: the major or minor key whose profile correlates
+    best with the piece's duration-weighted pitch-class distribution.
+
+    Returns:
+      0..11: C major .. B major; 12..23: C minor .. B minor (`KEY_NAMES`); -1 for a
+      piece with no notes or a single pitch class (no key to tell).
+    """
+    weight = np.bincount(np.asarray(notes["pitch"], np.int64) % 12,
+                         weights=notes["end"] - notes["start"], minlength=12)  # fmt: skip
+    if (weight > 0).sum() < 2:
+        return -1
+    profiles = [np.roll(profile, tonic) for profile in (_KK_MAJOR, _KK_MINOR) for tonic in range(12)]
+    return int(np.argmax([np.corrcoef(weight, p)[0, 1] for p in profiles]))
+
+
 STATISTICS = {
     "pitch_class_histogram": pitch_class_histogram,
+    "pitch_class_entropy": pitch_class_entropy,
+    "scale_consistency": scale_consistency,
     "pitch_range": pitch_range,
     "pitch_count": pitch_count,
     "average_pitch_interval": average_pitch_interval,

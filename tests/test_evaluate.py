@@ -44,9 +44,12 @@ def test_cli_end_to_end(trained, tmp_path, capsys):
     assert 0 <= s["mean_notes_generated"] <= 12 and 0 < s["mean_notes_real"] <= 12
     assert 0 <= s["degenerate_share"] <= 1 and s["real_degenerate_share"] == 0
     assert set(report["statistics"]) == {
-        "pitch_class_histogram", "pitch_range", "pitch_count", "average_pitch_interval",
-        "inter_onset_interval", "note_length_histogram", "polyphony", "note_density",
+        "pitch_class_histogram", "pitch_class_entropy", "scale_consistency", "pitch_range",
+        "pitch_count", "average_pitch_interval", "inter_onset_interval", "note_length_histogram",
+        "polyphony", "note_density",
     }  # fmt: skip
+    assert 0 <= report["key_agreement"]["samples"] <= 1 and 0 <= report["key_agreement"]["real"] <= 1
+    assert "key agreement (Krumhansl-Schmuckler" in printed
     for st in report["statistics"].values():
         assert 0 <= st["overlap_area"] <= 1 and st["kl_divergence"] >= 0
     ga = report["genre_adherence"]
@@ -55,7 +58,7 @@ def test_cli_end_to_end(trained, tmp_path, capsys):
     assert "genre adherence:" in printed and "Kneser-Ney 3-gram" in printed
 
     pngs = sorted(p.name for p in (tmp_path / "plots").iterdir())
-    assert pngs == sorted(report["plots"]) and len(pngs) == 9
+    assert pngs == sorted(report["plots"]) and len(pngs) == 11
     for p in (tmp_path / "plots").iterdir():
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
 

@@ -31,6 +31,25 @@ def test_pitch_statistics():
     )
 
 
+def test_key_statistics():
+    c_major = notes(*[(t, t + 1, p) for t, p in enumerate([60, 62, 64, 65, 67, 69, 71])])
+    assert metrics.scale_consistency(c_major)[0] == pytest.approx(1.0)  # every note in C major's scale
+    assert metrics.pitch_class_entropy(c_major)[0] == pytest.approx(np.log2(7))  # 7 classes, equally
+    assert metrics.KEY_NAMES[metrics.estimate_key(c_major)] == "C major"
+    chromatic = notes(*[(t, t + 1, 60 + t) for t in range(12)])
+    assert metrics.scale_consistency(chromatic)[0] == pytest.approx(7 / 12)
+    assert metrics.pitch_class_entropy(chromatic)[0] == pytest.approx(np.log2(12))
+    # A minor: the tonic and fifth held longest; the same notes as C major otherwise.
+    a_minor = notes(*[(t, t + (3 if p in (57, 64, 69) else 1), p)
+                      for t, p in enumerate([57, 59, 60, 62, 64, 65, 67, 69])])  # fmt: skip
+    assert metrics.KEY_NAMES[metrics.estimate_key(a_minor)] == "A minor"
+    up = c_major.copy()
+    up["pitch"] += 7
+    assert metrics.KEY_NAMES[metrics.estimate_key(up)] == "G major"  # transposes with the piece
+    assert metrics.estimate_key(notes((0, 1, 60), (1, 2, 72))) == -1  # one pitch class: no key
+    assert metrics.estimate_key(EMPTY) == -1
+
+
 def test_rhythm_statistics():
     # Distinct onsets 0, 1, 2: mean gap 1 s (the chord counts once).
     assert metrics.inter_onset_interval(PIECE)[0] == pytest.approx(1.0)

@@ -194,12 +194,13 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(built, tmp_path)
     step = int(stopped[0][0])
     assert checkpoint.Checkpointer(tmp_path / "two", read_only=True).steps() == [step]
 
-    # Resumed on two processes to step + 5, against one uninterrupted process (equal to
-    # two: test_two_processes_equal_one) stopping at the same step.
-    procs = _start_pair(data_dir, tmp_path / "two", f"127.0.0.1:{_free_port()}", *long_run,
-                        "--stop_at", str(step + 5))  # fmt: skip
-    for p in procs:
-        out, _ = p.communicate(timeout=300)
-        assert p.returncode == 0, out[-3000:]
-    _run(_cmd(data_dir, tmp_path / "one", 1, "--set", "data_shards=2", *long_run, "--stop_at", str(step + 5)))
-    _assert_close(_params(tmp_path / "two", step + 5), _params(tmp_path / "one", step + 5))
+    # Resumed on two processes to step + 5, against two processes that never stopped
+    # (the same reduction order, so the same numbers; one process differs by rounding
+    # that grows over hundreds of steps).
+    for workdir in ("two", "uninterrupted"):
+        procs = _start_pair(data_dir, tmp_path / workdir, f"127.0.0.1:{_free_port()}", *long_run,
+                            "--stop_at", str(step + 5))  # fmt: skip
+        for p in procs:
+            out, _ = p.communicate(timeout=300)
+            assert p.returncode == 0, out[-3000:]
+    _assert_close(_params(tmp_path / "two", step + 5), _params(tmp_path / "uninterrupted", step + 5))
