@@ -489,7 +489,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
                 ckpt.save(step, state, config_dict, codec_dict)
             progress.write(f"stopped ({stop.reason}): saved a checkpoint at step {step}")
         elif step == config.num_train_steps and step > start and is_main:
-            _warn_if_under_one_epoch(step * targets_per_step, train_targets)
+            warning = _under_one_epoch(step * targets_per_step, train_targets)
+            if warning:
+                progress.write(warning, file=sys.stderr)  # on a line of its own, below the bar
     finally:
         ckpt.close()
         writer.close()
@@ -498,16 +500,16 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
     return last_eval
 
 
-def _warn_if_under_one_epoch(targets_seen: int, train_targets: int) -> None:
-    """A run that ends before it has seen its train split once has more to learn."""
+def _under_one_epoch(targets_seen: int, train_targets: int) -> str:
+    """The warning for a run that ended before it saw its train split once ("" if it did)."""
     epochs = targets_seen / train_targets
-    if epochs < 1:
-        print(
-            f"warning: the run saw {epochs:.2f} epochs of its train split ({targets_seen:,} of "
-            f"{train_targets:,} target notes): it ended before learning from all of its data; "
-            "a longer run (num_train_steps) will likely do better",
-            file=sys.stderr,
-        )
+    if epochs >= 1:
+        return ""
+    return (
+        f"warning: the run saw {epochs:.2f} epochs of its train split ({targets_seen:,} of "
+        f"{train_targets:,} target notes): it ended before learning from all of its data; "
+        "a longer run (num_train_steps) will likely do better"
+    )
 
 
 def _progress(start: int, total: int, *, enabled: bool):
