@@ -282,10 +282,9 @@ def run(config: ml_collections.ConfigDict, *, steps: int, vocab_size: int, num_g
     result["peak_matmul_size"] = size
     result["mfu"] = result["gflops_per_second"] / peak
     published = published_peak_tflops(device.device_kind, config.model.dtype)
-    result["published_peak_gflops_per_second"] = published * 1e3 * jax.device_count() if published else None
-    result["mfu_published"] = (
-        result["gflops_per_second"] / (published * 1e3 * jax.device_count()) if published else None
-    )
+    published_gflops = published * 1e3 * jax.device_count() if published else None
+    result["published_peak_gflops_per_second"] = published_gflops
+    result["mfu_published"] = result["gflops_per_second"] / published_gflops if published_gflops else None
     for b in sampler_batches:
         r = bench_sampler(model, params, config, vocab_size=vocab_size, num_genres=num_genres, batch=b)
         result[f"sampler_notes_per_second_batch{b}"] = r["notes_per_second"]

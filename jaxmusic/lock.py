@@ -80,9 +80,10 @@ def workdir_lock(workdir: str | os.PathLike, *, log=print) -> Iterator[Path]:
             if _alive(int(holder.get("pid", -1)), holder.get("pid_start")):
                 raise WorkdirBusy(f"workdir {workdir} is in use by {_describe(holder)} ({path})") from None
             # Renaming is atomic: of two runs taking over the same stale lock, one wins.
+            aside = path.with_name(f"{LOCK_FILE}.stale.{os.getpid()}")
             with contextlib.suppress(FileNotFoundError):
-                os.rename(path, path.with_name(f"{LOCK_FILE}.stale.{os.getpid()}"))
-                os.unlink(path.with_name(f"{LOCK_FILE}.stale.{os.getpid()}"))
+                os.rename(path, aside)
+                os.unlink(aside)
                 log(f"took over the lock of {_describe(holder)}, which is no longer running")
             continue
         with os.fdopen(fd, "w") as f:
