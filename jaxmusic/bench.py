@@ -30,7 +30,8 @@ import ml_collections
 import numpy as np
 
 from jaxmusic import codec as codec_lib
-from jaxmusic import models, parallel, sampler, train
+from jaxmusic import models, parallel, sampler
+from jaxmusic import steps as steps_lib
 
 
 def lstm_forward_flops(batch: int, steps: int, input_dim: int, hidden: int) -> int:
@@ -116,16 +117,18 @@ def synthetic_batch(rng: np.random.Generator, batch: int, config, vocab_size: in
 def bench_train(config, *, vocab_size: int, num_genres: int, steps: int, burn_in: int = 3) -> dict:
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.batch_size, mesh)
-    model = train.create_model(config, vocab_size, num_genres)
-    tx, _ = train.make_optimizer(config)
-    state = jax.device_put(train.init_state(model, tx, config, jax.random.key(0)), parallel.replicated(mesh))
+    model = models.from_config(config, vocab_size, num_genres)
+    tx, _ = steps_lib.make_optimizer(config)
+    state = jax.device_put(
+        steps_lib.init_state(model, tx, config, jax.random.key(0)), parallel.replicated(mesh)
+    )
     rng = np.random.default_rng(0)
     batches = [
         parallel.global_batch(synthetic_batch(rng, config.batch_size, config, vocab_size, num_genres), mesh)
         for _ in range(4)
     ]
     # Compiled ahead of time: the same program the loop runs, and its memory per device.
-    step = train.make_train_step(model, tx, mesh, jax.random.key(1)).lower(state, batches[0]).compile()
+    step = steps_lib.make_train_step(model, tx, mesh, jax.random.key(1)).lower(state, batches[0]).compile()
     memory = step.memory_analysis()
     for i in range(burn_in):  # compiles, then warms caches
         state, metrics = step(state, batches[i % 4])
@@ -241,7 +244,7 @@ def decode_floor(config: ml_collections.ConfigDict, *, vocab_size: int, repeats:
     this is a floor set by how fast the device streams those weights (GB/s reported).
     The encoder's re-reading of each phrase and the drawing of tokens come on top.
     """
-    m, dtype = config.model, train.DTYPES[config.model.dtype]
+    m, dtype = config.model, models.DTYPES[config.model.dtype]
     h = m.hidden
     shapes = [(h, 4 * h)] * (2 * m.num_layers - 1) + [(h, vocab_size)]
     keys = jax.random.split(jax.random.key(0), len(shapes))
@@ -272,7 +275,7 @@ def run(config: ml_collections.ConfigDict, *, steps: int, vocab_size: int, num_g
     """Every measurement, as the JSON `--json` writes."""
     config = config.copy_and_resolve_references()
     config.batch_size, config.batch_size_per_device = parallel.global_batch_size(config), 0
-    dtype = train.DTYPES[config.model.dtype]
+    dtype = models.DTYPES[config.model.dtype]
     device = jax.devices()[0]
     size = 2048 if device.platform == "cpu" else 8192
     peak = measure_peak_gflops(dtype, size=size) * jax.device_count()

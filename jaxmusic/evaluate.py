@@ -71,7 +71,7 @@ def target_genres(pieces) -> np.ndarray:
 
 def model_likelihood(config, model, params, pieces, genres: tuple[str, ...]) -> dict:
     """The model's per-note NLL over every target of `pieces`, overall and per genre."""
-    from jaxmusic import input_pipeline, parallel, train
+    from jaxmusic import input_pipeline, parallel, steps
 
     mesh = parallel.make_mesh()
     batches = input_pipeline.eval_batches(
@@ -80,7 +80,7 @@ def model_likelihood(config, model, params, pieces, genres: tuple[str, ...]) -> 
         encoder_len=config.encoder_len,
         decoder_len=config.decoder_len,
     )
-    out = train.evaluate(train.make_eval_step(model, mesh), params, batches, mesh, genres)
+    out = steps.evaluate_batches(steps.make_eval_step(model, mesh), params, batches, mesh, genres)
     result = {"overall": _likelihood_row(out["eval_nll"], out["eval_accuracy"], out["eval_notes"])}
     notes = np.bincount(target_genres(pieces), minlength=len(genres))
     result["per_genre"] = {
@@ -210,7 +210,7 @@ def genre_adherence(train_stats, real_stats, real_genres, sample_stats, sample_g
 
 def run(args: argparse.Namespace) -> dict:
     """The whole evaluation; returns the JSON report."""
-    from jaxmusic import input_pipeline, train
+    from jaxmusic import input_pipeline, models
 
     if args.num_samples < 1:
         raise EvaluateError(f"--num_samples must be >= 1, got {args.num_samples}")
@@ -241,7 +241,7 @@ def run(args: argparse.Namespace) -> dict:
         raise EvaluateError(f"--split {args.split} of {data_dir}: {e}") from None
     primer_notes = config.encoder_len if args.primer_notes is None else args.primer_notes
     genres = tuple(codec.genres) or ("all",)
-    model = train.create_model(config, codec.vocab_size, len(codec.genres))
+    model = models.from_config(config, codec.vocab_size, len(codec.genres))
 
     report: dict[str, Any] = {
         "workdir": str(args.workdir),

@@ -29,7 +29,7 @@ import numpy as np
 
 from jaxmusic import checkpoint as checkpoint_lib
 from jaxmusic import codec as codec_lib
-from jaxmusic import midi_io, sampler, train
+from jaxmusic import midi_io, models, sampler
 
 
 class SampleError(Exception):
@@ -128,7 +128,7 @@ def generate(args: argparse.Namespace) -> list[dict]:
     settings = _settings(args)
     out_dir = ensure_writable("--out_dir", args.out_dir)
     config, codec, params, step = load_workdir(args.workdir)
-    model = train.create_model(config, codec.vocab_size, len(codec.genres))
+    model = models.from_config(config, codec.vocab_size, len(codec.genres))
     primers = _primers(args, config, codec)
     genres = [_genre(args, codec, p["genre"]) for p in primers]
     te, td = config.encoder_len, config.decoder_len

@@ -1,4 +1,4 @@
-"""Training: train_step, eval_step, train_and_evaluate(config, workdir); the CLI.
+"""Training: train_and_evaluate(config, workdir), the loop around `jaxmusic.steps`; the CLI.
 
   python -m jaxmusic.train --config configs/default.py --workdir runs/default \\
       [--config.batch_size=64 ...]
@@ -19,199 +19,25 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
-from jax import lax
 
 from jaxmusic import checkpoint as checkpoint_lib
 from jaxmusic import codec as codec_lib
 from jaxmusic import lock as lock_lib
 from jaxmusic import models, parallel
+from jaxmusic import steps as steps_lib
 from jaxmusic.metric_writer import MetricWriter
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 class TrainingError(RuntimeError):
     """A run that must stop: a non-finite loss, a workdir that does not fit the run."""
-
-
-@flax.struct.dataclass
-class TrainState:
-    """step: int32[]; params and opt_state: pytrees (replicated)."""
-
-    step: jax.Array
-    params: Any
-    opt_state: Any
-
-
-# ----------------------------------------------------------------------------
-# Model and optimizer.
-# ----------------------------------------------------------------------------
-
-
-def create_model(config: ml_collections.ConfigDict, vocab_size: int, num_genres: int) -> models.Seq2Seq:
-    """The config's model for a codec of `vocab_size` ids and `num_genres` genres."""
-    m = config.model
-    if m.dtype not in DTYPES:
-        raise ValueError(f"config.model.dtype {m.dtype!r} is not one of {', '.join(DTYPES)}")
-    return models.Seq2Seq(
-        vocab_size=vocab_size,
-        num_genres=num_genres,
-        num_layers=m.num_layers,
-        hidden=m.hidden,
-        dropout=m.dropout,
-        decoder_dropout=m.decoder_dropout,
-        embed_dim=m.get("embed_dim", 0),
-        dtype=DTYPES[m.dtype],
-    )
-
-
-def make_optimizer(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Adam with global-norm clipping on a linear-warmup + cosine schedule."""
-    o = config.optimizer
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=o.learning_rate,
-        warmup_steps=o.warmup_steps,
-        decay_steps=max(config.num_train_steps, o.warmup_steps + 1),
-        end_value=o.end_learning_rate,
-    )
-    tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), optax.adam(schedule, b1=o.b1, b2=o.b2))
-    return tx, schedule
-
-
-def init_state(
-    model: models.Seq2Seq, tx: optax.GradientTransformation, config: ml_collections.ConfigDict, rng: jax.Array
-) -> TrainState:
-    """A fresh state (on the default device; `jax.device_put` places it)."""
-    enc = jnp.zeros((1, config.encoder_len), jnp.int32)
-    dec = jnp.zeros((1, config.decoder_len), jnp.int32)
-    params = model.init(rng, enc, dec, jnp.zeros((1,), jnp.int32))["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-
-
-# ----------------------------------------------------------------------------
-# Steps: per device under shard_map, sums psum'd so any device count is one program.
-# ----------------------------------------------------------------------------
-
-
-def token_sums(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> tuple[jax.Array, ...]:
-    """Per-example sums: (NLL, correct, weight), each float32[B].
-
-    Args:
-      logits: float32[B, T, V]; targets: int32[B, T]; weights: float32[B, T].
-    """
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-    # Top-1 as "the target's logit is the largest": a max reduction, where argmax's
-    # (value, index) reduction took 9 ms of a 270 ms step on a CPU. Differs from
-    # argmax only on exact ties.
-    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    correct = (target_logit >= logits.max(-1)).astype(jnp.float32)
-    return (nll * weights).sum(-1), (correct * weights).sum(-1), weights.sum(-1)
-
-
-def make_train_step(
-    model: models.Seq2Seq, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh, rng: jax.Array
-) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-    """jit(shard_map(step)) with the state donated.
-
-    The loss is the mean NLL over every weighted target of the global batch: each
-    device sums its share, and the sums (and gradients) are added over devices, so
-    1 and N devices compute the same numbers.
-    """
-
-    def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        device_rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), lax.axis_index(parallel.AXIS))
-
-        def loss_fn(params):
-            logits = model.apply(
-                {"params": params},
-                batch["encoder_tokens"],
-                batch["decoder_inputs"],
-                batch["genre"],
-                train=True,
-                rngs={"dropout": device_rng},
-            )
-            nll, correct, weight = token_sums(logits, batch["targets"], batch["weights"])
-            return nll.sum(), (correct.sum(), weight.sum())
-
-        (nll, (correct, weight)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        total = jnp.maximum(lax.psum(weight, parallel.AXIS), 1.0)
-        # The parameters are replicated (device-invariant), so shard_map's autodiff
-        # already sums their gradients over devices (the transpose of broadcasting
-        # them is a psum): only the division by the global weight is left to do.
-        grads = jax.tree.map(lambda g: g / total, grads)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = {
-            "loss": lax.psum(nll, parallel.AXIS) / total,
-            "accuracy": lax.psum(correct, parallel.AXIS) / total,
-            "grad_norm": optax.tree.norm(grads),
-        }
-        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
-    rep, data = parallel.replicated_spec(), parallel.batch_spec()
-    sharded = parallel.data_parallel(step, mesh, in_specs=(rep, data), out_specs=(rep, rep))
-    return jax.jit(sharded, donate_argnums=0)
-
-
-def make_eval_step(model: models.Seq2Seq, mesh: jax.sharding.Mesh) -> Callable[[Any, dict], dict]:
-    """jit(shard_map(step)): NLL, correct and weight sums, per genre (float32[G])."""
-    num_genres = max(model.num_genres, 1)
-
-    def step(params, batch):
-        logits = model.apply(
-            {"params": params}, batch["encoder_tokens"], batch["decoder_inputs"], batch["genre"]
-        )
-        sums = token_sums(logits, batch["targets"], batch["weights"])
-        per_genre = [jax.ops.segment_sum(s, batch["genre"], num_segments=num_genres) for s in sums]
-        return {
-            k: lax.psum(v, parallel.AXIS)
-            for k, v in zip(("nll", "correct", "weight"), per_genre, strict=True)
-        }
-
-    sharded = parallel.data_parallel(
-        step,
-        mesh,
-        in_specs=(parallel.replicated_spec(), parallel.batch_spec()),
-        out_specs=parallel.replicated_spec(),
-    )
-    return jax.jit(sharded)
-
-
-def evaluate(
-    eval_step: Callable,
-    params: Any,
-    batches: Iterable[dict],
-    mesh: jax.sharding.Mesh,
-    genres: tuple[str, ...],
-) -> dict[str, float]:
-    """Per-note NLL (nats), perplexity and accuracy, overall and per genre."""
-    total = None
-    for batch in batches:
-        sums = eval_step(params, parallel.global_batch(batch, mesh))
-        total = sums if total is None else jax.tree.map(jnp.add, total, sums)
-    total = jax.device_get(total)
-    out = {}
-    for name, sel in [("", slice(None))] + [(f"/{g}", slice(i, i + 1)) for i, g in enumerate(genres)]:
-        weight = float(total["weight"][sel].sum())
-        if weight == 0:
-            continue
-        nll = float(total["nll"][sel].sum()) / weight
-        out[f"eval_nll{name}"] = nll
-        out[f"eval_perplexity{name}"] = float(np.exp(nll))
-        out[f"eval_accuracy{name}"] = float(total["correct"][sel].sum()) / weight
-    out["eval_notes"] = float(total["weight"].sum())
-    return out
 
 
 # ----------------------------------------------------------------------------
@@ -384,11 +210,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
         eval_batches = eval_batches[: config.eval_batches]
 
     # --- Model, optimizer, state (fresh or resumed). ---
-    model = create_model(config, codec.vocab_size, len(codec.genres))
-    tx, schedule = make_optimizer(config)
+    model = models.from_config(config, codec.vocab_size, len(codec.genres))
+    tx, schedule = steps_lib.make_optimizer(config)
     root_rng = jax.random.key(config.seed)
     params_rng, dropout_rng = jax.random.split(root_rng)
-    abstract = jax.eval_shape(lambda: init_state(model, tx, config, params_rng))
+    abstract = jax.eval_shape(lambda: steps_lib.init_state(model, tx, config, params_rng))
     rep = parallel.replicated(mesh)
     target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), abstract)
     ckpt = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.max_to_keep)
@@ -397,7 +223,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
         _check_resume(saved_config, saved_codec, config, codec, workdir)
     restored = ckpt.restore(target)
     if restored is None:
-        state = jax.device_put(init_state(model, tx, config, params_rng), rep)
+        state = jax.device_put(steps_lib.init_state(model, tx, config, params_rng), rep)
     else:
         state = restored.state
         for step, reason in restored.skipped:
@@ -407,8 +233,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
     start = int(state.step)
     config_dict, codec_dict = config.to_dict(), codec.to_dict()
 
-    train_step = make_train_step(model, tx, mesh, dropout_rng)
-    eval_step = make_eval_step(model, mesh)
+    train_step = steps_lib.make_train_step(model, tx, mesh, dropout_rng)
+    eval_step = steps_lib.make_eval_step(model, mesh)
     batches = input_pipeline.train_batches(
         train_shards,
         batch_size=host_batch,
@@ -473,7 +299,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
                 check_finite(state.params, step)
                 ckpt.save(step, state, config_dict, codec_dict)
             if step % config.eval_every == 0 or last:
-                last_eval = evaluate(eval_step, state.params, eval_batches, mesh, codec.genres)
+                last_eval = steps_lib.evaluate_batches(
+                    eval_step, state.params, eval_batches, mesh, codec.genres
+                )
                 writer.write(step, last_eval)
                 timer["t"], timer["steps"] = time.perf_counter(), step  # keep evaluation out of steps/s
                 e = last_eval

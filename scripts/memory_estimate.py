@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 import configs
-from jaxmusic import parallel, train
+from jaxmusic import models, parallel, steps
 
 
 def main() -> None:
@@ -27,9 +27,9 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=8, help="devices sharing the global batch")
     args = parser.parse_args()
     c = configs.load(args.config)
-    model = train.create_model(c, args.vocab, args.genres)
-    tx, _ = train.make_optimizer(c)
-    state = jax.eval_shape(lambda: train.init_state(model, tx, c, jax.random.key(0)))
+    model = models.from_config(c, args.vocab, args.genres)
+    tx, _ = steps.make_optimizer(c)
+    state = jax.eval_shape(lambda: steps.init_state(model, tx, c, jax.random.key(0)))
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     total = parallel.global_batch_size(c, args.devices)
     per_device = total // args.devices
@@ -39,7 +39,7 @@ def main() -> None:
         f"parameters + gradients + Adam moments: {n_params * 16 / 2**20:.0f} MiB (replicated on each device)"
     )
     mesh = parallel.make_mesh(jax.devices()[:1])
-    step = train.make_train_step(model, tx, mesh, jax.random.key(1))
+    step = steps.make_train_step(model, tx, mesh, jax.random.key(1))
     b, te, td = per_device, c.encoder_len, c.decoder_len
     batch = {
         "encoder_tokens": jax.ShapeDtypeStruct((b, te), jnp.int32),

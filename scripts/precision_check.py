@@ -37,14 +37,14 @@ def _nll_by_genre(metrics: dict) -> dict[str, float]:
 
 def _same_params_in_bfloat16(config, workdir: Path) -> dict[str, float]:
     """The float32 run's final parameters evaluated with bfloat16 products."""
-    from jaxmusic import checkpoint, evaluate, input_pipeline, train
+    from jaxmusic import checkpoint, evaluate, input_pipeline, models
 
     params = checkpoint.Checkpointer(workdir, read_only=True).restore(None).state["params"]
     codec = input_pipeline.load_codec(config.data_dir)
     pieces = input_pipeline.load_pieces(config.data_dir, config.eval_split)
     config = config.copy_and_resolve_references()
     config.model.dtype = "bfloat16"
-    model = train.create_model(config, codec.vocab_size, len(codec.genres))
+    model = models.from_config(config, codec.vocab_size, len(codec.genres))
     got = evaluate.model_likelihood(config, model, params, pieces, codec.genres)
     return {"all": got["overall"]["nll_nats"], **{g: r["nll_nats"] for g, r in got["per_genre"].items()}}
 

@@ -30,14 +30,14 @@ def main() -> None:
     import jax.numpy as jnp
 
     from configs import paper
-    from jaxmusic import parallel, sampler, train
+    from jaxmusic import models, parallel, sampler, steps
 
     config = paper.get_config()
     mesh = parallel.make_mesh()
-    model = train.create_model(config, VOCAB, GENRES)
-    tx, _ = train.make_optimizer(config)
+    model = models.from_config(config, VOCAB, GENRES)
+    tx, _ = steps.make_optimizer(config)
     rep, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-    state = jax.eval_shape(lambda: train.init_state(model, tx, config, jax.random.key(0)))
+    state = jax.eval_shape(lambda: steps.init_state(model, tx, config, jax.random.key(0)))
     state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), state)
     b, te, td = parallel.global_batch_size(config), config.encoder_len, config.decoder_len
     batch = {
@@ -47,8 +47,8 @@ def main() -> None:
         "weights": jax.ShapeDtypeStruct((b, td), jnp.float32, sharding=data),
         "genre": jax.ShapeDtypeStruct((b,), jnp.int32, sharding=data),
     }
-    train_step = train.make_train_step(model, tx, mesh, jax.random.key(1))
-    eval_step = train.make_eval_step(model, mesh)
+    train_step = steps.make_train_step(model, tx, mesh, jax.random.key(1))
+    eval_step = steps.make_eval_step(model, mesh)
     sample = sampler.make_sampler(*sampler.model_functions(model), vocab_size=VOCAB,
                                   first_note_id=4 + GENRES, phrase_len=td, num_phrases=2)  # fmt: skip
     window = jax.ShapeDtypeStruct((8, te), jnp.int32)

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxmusic import models, parallel, train
+from jaxmusic import models, parallel, steps
 
 V, G = 23, 3
 
@@ -41,7 +41,7 @@ def test_decode_step_equals_teacher_forcing():
     carries = model.apply(
         {"params": params}, batch["encoder_tokens"], batch["genre"], method=models.Seq2Seq.encode
     )
-    steps = []
+    per_step = []
     for t in range(batch["decoder_inputs"].shape[1]):
         carries, logits = model.apply(
             {"params": params},
@@ -50,8 +50,8 @@ def test_decode_step_equals_teacher_forcing():
             batch["genre"],
             method=models.Seq2Seq.decode_step,
         )
-        steps.append(logits)
-    np.testing.assert_allclose(np.stack(steps, 1), teacher, rtol=1e-5, atol=1e-5)
+        per_step.append(logits)
+    np.testing.assert_allclose(np.stack(per_step, 1), teacher, rtol=1e-5, atol=1e-5)
 
 
 def test_genre_changes_the_output():
@@ -90,8 +90,8 @@ def test_train_step_overfits_one_batch():
     params = model.init(jax.random.key(0), batch["encoder_tokens"], batch["decoder_inputs"], batch["genre"])[
         "params"
     ]
-    state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-    step = train.make_train_step(model, tx, mesh, jax.random.key(1))
+    state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    step = steps.make_train_step(model, tx, mesh, jax.random.key(1))
     first = None
     for _ in range(150):
         state, metrics = step(state, parallel.global_batch(batch, mesh))
@@ -149,49 +149,6 @@ def test_outputs_and_gradients_equal_a_plain_reference(fused):
     g_ours, g_ref = jax.grad(loss)(params, ours), jax.grad(loss)(params, ref)
     for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-
-
-def test_custom_backward_equals_autodiff_of_the_recurrence():
-    t, b, h = 7, 3, 5
-    k = jax.random.split(jax.random.key(14), 5)
-    gates_x = jax.random.normal(k[0], (t, b, 4 * h))
-    w_h = jax.random.normal(k[1], (h, 4 * h)) * 0.5
-    c0, h0 = jax.random.normal(k[2], (b, h)), jax.random.normal(k[3], (b, h))
-    extra = jax.random.normal(k[4], (b, 4 * h))
-    weights = [
-        jax.random.normal(kk, s)
-        for kk, s in zip(jax.random.split(k[4], 3), [(t, b, h), (b, h), (b, h)], strict=True)
-    ]
-
-    def loss(f):
-        def value(*args):
-            hs, c, hh = f(*args)
-            return (hs * weights[0]).sum() + (c * weights[1]).sum() + (hh * weights[2]).sum()
-
-        return value
-
-    def plain(gx, w, c, hh, e):  # autodiff of a per-step LSTM with separate sigmoids
-        def step(carry, x):
-            c, hh = carry
-            i, f, g, o = jnp.split(x + e + hh @ w, 4, axis=-1)
-            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-            hh = jax.nn.sigmoid(o) * jnp.tanh(c)
-            return (c, hh), hh
-
-        (c, hh), hs = jax.lax.scan(step, (c, hh), gx)
-        return hs, c, hh
-
-    args = (gates_x, w_h, c0, h0, extra)
-    ref_out = plain(*args)
-    ref = jax.grad(loss(plain), argnums=(0, 1, 2, 3, 4))(*args)
-    for column in (False, True):
-        fn = lambda *a, column=column: models.lstm_recurrence(*a, column)  # noqa: E731
-        for a, r in zip(fn(*args), ref_out, strict=True):
-            np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-5)
-        ours = jax.grad(loss(fn), argnums=(0, 1, 2, 3, 4))(*args)
-        assert float(jnp.abs(ours[4]).sum()) > 0
-        for a, r in zip(ours, ref, strict=True):
-            np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("column_from", [10**6, 1])  # the row and the column layout
