@@ -10,7 +10,6 @@ config's `data_dir` at OUT (or at the printed dataset folder).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -20,8 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from data_pipeline import builder as builder_lib
-from jaxmusic import codec as codec_lib
-from jaxmusic import midi_io
+from jaxmusic import cli, midi_io
 
 
 def default_cache_dir() -> Path:
@@ -100,63 +98,60 @@ def build(
     return out, b.build_summary
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data_pipeline.build", description=__doc__.split("\n")[0])
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--midi_dir", type=Path, help="a folder of genre subfolders of MIDI files")
-    src.add_argument("--corpus", choices=("music21",), help="the bundled corpus")
-    parser.add_argument("--data_dir", type=Path, required=True, help="where datasets are written")
-    parser.add_argument("--name", help="the dataset's name (default: the folder's name, or the corpus)")
-    parser.add_argument("--corpus_size", choices=("small", "full"), default="small")
-    parser.add_argument("--cache_dir", type=Path, default=None, help="converted corpus cache")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
-    parser.add_argument(
-        "--num_shards", type=int, default=None, help="shards a split (default: a power of two)"
+def _define_flags(fv, argv: list[str]) -> None:
+    from absl import flags
+
+    flags.DEFINE_string("midi_dir", None, "a folder of genre subfolders of MIDI files", flag_values=fv)
+    flags.DEFINE_enum("corpus", None, ["music21"], "the bundled corpus", flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "where datasets are written", flag_values=fv)
+    flags.DEFINE_string(
+        "name", None, "the dataset's name (default: the folder's, or the corpus)", flag_values=fv
     )
-    parser.add_argument("--validation_percent", type=int, default=5)
-    parser.add_argument("--test_percent", type=int, default=5)
-    parser.add_argument("--onset_bins", type=int, default=8)
-    parser.add_argument("--min_count", type=int, default=2)
-    parser.add_argument("--overwrite", action="store_true", help="rebuild a dataset that exists")
-    args = parser.parse_args(argv)
+    flags.DEFINE_enum("corpus_size", "small", ["small", "full"], "how much of the corpus", flag_values=fv)
+    flags.DEFINE_string("cache_dir", None, "converted corpus cache", flag_values=fv)
+    flags.DEFINE_integer("workers", None, "processes (default: every core)", flag_values=fv)
+    flags.DEFINE_integer("num_shards", None, "shards a split (default: a power of two)", flag_values=fv)
+    flags.DEFINE_integer("validation_percent", 5, "pieces for validation, by content hash", flag_values=fv)
+    flags.DEFINE_integer("test_percent", 5, "pieces for test, by content hash", flag_values=fv)
+    flags.DEFINE_integer("onset_bins", 8, "positive onset-gap bins of the codec", flag_values=fv)
+    flags.DEFINE_integer("min_count", 2, "occurrences a pseudo-note needs to get an id", flag_values=fv)
+    flags.DEFINE_bool("overwrite", False, "rebuild a dataset that exists", flag_values=fv)
+    flags.mark_flag_as_required("data_dir", flag_values=fv)
+    flags.mark_flags_as_mutual_exclusive(["midi_dir", "corpus"], required=True, flag_values=fv)
 
-    def fail(message: str) -> int:
-        print(f"error: {message}", file=sys.stderr)
-        return 2
 
+@cli.entry_point
+def main(argv: list[str]) -> int:
+    f, _ = cli.parse_flags(argv, _define_flags, prog="python -m data_pipeline.build", doc=__doc__)
     for flag in ("workers", "num_shards"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            return fail(f"--{flag} must be >= 1, got {value}")
-    name = args.name or (args.corpus if args.corpus else args.midi_dir.name if args.midi_dir else "")
+        if f[flag].value is not None and f[flag].value < 1:
+            raise cli.UsageError(f"--{flag} must be >= 1, got {f[flag].value}")
+    midi_dir = Path(f.midi_dir) if f.midi_dir else None
+    name = f.name or (f.corpus if f.corpus else midi_dir.name if midi_dir else "")
     if not name or not name.replace("_", "").isalnum():
-        return fail(f"--name {name!r}: use letters, digits and underscores")
+        raise cli.UsageError(f"--name {name!r}: use letters, digits and underscores")
     t0 = time.perf_counter()
-    try:
-        kwargs = dict(
-            name=name.lower(),
-            workers=args.workers,
-            num_shards=args.num_shards,
-            overwrite=args.overwrite,
-            codec_kwargs={"onset_bins": args.onset_bins, "min_count": args.min_count},
-            validation_percent=args.validation_percent,
-            test_percent=args.test_percent,
-        )
-        if args.corpus:
-            from data_pipeline import corpus
+    kwargs = dict(
+        name=name.lower(),
+        workers=f.workers,
+        num_shards=f.num_shards,
+        overwrite=f.overwrite,
+        codec_kwargs={"onset_bins": f.onset_bins, "min_count": f.min_count},
+        validation_percent=f.validation_percent,
+        test_percent=f.test_percent,
+    )
+    if f.corpus:
+        from data_pipeline import corpus
 
-            files, failures = corpus.prepare(
-                args.cache_dir or default_cache_dir(), size=args.corpus_size, workers=args.workers
-            )
-            out, summary = build(args.data_dir, files=files, rejected_sources=failures, **kwargs)
-        else:
-            if not args.midi_dir.is_dir():
-                return fail(f"--midi_dir {args.midi_dir}: not a directory")
-            for genre in builder_lib.empty_genre_folders(args.midi_dir):
-                print(f"warning: genre folder {args.midi_dir / genre} holds no MIDI files", file=sys.stderr)
-            out, summary = build(args.data_dir, midi_dir=args.midi_dir, **kwargs)
-    except (builder_lib.BuildError, codec_lib.CodecError) as e:
-        return fail(str(e))
+        cache = Path(f.cache_dir) if f.cache_dir else default_cache_dir()
+        files, failures = corpus.prepare(cache, size=f.corpus_size, workers=f.workers)
+        out, summary = build(f.data_dir, files=files, rejected_sources=failures, **kwargs)
+    else:
+        if not midi_dir.is_dir():
+            raise cli.UsageError(f"--midi_dir {midi_dir}: not a directory")
+        for genre in builder_lib.empty_genre_folders(midi_dir):
+            print(f"warning: genre folder {midi_dir / genre} holds no MIDI files", file=sys.stderr)
+        out, summary = build(f.data_dir, midi_dir=midi_dir, **kwargs)
     seconds = time.perf_counter() - t0
     summary["seconds"] = round(seconds, 1)
     summary["files_per_second"] = round(summary["files_found"] / seconds, 1)
@@ -175,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         print(line, file=sys.stderr)
     print(f"codec: {out / builder_lib.CODEC_FILE}\nmanifest: {out / builder_lib.MANIFEST_FILE}")
-    (out / "build.json").write_text(json.dumps(summary, indent=1))
+    cli.atomic_write(out / "build.json", json.dumps(summary, indent=1))
     return 0
 
 

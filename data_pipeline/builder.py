@@ -34,6 +34,7 @@ import tqdm
 
 from jaxmusic import codec as codec_lib
 from jaxmusic import midi_io
+from jaxmusic.cli import Error
 
 SPLITS = ("train", "validation", "test")
 UNKNOWN_GENRE = "unknown"
@@ -41,7 +42,7 @@ CODEC_FILE = "codec.json"
 MANIFEST_FILE = "manifest.jsonl"
 
 
-class BuildError(Exception):
+class BuildError(Error):
     """A build that cannot start or finish: names the folder or setting and why."""
 
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import tqdm
 
+from jaxmusic.cli import UsageError, atomic_path, atomic_write
+
 SIZES = ("small", "full")
 SCORE_SUFFIXES = (".mxl", ".xml", ".krn", ".abc")  # in order of preference
 
@@ -79,7 +81,7 @@ def _corpus_root() -> Path:
 def list_works(size: str = "small") -> list[Work]:
     """The works of a selection, in a fixed order (samples evenly spaced)."""
     if size not in SIZES:
-        raise ValueError(f"corpus size must be one of {SIZES}, got {size!r}")
+        raise UsageError(f"corpus size must be one of {SIZES}, got {size!r}")
     root = _corpus_root()
     works: list[Work] = []
     for genre, folder, small_count in _SELECTION:
@@ -114,9 +116,8 @@ def _convert(args: tuple[Work, str, str]) -> tuple[Work, str | None]:
     path = Path(root) / work.source
     try:
         score = converter.parse(path, number=work.number) if work.number else converter.parse(path)
-        tmp = Path(out).with_suffix(".tmp")
-        score.write("midi", fp=str(tmp))
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            score.write("midi", fp=str(tmp))
         return work, None
     except Exception as e:  # music21 raises many kinds; each is a rejection, not a crash
         reason = f"music21 could not convert: {type(e).__name__}: {e}".splitlines()[0]
@@ -160,9 +161,7 @@ def prepare(
             for work, reason in tqdm.tqdm(results, total=len(todo), desc="music21 -> MIDI", unit="work"):
                 if reason is not None:
                     failed[work.label] = reason
-        tmp = failures_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(failed, indent=1, sort_keys=True))
-        os.replace(tmp, failures_path)
+        atomic_write(failures_path, json.dumps(failed, indent=1, sort_keys=True))
     files = [(cache / w.genre / w.name, w.genre) for w in works if w.label not in failed]
     failures = [(w.label, w.genre, failed[w.label]) for w in works if w.label in failed]
     return files, failures

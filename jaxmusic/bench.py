@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxmusic import batching, cli, models, parallel, sampler
 from jaxmusic import codec as codec_lib
-from jaxmusic import models, parallel, sampler
 from jaxmusic import steps as steps_lib
 
 
@@ -102,21 +100,16 @@ def measure_peak_gflops(dtype, size: int = 2048, repeats: int = 10) -> float:
 
 
 def synthetic_batch(rng: np.random.Generator, batch: int, config, vocab_size: int, num_genres: int) -> dict:
+    """Random notes in the layout of `jaxmusic.batching`."""
     first = codec_lib.NUM_SPECIAL + num_genres
     te, td = config.encoder_len, config.decoder_len
-    window = rng.integers(first, vocab_size, (batch, te + td)).astype(np.int32)
-    return {
-        "encoder_tokens": window[:, :te],
-        "decoder_inputs": window[:, te - 1 : -1],
-        "targets": window[:, te:],
-        "weights": np.ones((batch, td), np.float32),
-        "genre": rng.integers(0, num_genres, batch).astype(np.int32),
-    }
+    windows = rng.integers(first, vocab_size, (batch, te + td)).astype(np.int32)  # notes only: every weight 1
+    return batching.from_windows(windows, rng.integers(0, num_genres, batch).astype(np.int32), te)
 
 
 def bench_train(config, *, vocab_size: int, num_genres: int, steps: int, burn_in: int = 3) -> dict:
     mesh = parallel.make_mesh()
-    parallel.check_batch_size(config.batch_size, mesh)
+    batching.layout(config.batch_size, devices=mesh.devices.size, processes=jax.process_count())
     model = models.from_config(config, vocab_size, num_genres)
     tx, _ = steps_lib.make_optimizer(config)
     state = jax.device_put(
@@ -190,11 +183,12 @@ def bench_sampler(model: models.Seq2Seq, params, config, *, vocab_size: int, num
         phrase_len=td,
         num_phrases=max(1, notes // td),
     )
-    window = jnp.asarray([sampler.primer_window([], config.encoder_len)] * batch, jnp.int32)
-    genre = jnp.zeros(batch, jnp.int32)
+    settings = sampler.Settings()  # temperature 1, no filtering: one draw per note
 
     def run(key):
-        return sample(params, window, genre, jax.random.key(key), 1.0, 0, 1.0, False).block_until_ready()
+        return sampler.generate(sample, params, [[]] * batch, np.zeros(batch, np.int32),
+                                encoder_len=config.encoder_len, num_notes=sample.notes_per_call,
+                                settings=settings, key=jax.random.key(key))  # fmt: skip
 
     t = time.perf_counter()
     run(0)
@@ -216,6 +210,9 @@ def bench_sampler(model: models.Seq2Seq, params, config, *, vocab_size: int, num
             logits, key, temperature=1.0, top_k=0, top_p=1.0, greedy=False, banned=banned
         )
         return carries, nxt
+
+    window = jnp.asarray([sampler.primer_window([], config.encoder_len)] * batch, jnp.int32)
+    genre = jnp.zeros(batch, jnp.int32)
 
     def loop():
         carries, token = encode_jit(params, window, genre), window[:, -1]
@@ -355,43 +352,32 @@ def _table(r: dict) -> str:
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
 
-def main(argv: list[str]) -> None:
+def _define_flags(fv, argv: list[str]) -> None:
     from absl import flags
 
-    del argv
-    f = flags.FLAGS
+    cli.define_config(fv, argv, lock=False)
+    flags.DEFINE_integer("steps", 20, "timed steps after the burn-in", flag_values=fv)
+    flags.DEFINE_integer("batch", None, "global batch (default: the config's)", flag_values=fv)
+    flags.DEFINE_integer("vocab", 2048, "vocabulary of the synthetic batches", flag_values=fv)
+    flags.DEFINE_integer("genres", 4, "genres of the synthetic batches", flag_values=fv)
+    flags.DEFINE_string("json", None, "write the results here as JSON", flag_values=fv)
+
+
+@cli.entry_point
+def main(argv: list[str]) -> int:
+    f, _ = cli.parse_flags(argv, _define_flags, prog="python -m jaxmusic.bench", doc=__doc__)
     config = f.config
     if f.batch is not None:  # a global batch, whatever the config gives
         config.batch_size, config.batch_size_per_device = f.batch, 0
     if f.steps < 1 or f.vocab <= codec_lib.NUM_SPECIAL + f.genres:
-        print(f"error: need --steps >= 1 and --vocab > {codec_lib.NUM_SPECIAL + f.genres}", file=sys.stderr)
-        raise SystemExit(2)
-    try:
-        result = run(config, steps=f.steps, vocab_size=f.vocab, num_genres=f.genres)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise cli.UsageError(f"need --steps >= 1 and --vocab > {codec_lib.NUM_SPECIAL + f.genres}")
+    result = run(config, steps=f.steps, vocab_size=f.vocab, num_genres=f.genres)
     print(_table(result))
     if f.json:
-        Path(f.json).write_text(json.dumps(result, indent=1))
+        cli.atomic_write(f.json, json.dumps(result, indent=1))
         print(f"wrote {f.json}")
-
-
-def _define_flags() -> None:
-    from absl import flags
-    from ml_collections import config_flags
-
-    config_flags.DEFINE_config_file("config", None, "a configs/*.py file", lock_config=False)
-    flags.DEFINE_integer("steps", 20, "timed steps after the burn-in")
-    flags.DEFINE_integer("batch", None, "global batch (default: the config's)")
-    flags.DEFINE_integer("vocab", 2048, "vocabulary of the synthetic batches")
-    flags.DEFINE_integer("genres", 4, "genres of the synthetic batches")
-    flags.DEFINE_string("json", None, "write the results here as JSON")
-    flags.mark_flags_as_required(["config"])
+    return 0
 
 
 if __name__ == "__main__":
-    from absl import app
-
-    _define_flags()
-    app.run(main)
+    raise SystemExit(main())

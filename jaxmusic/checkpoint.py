@@ -19,12 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
 
-ITEMS = ("state", "config", "codec")
+from jaxmusic import codec as codec_lib
+from jaxmusic import models
+from jaxmusic.cli import Error
 
 
-class CheckpointError(Exception):
+class CheckpointError(Error):
     """A workdir whose checkpoints cannot be used: says which and why."""
 
 
@@ -149,3 +152,31 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class ForInference:
+    """What sampling and evaluation need of a workdir's latest readable checkpoint."""
+
+    config: ml_collections.ConfigDict
+    codec: codec_lib.Codec
+    model: models.Seq2Seq
+    params: Any
+    step: int
+
+
+def load_for_inference(workdir: str | os.PathLike) -> ForInference:
+    """The latest readable checkpoint of a workdir, with its config, codec and model.
+
+    Raises:
+      CheckpointError: the workdir has no checkpoint, or none can be read.
+    """
+    restored = Checkpointer(workdir, read_only=True).restore(None)
+    if restored is None:
+        raise CheckpointError(
+            f"--workdir {workdir}: no checkpoint in it (train first: python -m jaxmusic.train)"
+        )
+    config = ml_collections.ConfigDict(restored.config)
+    codec = codec_lib.from_dict(restored.codec, source=f"{workdir} checkpoint {restored.step}")
+    model = models.from_config(config, codec.vocab_size, len(codec.genres))
+    return ForInference(config, codec, model, restored.state["params"], restored.step)

@@ -20,8 +20,8 @@ pseudo-notes in sorted tuple order. Everything needed to decode is in
 `codec.json` (`save`/`load`), checked by a fingerprint, so a model can never be
 paired with the wrong vocabulary.
 
-Run `python -m jaxmusic.codec report MIDI_DIR` to measure how faithfully a folder
-of MIDI files survives encode -> decode.
+`python -m jaxmusic.codec_report MIDI_DIR` measures how faithfully a folder of MIDI
+files survives encode -> decode.
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ import functools
 import hashlib
 import json
 import os
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from jaxmusic import metrics, midi_io
+from jaxmusic import midi_io
+from jaxmusic.cli import Error, atomic_write
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 NUM_SPECIAL = 4
@@ -49,7 +49,7 @@ NUM_PITCHES = 128
 TIME_DECIMALS = 6  # times are binned at microsecond resolution
 
 
-class CodecError(ValueError):
+class CodecError(Error, ValueError):
     """A codec that cannot be fitted, loaded or used as asked."""
 
 
@@ -278,10 +278,7 @@ class Codec:
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the codec as JSON (atomically: whole or not at all)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(self.to_dict(), indent=1))
 
 
 def _fingerprint(body: dict) -> str:
@@ -510,219 +507,3 @@ def fit(
     counts = np.bincount(np.ravel_multi_index(tuple(q.T), bins._grid_shape), minlength=bins._exact_table.size)
     seen = np.argwhere(counts.reshape(bins._grid_shape) >= min_count)  # row-major: sorted tuples
     return dataclasses.replace(bins, vocabulary=seen.astype(np.int16))
-
-
-# ----------------------------------------------------------------------------
-# python -m jaxmusic.codec report MIDI_DIR: how faithfully a folder survives.
-# ----------------------------------------------------------------------------
-
-
-ONSET_TOLERANCE = 0.05  # seconds, mir_eval's transcription convention
-
-
-def _fidelity_one(args: tuple[Codec, np.ndarray]) -> dict:
-    """Round-trip measures of one piece (notes and decoded notes align by index)."""
-    codec, notes = args
-    decoded = codec.decode(codec.encode(notes))
-    onset_error = np.abs(decoded["start"] - notes["start"])
-    return {
-        "match": metrics.match_onsets(notes, decoded, tolerance=ONSET_TOLERANCE),
-        "onset_error": onset_error,
-        "duration_error": np.abs((decoded["end"] - decoded["start"]) - (notes["end"] - notes["start"])),
-        "velocity_error": np.abs(decoded["velocity"].astype(np.int64) - notes["velocity"]),
-    }
-
-
-def report(
-    midi_dir: str | os.PathLike,
-    *,
-    workers: int | None = None,
-    progress: bool = True,
-    **fit_kwargs,
-) -> tuple[dict, Codec]:
-    """Fits a codec on a folder of MIDI files and measures encode -> decode.
-
-    Args:
-      midi_dir: a folder searched recursively for .mid/.midi/.kar files.
-      workers: processes for reading and measuring (default: every core).
-      progress: show progress bars on stderr.
-      **fit_kwargs: passed to `fit` (bins, onset_fit, min_count, ...).
-
-    Returns:
-      (report dict, as written by `--json`; the codec fitted on every read file).
-    """
-    import concurrent.futures
-    import time
-
-    import tqdm
-
-    t0 = time.perf_counter()
-    paths = midi_io.find_midi_files(midi_dir)
-    if not paths:
-        raise CodecError(f"{midi_dir}: no MIDI files (*.mid, *.midi, *.kar) found")
-    workers = workers or os.cpu_count() or 1
-    bar = dict(disable=not progress, unit="file", leave=False)
-    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
-        hashed = list(
-            tqdm.tqdm(pool.map(midi_io.read_hashed, paths, chunksize=8), total=len(paths), desc="read", **bar)
-        )
-        reads = [r for _, r in hashed]
-        ok = [(p, r) for p, r in zip(paths, reads, strict=True) if isinstance(r, midi_io.MidiRead)]
-        sha1_of = {p: sha1 for p, (sha1, _) in zip(paths, hashed, strict=True)}
-        if not ok:
-            raise CodecError(f"{midi_dir}: none of the {len(paths)} MIDI files could be read")
-        pieces = [r.notes for _, r in ok]
-        codec = fit(pieces, **fit_kwargs)
-        # UNK rate on unseen pieces: fit on 90% of files, chosen by content hash.
-        held = [int(sha1_of[p], 16) % 10 == 0 for p, _ in ok]
-        train = [x for x, h in zip(pieces, held, strict=True) if not h]
-        test = [x for x, h in zip(pieces, held, strict=True) if h]
-        unk_heldout = None
-        if train and test:
-            codec90 = fit(train, **fit_kwargs)
-            unk_heldout = float(np.mean(np.concatenate([codec90.unknown_mask(x) for x in test])))
-        jobs = ((codec, x) for x in pieces)
-        per_piece = list(
-            tqdm.tqdm(pool.map(_fidelity_one, jobs, chunksize=8), total=len(pieces), desc="round trip", **bar)
-        )
-    match = sum((m["match"] for m in per_piece), metrics.OnsetMatch(0, 0, 0))
-    onset_error = np.concatenate([m["onset_error"] for m in per_piece])
-    all_notes = np.concatenate(pieces)
-    result = {
-        "midi_dir": str(midi_dir),
-        "files_found": len(paths),
-        "files_read": len(ok),
-        "files_rejected": len(paths) - len(ok),
-        "rejected": [
-            {"path": str(p), "reason": r.reason}
-            for p, r in zip(paths, reads, strict=True)
-            if isinstance(r, midi_io.MidiError)
-        ],
-        "internal_errors": [
-            {"path": str(p), "reason": r.reason}
-            for p, r in zip(paths, reads, strict=True)
-            if isinstance(r, midi_io.InternalReadError)
-        ],
-        "recovered": [{"path": str(p), "recovered": list(r.recovered)} for p, r in ok if r.recovered],
-        "notes": int(all_notes.shape[0]),
-        "dropped_zero_length_notes": sum(r.dropped_zero_length for _, r in ok),
-        "dropped_drum_notes": sum(r.dropped_drums for _, r in ok),
-        "codec": {
-            "fingerprint": codec.fingerprint,
-            "vocab_size": codec.vocab_size,
-            "pseudo_notes": int(codec.vocabulary.shape[0]),
-            "velocity_values": list(codec.velocity_values),
-            "duration_values": [round(x, 4) for x in codec.duration_values],
-            "onset_values": [round(x, 4) for x in codec.onset_values],
-            **{k: v for k, v in fit_kwargs.items() if k != "genres"},
-        },
-        "unk_rate": float(np.mean(np.concatenate([codec.unknown_mask(x) for x in pieces]))),
-        "unk_rate_heldout": unk_heldout,
-        "fidelity": {
-            "onset_tolerance_s": ONSET_TOLERANCE,
-            "onset_precision": match.precision,
-            "onset_recall": match.recall,
-            "onset_f1": match.f1,
-            "onset_f1_mean_per_file": float(np.mean([m["match"].f1 for m in per_piece])),
-            "onset_error_median_s": float(np.median(onset_error)),
-            "onset_error_p95_s": float(np.percentile(onset_error, 95)),
-            "duration_mae_s": float(np.mean(np.concatenate([m["duration_error"] for m in per_piece]))),
-            "velocity_mae": float(np.mean(np.concatenate([m["velocity_error"] for m in per_piece]))),
-        },
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-    return result, codec
-
-
-def _print_report(r: dict) -> None:
-    f, c = r["fidelity"], r["codec"]
-    rows = [
-        ("files found / read / rejected", f"{r['files_found']} / {r['files_read']} / {r['files_rejected']}"),
-        ("files recovered by a tolerant read", len(r["recovered"])),
-        ("notes", r["notes"]),
-        ("vocabulary (ids / pseudo-notes)", f"{c['vocab_size']} / {c['pseudo_notes']}"),
-        (
-            "UNK rate (fitted files / held-out 10%)",
-            f"{r['unk_rate']:.4%} / "
-            + ("n/a" if r["unk_rate_heldout"] is None else f"{r['unk_rate_heldout']:.4%}"),
-        ),
-        (
-            f"onset P / R / F1 ({f['onset_tolerance_s'] * 1000:.0f} ms, exact pitch)",
-            f"{f['onset_precision']:.4f} / {f['onset_recall']:.4f} / {f['onset_f1']:.4f}",
-        ),
-        ("onset F1, mean per file", f"{f['onset_f1_mean_per_file']:.4f}"),
-        (
-            "onset error median / p95",
-            f"{f['onset_error_median_s'] * 1000:.1f} ms / {f['onset_error_p95_s'] * 1000:.1f} ms",
-        ),
-        ("duration mean abs error", f"{f['duration_mae_s'] * 1000:.1f} ms"),
-        ("velocity mean abs error", f"{f['velocity_mae']:.2f}"),
-        ("time", f"{r['seconds']:.1f} s"),
-    ]
-    width = max(len(k) for k, _ in rows)
-    print(f"codec report: {r['midi_dir']}")
-    for k, v in rows:
-        print(f"  {k:<{width}}  {v}")
-    for x in r["rejected"][:20]:
-        print(f"  rejected: {x['path']}: {x['reason']}")
-    if len(r["rejected"]) > 20:
-        print(f"  ... and {len(r['rejected']) - 20} more rejected (see --json)")
-    internal = [(x["path"], x["reason"]) for x in r["internal_errors"]]
-    for line in midi_io.InternalReadError.report_lines(internal):
-        print(line, file=sys.stderr)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: python -m jaxmusic.codec report MIDI_DIR [options]."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m jaxmusic.codec", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    rep = sub.add_parser("report", help="fit a codec on a MIDI folder and measure the round trip")
-    rep.add_argument("midi_dir", type=Path)
-    rep.add_argument("--onset_bins", type=int, default=8, help="positive onset-gap bins; 0 = the seed")
-    rep.add_argument("--onset_fit", choices=("lloyd", "quantile"), default="lloyd")
-    rep.add_argument("--duration_bins", type=int, default=4)
-    rep.add_argument("--velocity_bins", type=int, default=4)
-    rep.add_argument("--min_count", type=int, default=2)
-    rep.add_argument("--json", type=Path, help="write the report here as JSON")
-    rep.add_argument("--codec_out", type=Path, help="write the fitted codec.json here")
-    rep.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
-    args = parser.parse_args(argv)
-
-    def fail(message: str) -> int:
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-
-    if not args.midi_dir.is_dir():
-        return fail(f"{args.midi_dir}: not a directory")
-    for out in (args.json, args.codec_out):
-        if out is not None and not out.parent.is_dir():
-            return fail(f"{out}: its folder {out.parent} does not exist")
-    if args.workers is not None and args.workers < 1:
-        return fail(f"--workers must be >= 1, got {args.workers}")
-    try:
-        result, codec = report(
-            args.midi_dir,
-            workers=args.workers,
-            progress=sys.stderr.isatty(),
-            onset_bins=args.onset_bins,
-            onset_fit=args.onset_fit,
-            duration_bins=args.duration_bins,
-            velocity_bins=args.velocity_bins,
-            min_count=args.min_count,
-        )
-    except CodecError as e:
-        return fail(str(e))
-    _print_report(result)
-    if args.json is not None:
-        tmp = args.json.with_name(f".{args.json.name}.tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        os.replace(tmp, args.json)
-    if args.codec_out is not None:
-        codec.save(args.codec_out)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

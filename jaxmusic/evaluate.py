@@ -11,7 +11,7 @@ Reports, for the latest checkpoint of the workdir, on a split of its dataset:
      evaluation's own numbers;
   2. baselines on the same targets: an add-one unigram and interpolated Kneser-Ney
      n-grams fit on the train split (`jaxmusic.ngram`);
-  3. music statistics (`jaxmusic.metrics`) of N samples against the real music:
+  3. music statistics (`jaxmusic.music_stats`) of N samples against the real music:
      each sample continues the opening `primer_notes` notes of a piece of the split
      (drawn uniformly, with its genre) for `num_notes` notes; the real set is the
      true continuation of every piece of the split long enough to prime, and each
@@ -32,24 +32,19 @@ generated statistics to --plots (one PNG per statistic, and likelihood.png).
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import math
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from jaxmusic import checkpoint as checkpoint_lib
+from jaxmusic import cli, music_stats, ngram, sampler
 from jaxmusic import codec as codec_lib
-from jaxmusic import metrics, ngram
-from jaxmusic.sample import SampleError, ensure_writable, load_workdir, sampling_settings
-
-
-class EvaluateError(Exception):
-    """Bad input to the evaluation: names the flag or file and why."""
 
 
 def _likelihood_row(nll: float, accuracy: float | None, notes: float) -> dict[str, float | None]:
@@ -128,53 +123,49 @@ def continuations(pieces, primer_notes: int, num_notes: int) -> tuple[list[int],
 def key_agreement(codec: codec_lib.Codec, primers: list[np.ndarray], continued: list[np.ndarray]) -> float:
     """The share of continuations whose Krumhansl-Schmuckler key is their primer's
     (pairs where either has no key to tell are left out; 0 when none is left)."""
-    keys = [(metrics.estimate_key(codec.decode(p)), metrics.estimate_key(codec.decode(c)))
+    keys = [(music_stats.estimate_key(codec.decode(p)), music_stats.estimate_key(codec.decode(c)))
             for p, c in zip(primers, continued, strict=True)]  # fmt: skip
     told = [a == b for a, b in keys if a >= 0 and b >= 0]
     return float(np.mean(told)) if told else 0.0
 
 
 def generate(
-    model, params, codec: codec_lib.Codec, config, primers: list[np.ndarray], genres: np.ndarray,
-    *, num_notes: int, settings: dict, seed: int, batch: int,
+    loaded: checkpoint_lib.ForInference, primers: list[np.ndarray], genres: np.ndarray,
+    *, num_notes: int, settings: sampler.Settings, seed: int, batch: int,
 ) -> list[np.ndarray]:  # fmt: skip
-    """Samples continuing each primer: int32 note ids per sample, EOS cut.
-
-    Primers go through the jitted sampler `batch` at a time (the last batch padded,
-    so it compiles once).
-    """
+    """Samples continuing each primer: int32 note ids per sample, EOS cut."""
     import jax
-    import jax.numpy as jnp
 
-    from jaxmusic import sampler
-
-    sample = sampler.make_sampler(
-        *sampler.model_functions(model),
+    codec, config = loaded.codec, loaded.config
+    sample = sampler.for_model(
+        loaded.model,
         vocab_size=codec.vocab_size,
         first_note_id=codec.first_note_id,
         phrase_len=config.decoder_len,
-        num_phrases=math.ceil(num_notes / config.decoder_len),
+        num_notes=num_notes,
     )
-    key = jax.random.key(seed)
+    written = sampler.generate(
+        sample,
+        loaded.params,
+        primers,
+        genres,
+        encoder_len=config.encoder_len,
+        num_notes=num_notes,
+        settings=settings,
+        key=jax.random.key(seed),
+        batch=batch,
+    )
     out = []
-    for start in range(0, len(primers), batch):
-        rows = list(range(start, min(start + batch, len(primers))))
-        padded = rows + [rows[-1]] * (batch - len(rows))
-        window = jnp.asarray(
-            [sampler.primer_window(primers[i], config.encoder_len) for i in padded], jnp.int32
-        )
-        genre = jnp.asarray(genres[padded], jnp.int32)
-        tokens = sample(params, window, genre, jax.random.fold_in(key, start), **settings)
-        for row in np.asarray(tokens)[: len(rows), :num_notes]:
-            end = np.flatnonzero(row == codec_lib.EOS)
-            row = row[: end[0]] if end.size else row
-            out.append(row[codec.is_note(row)])
+    for row in written:
+        end = np.flatnonzero(row == codec_lib.EOS)
+        row = row[: end[0]] if end.size else row
+        out.append(row[codec.is_note(row)])
     return out
 
 
 def _features(stats: dict[str, np.ndarray]) -> np.ndarray:
     """float64[P, F]: every statistic side by side (the classifier's input)."""
-    return np.concatenate([stats[name] for name in metrics.STATISTICS], axis=1)
+    return np.concatenate([stats[name] for name in music_stats.STATISTICS], axis=1)
 
 
 def genre_adherence(train_stats, real_stats, real_genres, sample_stats, sample_genres, genres) -> dict:
@@ -208,125 +199,149 @@ def genre_adherence(train_stats, real_stats, real_genres, sample_stats, sample_g
     }
 
 
-def run(args: argparse.Namespace) -> dict:
-    """The whole evaluation; returns the JSON report."""
-    from jaxmusic import input_pipeline, models
+@dataclasses.dataclass
+class _Continuations:
+    """Samples and the real music they are compared with (ids per piece, notes only)."""
 
-    if args.num_samples < 1:
-        raise EvaluateError(f"--num_samples must be >= 1, got {args.num_samples}")
-    if args.num_notes < 1:
-        raise EvaluateError(f"--num_notes must be >= 1, got {args.num_notes}")
-    if args.batch < 1:
-        raise EvaluateError(f"--batch must be >= 1, got {args.batch}")
-    if args.primer_notes is not None and args.primer_notes < 0:
-        raise EvaluateError(f"--primer_notes must be >= 0, got {args.primer_notes}")
+    real_idx: list[int]  # pieces of the split long enough to prime with
+    real_ids: list[np.ndarray]  # each one's true continuation
+    picked: np.ndarray  # the piece each sample continues
+    primers: list[np.ndarray]
+    genres: np.ndarray  # the genre each sample was asked for
+    sample_ids: list[np.ndarray]  # cut to the length of their piece's real continuation
+    ended: list[bool]  # wrote EOS before num_notes
+
+
+def _check(f) -> tuple[list[int], sampler.Settings]:
+    """The flags, checked before any long work: (n-gram orders, sampling settings)."""
+    for flag, low in (("num_samples", 1), ("num_notes", 1), ("batch", 1)):
+        if f[flag].value < low:
+            raise cli.UsageError(f"--{flag} must be >= {low}, got {f[flag].value}")
+    if f.primer_notes is not None and f.primer_notes < 0:
+        raise cli.UsageError(f"--primer_notes must be >= 0, got {f.primer_notes}")
     try:
-        orders = sorted({int(n) for n in args.ngram_orders.split(",") if n.strip()})
+        orders = sorted({int(n) for n in f.ngram_orders.split(",") if n.strip()})
     except ValueError:
-        raise EvaluateError(
-            f"--ngram_orders must be comma-separated integers, got {args.ngram_orders!r}"
+        raise cli.UsageError(
+            f"--ngram_orders must be comma-separated integers, got {f.ngram_orders!r}"
         ) from None
     if any(n < 2 for n in orders):
-        raise EvaluateError(f"--ngram_orders must be >= 2 (the unigram is always reported), got {orders}")
-    settings = sampling_settings(args.temperature, args.top_k, args.top_p, False)
-    _check_writable(args)
+        raise cli.UsageError(f"--ngram_orders must be >= 2 (the unigram is always reported), got {orders}")
+    settings = sampler.Settings(temperature=f.temperature, top_k=f.top_k, top_p=f.top_p)
+    if f.json:
+        cli.ensure_writable("--json", Path(f.json).parent)
+    if f.plots:
+        cli.ensure_writable("--plots", f.plots)
+    return orders, settings
 
-    config, codec, params, step = load_workdir(args.workdir)
-    data_dir = args.data_dir or config.data_dir
+
+def _load_splits(f, loaded: checkpoint_lib.ForInference):
+    """(dataset folder, the evaluated split's pieces, the train split's pieces)."""
+    from jaxmusic import input_pipeline
+
+    data_dir = f.data_dir or loaded.config.data_dir
     try:
-        input_pipeline.load_codec(data_dir, expected_fingerprint=codec.fingerprint)  # CodecError if not
-        pieces = input_pipeline.load_pieces(data_dir, args.split)
+        input_pipeline.load_codec(
+            data_dir, expected_fingerprint=loaded.codec.fingerprint
+        )  # CodecError if not
+        pieces = input_pipeline.load_pieces(data_dir, f.split)
         train_pieces = input_pipeline.load_pieces(data_dir, "train")
     except input_pipeline.DataError as e:
-        raise EvaluateError(f"--split {args.split} of {data_dir}: {e}") from None
-    primer_notes = config.encoder_len if args.primer_notes is None else args.primer_notes
-    genres = tuple(codec.genres) or ("all",)
-    model = models.from_config(config, codec.vocab_size, len(codec.genres))
+        raise cli.UsageError(f"--split {f.split} of {data_dir}: {e}") from None
+    return input_pipeline.dataset_dir(data_dir), pieces, train_pieces
 
+
+def _continuations(f, loaded, pieces, primer_notes: int, settings: sampler.Settings) -> _Continuations:
+    """Samples continuing the openings of pieces drawn from the split, beside the real ones."""
+    real_idx, real_ids = continuations(pieces, primer_notes, f.num_notes)
+    if not real_idx:
+        raise cli.UsageError(
+            f"--split {f.split}: no piece has more than {primer_notes} notes to prime with; "
+            "lower --primer_notes"
+        )
+    rng = np.random.default_rng(f.seed)
+    picked = rng.choice(real_idx, size=f.num_samples, replace=True)
+    primers = [pieces.sequences[i][1 : 1 + primer_notes] for i in picked]
+    genres = pieces.genres[picked]
+    sample_ids = generate(loaded, primers, genres, num_notes=f.num_notes, settings=settings, seed=f.seed,
+                          batch=min(f.batch, f.num_samples))  # fmt: skip
+    ended = [ids.shape[0] < f.num_notes for ids in sample_ids]
+    # Length-dependent statistics (pitch range and count, ...) compare like with like:
+    # each sample is cut to the length of the real continuation of the piece it continues.
+    real_length = dict(zip(real_idx, (ids.shape[0] for ids in real_ids), strict=True))
+    sample_ids = [ids[: real_length[i]] for ids, i in zip(sample_ids, picked, strict=True)]
+    return _Continuations(real_idx, real_ids, picked, primers, genres, sample_ids, ended)
+
+
+def _samples_section(f, c: _Continuations, primer_notes: int, settings: sampler.Settings) -> dict:
+    return {
+        "num_samples": f.num_samples,
+        "num_notes": f.num_notes,
+        "primer_notes": primer_notes,
+        "settings": settings.to_dict(),
+        "seed": f.seed,
+        "ended_share": float(np.mean(c.ended)),
+        "real_continuations": len(c.real_idx),
+        "real_ended_share": float(np.mean([ids.shape[0] < f.num_notes for ids in c.real_ids])),
+        "mean_notes_generated": float(np.mean([ids.shape[0] for ids in c.sample_ids])),
+        "mean_notes_real": float(np.mean([ids.shape[0] for ids in c.real_ids])),
+        "degenerate_share": float(np.mean([music_stats.is_degenerate(ids) for ids in c.sample_ids])),
+        "real_degenerate_share": float(np.mean([music_stats.is_degenerate(ids) for ids in c.real_ids])),
+    }
+
+
+def _genre_section(f, codec, pieces, train_pieces, c: _Continuations, primer_notes, real_stats, sample_stats):
+    """Genre adherence, or why it was skipped."""
+    if len(codec.genres) < 2:
+        return {"skipped": f"the codec has {len(codec.genres)} genre; adherence needs 2+"}
+    train_idx, train_ids = continuations(train_pieces, primer_notes, f.num_notes)
+    if np.unique(train_pieces.genres[train_idx]).shape[0] < 2:
+        return {"skipped": "the train split has pieces of only one genre"}
+    train_stats = music_stats.statistics([codec.decode(ids) for ids in train_ids])
+    train = (train_stats, train_pieces.genres[train_idx])
+    real_genres = pieces.genres[c.real_idx]
+    return genre_adherence(train, real_stats, real_genres, sample_stats, c.genres, tuple(codec.genres))
+
+
+def run(f) -> dict:
+    """The whole evaluation for parsed flags; returns the JSON report."""
+    orders, settings = _check(f)
+    loaded = checkpoint_lib.load_for_inference(f.workdir)
+    codec, config = loaded.codec, loaded.config
+    dataset, pieces, train_pieces = _load_splits(f, loaded)
+    primer_notes = config.encoder_len if f.primer_notes is None else f.primer_notes
+    genres = tuple(codec.genres) or ("all",)
     report: dict[str, Any] = {
-        "workdir": str(args.workdir),
-        "checkpoint_step": step,
-        "dataset": str(input_pipeline.dataset_dir(data_dir)),
-        "split": args.split,
+        "workdir": str(f.workdir),
+        "checkpoint_step": loaded.step,
+        "dataset": str(dataset),
+        "split": f.split,
         "pieces": len(pieces),
         "codec_fingerprint": codec.fingerprint,
         "genres": list(genres),
         "missing_genres": [g for i, g in enumerate(genres) if not (pieces.genres == i).any()],
     }
-    report["likelihood"] = model_likelihood(config, model, params, pieces, genres)
+    report["likelihood"] = model_likelihood(config, loaded.model, loaded.params, pieces, genres)
     report["baselines"] = baseline_likelihoods(train_pieces, pieces, codec.vocab_size, orders, genres)
 
-    real_idx, real_ids = continuations(pieces, primer_notes, args.num_notes)
-    if not real_idx:
-        raise EvaluateError(
-            f"--split {args.split}: no piece has more than {primer_notes} notes to prime with; "
-            "lower --primer_notes"
-        )
-    rng = np.random.default_rng(args.seed)
-    picked = rng.choice(real_idx, size=args.num_samples, replace=True)
-    primers = [pieces.sequences[i][1 : 1 + primer_notes] for i in picked]
-    sample_genres = pieces.genres[picked]
-    sample_ids = generate(
-        model, params, codec, config, primers, sample_genres,
-        num_notes=args.num_notes, settings=settings, seed=args.seed, batch=min(args.batch, args.num_samples),
-    )  # fmt: skip
-    ended = [ids.shape[0] < args.num_notes for ids in sample_ids]  # wrote EOS before the end
-    # Length-dependent statistics (pitch range and count, ...) compare like with like:
-    # each sample is cut to the length of the real continuation of the piece it continues.
-    real_length = dict(zip(real_idx, (ids.shape[0] for ids in real_ids), strict=True))
-    sample_ids = [ids[: real_length[i]] for ids, i in zip(sample_ids, picked, strict=True)]
-    real_stats = metrics.statistics([codec.decode(ids) for ids in real_ids])
-    sample_stats = metrics.statistics([codec.decode(ids) for ids in sample_ids])
-    degenerate = [metrics.is_degenerate(ids) for ids in sample_ids]
-    report["samples"] = {
-        "num_samples": args.num_samples,
-        "num_notes": args.num_notes,
-        "primer_notes": primer_notes,
-        "settings": settings,
-        "seed": args.seed,
-        "ended_share": float(np.mean(ended)),
-        "real_continuations": len(real_idx),
-        "real_ended_share": float(np.mean([ids.shape[0] < args.num_notes for ids in real_ids])),
-        "mean_notes_generated": float(np.mean([ids.shape[0] for ids in sample_ids])),
-        "mean_notes_real": float(np.mean([ids.shape[0] for ids in real_ids])),
-        "degenerate_share": float(np.mean(degenerate)),
-        "real_degenerate_share": float(np.mean([metrics.is_degenerate(ids) for ids in real_ids])),
-    }
+    c = _continuations(f, loaded, pieces, primer_notes, settings)
+    real_stats = music_stats.statistics([codec.decode(ids) for ids in c.real_ids])
+    sample_stats = music_stats.statistics([codec.decode(ids) for ids in c.sample_ids])
+    report["samples"] = _samples_section(f, c, primer_notes, settings)
     report["statistics"] = {
-        name: metrics.compare_sets(real_stats[name], sample_stats[name]) for name in metrics.STATISTICS
+        name: music_stats.compare_sets(real_stats[name], sample_stats[name])
+        for name in music_stats.STATISTICS
     }
-    real_primers = [pieces.sequences[i][1 : 1 + primer_notes] for i in real_idx]
+    real_primers = [pieces.sequences[i][1 : 1 + primer_notes] for i in c.real_idx]
     report["key_agreement"] = {
-        "samples": key_agreement(codec, primers, sample_ids),
-        "real": key_agreement(codec, real_primers, real_ids),
+        "samples": key_agreement(codec, c.primers, c.sample_ids),
+        "real": key_agreement(codec, real_primers, c.real_ids),
     }
-
-    real_genres = pieces.genres[real_idx]
-    if len(codec.genres) < 2:
-        report["genre_adherence"] = {
-            "skipped": f"the codec has {len(codec.genres)} genre; adherence needs 2+"
-        }
-    else:
-        train_idx, train_ids = continuations(train_pieces, primer_notes, args.num_notes)
-        train_stats = metrics.statistics([codec.decode(ids) for ids in train_ids])
-        if np.unique(train_pieces.genres[train_idx]).shape[0] < 2:
-            report["genre_adherence"] = {"skipped": "the train split has pieces of only one genre"}
-        else:
-            report["genre_adherence"] = genre_adherence(
-                (train_stats, train_pieces.genres[train_idx]), real_stats, real_genres, sample_stats,
-                sample_genres, genres,
-            )  # fmt: skip
-    if args.plots:
-        report["plots"] = plot(args.plots, real_stats, sample_stats, report)
+    report["genre_adherence"] = _genre_section(f, codec, pieces, train_pieces, c, primer_notes, real_stats,
+                                               sample_stats)  # fmt: skip
+    if f.plots:
+        report["plots"] = plot(f.plots, real_stats, sample_stats, report)
     return report
-
-
-def _check_writable(args: argparse.Namespace) -> None:
-    """Fails before the long work when an output cannot be written."""
-    if args.json:
-        ensure_writable("--json", Path(args.json).parent)
-    if args.plots:
-        ensure_writable("--plots", args.plots)
 
 
 def plot(out_dir: str | os.PathLike, real: dict, generated: dict, report: dict) -> list[str]:
@@ -339,7 +354,7 @@ def plot(out_dir: str | os.PathLike, real: dict, generated: dict, report: dict) 
 
     out_dir = Path(out_dir)
     written = []
-    for name in metrics.STATISTICS:
+    for name in music_stats.STATISTICS:
         r, g = real[name], generated[name]
         fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
         if r.shape[1] > 1:  # a histogram statistic: mean bins side by side
@@ -348,7 +363,7 @@ def plot(out_dir: str | os.PathLike, real: dict, generated: dict, report: dict) 
             left.bar(x + 0.2, g.mean(0), 0.4, label=f"generated ({g.shape[0]})")
             labels = (["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
                       if name == "pitch_class_histogram" else
-                      [f"<{e:g}s" for e in metrics.NOTE_LENGTH_EDGES[1:-1]] + ["longer"])  # fmt: skip
+                      [f"<{e:g}s" for e in music_stats.NOTE_LENGTH_EDGES[1:-1]] + ["longer"])  # fmt: skip
             left.set_xticks(x, labels, fontsize=7)
             left.set_ylabel("mean share of notes")
         else:
@@ -358,7 +373,7 @@ def plot(out_dir: str | os.PathLike, real: dict, generated: dict, report: dict) 
             left.set_ylabel("density")
         left.set_title(name.replace("_", " "))
         left.legend(fontsize=8)
-        grid, p, q = metrics.distance_densities(r, g)
+        grid, p, q = music_stats.distance_densities(r, g)
         right.plot(grid, p, label="real to real (intra-set)")
         right.plot(grid, q, label="real to generated (inter-set)")
         right.fill_between(grid, np.minimum(p, q), alpha=0.25)
@@ -448,50 +463,44 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxmusic.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--workdir", required=True, help="a training workdir (its latest checkpoint)")
-    parser.add_argument("--split", default="validation", help="the dataset split to evaluate on")
-    parser.add_argument(
-        "--data_dir", default=None, help="the dataset (default: the one the model trained on)"
+def _define_flags(fv, argv: list[str]) -> None:
+    from absl import flags
+
+    from jaxmusic.sample import define_sampling_flags
+
+    flags.DEFINE_string("workdir", None, "a training workdir (its latest checkpoint)", flag_values=fv)
+    flags.DEFINE_string("split", "validation", "the dataset split to evaluate on", flag_values=fv)
+    flags.DEFINE_string(
+        "data_dir", None, "the dataset (default: the one the model trained on)", flag_values=fv
     )
-    parser.add_argument("--num_samples", type=int, default=64, help="samples generated for the statistics")
-    parser.add_argument(
-        "--num_notes", type=int, default=128, help="notes per sample (and per real continuation)"
+    flags.DEFINE_integer("num_samples", 64, "samples generated for the statistics", flag_values=fv)
+    flags.DEFINE_integer("num_notes", 128, "notes per sample (and per real continuation)", flag_values=fv)
+    flags.DEFINE_integer("primer_notes", None, "notes of a real piece each sample continues "
+                         "(default: the config's encoder_len)", flag_values=fv)  # fmt: skip
+    flags.DEFINE_string(
+        "ngram_orders", "2,3,4", "Kneser-Ney baseline orders, comma-separated", flag_values=fv
     )
-    parser.add_argument(
-        "--primer_notes",
-        type=int,
-        default=None,
-        help="notes of a real piece each sample continues (default: the config's encoder_len)",
-    )
-    parser.add_argument("--ngram_orders", default="2,3,4", help="Kneser-Ney baseline orders, comma-separated")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top_k", type=int, default=0, help="0: no top-k filtering")
-    parser.add_argument("--top_p", type=float, default=1.0, help="nucleus mass in (0, 1]; 1: none")
-    parser.add_argument("--seed", type=int, default=0, help="primer choice and sampling")
-    parser.add_argument("--batch", type=int, default=64, help="samples generated at once")
-    parser.add_argument("--json", default=None, help="write the report here")
-    parser.add_argument("--plots", default=None, help="write PNG plots into this folder")
-    args = parser.parse_args(argv)
+    define_sampling_flags(fv)
+    flags.DEFINE_integer("seed", 0, "primer choice and sampling", flag_values=fv)
+    flags.DEFINE_integer("batch", 64, "samples generated at once", flag_values=fv)
+    flags.DEFINE_string("json", None, "write the report here", flag_values=fv)
+    flags.DEFINE_string("plots", None, "write PNG plots into this folder", flag_values=fv)
+    flags.mark_flag_as_required("workdir", flag_values=fv)
+
+
+@cli.entry_point
+def main(argv: list[str]) -> int:
     from absl import logging
 
+    f, _ = cli.parse_flags(argv, _define_flags, prog="python -m jaxmusic.evaluate", doc=__doc__)
     logging.set_verbosity(logging.ERROR)  # orbax warns about every read-only open
-    from jaxmusic import checkpoint as checkpoint_lib
-
-    try:
-        report = run(args)
-    except (EvaluateError, SampleError, checkpoint_lib.CheckpointError, codec_lib.CodecError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    report = run(f)
     print(format_report(report))
-    if args.json:
-        tmp = Path(args.json).with_name(f".{Path(args.json).name}.tmp")
-        tmp.write_text(json.dumps(report, indent=1))
-        os.replace(tmp, args.json)
-        print(f"report: {args.json}")
-    if args.plots:
-        print(f"plots: {', '.join(str(Path(args.plots) / p) for p in report['plots'])}")
+    if f.json:
+        cli.atomic_write(f.json, json.dumps(report, indent=1))
+        print(f"report: {f.json}")
+    if f.plots:
+        print(f"plots: {', '.join(str(Path(f.plots) / p) for p in report['plots'])}")
     return 0
 
 

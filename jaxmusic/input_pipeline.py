@@ -41,12 +41,14 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmusic import batching
 from jaxmusic import codec as codec_lib
+from jaxmusic.cli import Error
 
 DATASET_INFO = "dataset_info.json"
 
 
-class DataError(ValueError):
+class DataError(Error, ValueError):
     """A dataset, split or window setting that cannot serve batches: says which and why."""
 
 
@@ -129,19 +131,18 @@ def load_train_shards(
     """This host's shards of the train split: (pieces per shard, global shard indices).
 
     Raises:
-      DataError: num_shards does not divide among the processes, or a shard is empty.
+      UsageError: num_shards does not divide among the processes.
+      DataError: a shard would be empty.
     """
     import tensorflow_datasets as tfds
 
-    if num_shards < 1 or num_shards % process_count:
-        raise DataError(f"data_shards {num_shards} does not divide among {process_count} processes (hosts)")
+    per_host = batching.shards_per_host(num_shards, process_count)
     builder = _builder_with(data_dir, split)
     if builder.info.splits[split].num_examples < num_shards:
         raise DataError(
             f"data_shards {num_shards} is more than the {builder.info.splits[split].num_examples} pieces "
             f"of split {split!r}"
         )
-    per_host = num_shards // process_count
     mine = list(range(process_index * per_host, (process_index + 1) * per_host))
     subsplits = tfds.even_splits(split, n=num_shards)
     return [_read_pieces(builder, subsplits[v]) for v in mine], mine
@@ -169,28 +170,6 @@ def _read_pieces(builder, split_arg) -> Pieces:
         sequences.append(np.concatenate([[codec_lib.BOS], ex["ids"], [codec_lib.EOS]]).astype(np.int32))
         genres.append(ex["genre_id"] - codec_lib.NUM_SPECIAL)
     return Pieces(sequences, np.asarray(genres, np.int32))
-
-
-def host_batch_size(global_batch_size: int, process_count: int) -> int:
-    """This host's share of the global batch; an error unless it divides evenly."""
-    if global_batch_size < 1 or global_batch_size % process_count:
-        raise DataError(
-            f"batch_size {global_batch_size} does not divide among {process_count} processes (hosts)"
-        )
-    return global_batch_size // process_count
-
-
-def _frame(windows: np.ndarray, encoder_len: int) -> dict[str, np.ndarray]:
-    """Splits int32[B, Te + Td] windows into the model's inputs (see the module doc)."""
-    targets = windows[:, encoder_len:]
-    return {
-        "encoder_tokens": windows[:, :encoder_len],
-        "decoder_inputs": windows[:, encoder_len - 1 : -1],
-        "targets": targets,
-        # BOS is never a target (it is given, not predicted): a window that starts
-        # early enough to hold a piece's first notes as targets holds its BOS there too.
-        "weights": ((targets != codec_lib.PAD) & (targets != codec_lib.BOS)).astype(np.float32),
-    }
 
 
 # ----------------------------------------------------------------------------
@@ -256,11 +235,7 @@ def train_batches(
     shard_ids = list(range(len(shards))) if shard_ids is None else list(shard_ids)
     if encoder_len < 1 or decoder_len < 1:
         raise DataError(f"encoder_len and decoder_len must be >= 1, got {encoder_len}, {decoder_len}")
-    if batch_size % len(shards):
-        raise DataError(
-            f"batch_size {batch_size} (this host's) does not divide among its {len(shards)} data shards"
-        )
-    rows = batch_size // len(shards)
+    rows = batching.layout(batch_size, devices=1, processes=1, data_shards=len(shards)).shard_rows
     window = encoder_len + decoder_len
     longest = max(seq.shape[0] for p in shards for seq in p.sequences)
     if window > longest:
@@ -296,7 +271,7 @@ def train_batches(
         make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
     for batch in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
-        yield {**_frame(batch["windows"], encoder_len), "genre": batch["genre"]}
+        yield batching.from_windows(batch["windows"], batch["genre"], encoder_len)
 
 
 def _shard_sampler(pieces: Pieces, encoder_len: int, decoder_len: int):
@@ -364,6 +339,6 @@ def eval_batches(
     g = np.zeros(n_batches * batch_size, np.int32)
     w[: mine.shape[0]], g[: mine.shape[0]] = windows[mine], genres[mine]
     return [
-        {**_frame(w[i : i + batch_size], encoder_len), "genre": g[i : i + batch_size]}
+        batching.from_windows(w[i : i + batch_size], g[i : i + batch_size], encoder_len)
         for i in range(0, w.shape[0], batch_size)
     ]

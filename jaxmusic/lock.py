@@ -23,10 +23,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from jaxmusic.cli import Error
+
 LOCK_FILE = "train.lock"
 
 
-class WorkdirBusy(Exception):
+class WorkdirBusy(Error):
     """The workdir is held by another run: names it."""
 
 

@@ -19,7 +19,6 @@ import hashlib
 import io
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,8 @@ import miditoolkit
 import mido.midifiles.meta as mido_meta
 import mido.midifiles.midifiles as mido_files
 import numpy as np
+
+from jaxmusic.cli import Error, atomic_path
 
 NOTE_DTYPE = np.dtype(
     [
@@ -67,7 +68,7 @@ class Limits:
 LIMITS = Limits()
 
 
-class MidiError(Exception):
+class MidiError(Error):
     """A MIDI file that cannot be read: names the file and the reason."""
 
     def __init__(self, path: str | os.PathLike, reason: str):
@@ -555,15 +556,5 @@ def write(
         ]
         midi.instruments.append(inst)
     midi.max_tick = max([n.end for inst in midi.instruments for n in inst.notes], default=0) + 1
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a written file gets the usual mode
-    try:
-        midi.dump(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        midi.dump(str(tmp))

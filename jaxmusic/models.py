@@ -33,6 +33,7 @@ from flax.linen.linear import default_embed_init
 from jax import lax
 
 from jaxmusic import lstm
+from jaxmusic.cli import UsageError
 from jaxmusic.lstm import matmul
 
 Carry = tuple[jax.Array, jax.Array]  # (c, h), each float32[B, H]
@@ -362,11 +363,11 @@ def from_config(config: ml_collections.ConfigDict, vocab_size: int, num_genres: 
     """The config's model (`config.model`) for a codec of `vocab_size` ids and `num_genres` genres.
 
     Raises:
-      ValueError: config.model.dtype is not a name in DTYPES.
+      UsageError: config.model.dtype is not a name in DTYPES.
     """
     m = config.model
     if m.dtype not in DTYPES:
-        raise ValueError(f"config.model.dtype {m.dtype!r} is not one of {', '.join(DTYPES)}")
+        raise UsageError(f"config.model.dtype {m.dtype!r} is not one of {', '.join(DTYPES)}")
     return Seq2Seq(
         vocab_size=vocab_size,
         num_genres=num_genres,

@@ -16,6 +16,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxmusic.cli import UsageError
+
 AXIS = "data"
 
 
@@ -39,24 +41,15 @@ def global_batch_size(config: Any, device_count: int | None = None) -> int:
     grows. Exactly one of the two is set (> 0).
 
     Raises:
-      ValueError: both or neither are set, or one is negative.
+      UsageError: both or neither are set, or one is negative.
     """
     total, per_device = config.get("batch_size", 0) or 0, config.get("batch_size_per_device", 0) or 0
     if total < 0 or per_device < 0 or (total > 0) == (per_device > 0):
-        raise ValueError(
+        raise UsageError(
             "config: set exactly one of batch_size (global) and batch_size_per_device, "
             f"got batch_size={total} and batch_size_per_device={per_device}"
         )
     return total or per_device * (device_count if device_count is not None else jax.device_count())
-
-
-def check_batch_size(global_batch: int, mesh: Mesh) -> None:
-    """A global batch must split evenly over devices and hosts: say which numbers don't."""
-    devices, hosts = mesh.devices.size, jax.process_count()
-    if global_batch % devices:
-        raise ValueError(f"batch_size {global_batch} does not divide among {devices} devices")
-    if global_batch % hosts:
-        raise ValueError(f"batch_size {global_batch} does not divide among {hosts} processes (hosts)")
 
 
 def global_batch(host_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
@@ -92,7 +85,7 @@ def initialize_distributed(
     """
     if not auto and coordinator is None:
         if num_processes not in (None, 1):
-            raise ValueError("--num_processes > 1 needs --coordinator (or --multihost on a TPU pod)")
+            raise UsageError("--num_processes > 1 needs --coordinator (or --multihost on a TPU pod)")
         return
     # All-reduce across processes on the CPU backend (simulated runs, tests); the
     # GPU and TPU backends bring their own collectives and ignore this.
@@ -101,7 +94,7 @@ def initialize_distributed(
         jax.distributed.initialize()
     else:
         if num_processes is None or process_id is None:
-            raise ValueError("--coordinator needs --num_processes and --process_id")
+            raise UsageError("--coordinator needs --num_processes and --process_id")
         jax.distributed.initialize(
             coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
         )

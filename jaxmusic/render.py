@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxmusic import midi_io
+from jaxmusic.cli import atomic_path
 
 SAMPLE_RATE = 44_100
 TAIL_SECONDS = 1.0  # let the last notes ring out
@@ -60,15 +61,12 @@ def to_wav(midi_path: str | os.PathLike, wav_path: str | os.PathLike) -> Path:
     chunks.append(np.frombuffer(synth.generate(int(TAIL_SECONDS * SAMPLE_RATE)), np.float32).copy())
     audio = np.concatenate(chunks)
     pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
-    wav_path = Path(wav_path)
-    tmp = wav_path.with_name(f".{wav_path.name}.tmp")
-    with wave.open(str(tmp), "wb") as w:
+    with atomic_path(wav_path) as tmp, wave.open(str(tmp), "wb") as w:
         w.setnchannels(2)
         w.setsampwidth(2)
         w.setframerate(SAMPLE_RATE)
         w.writeframes(pcm.tobytes())
-    os.replace(tmp, wav_path)
-    return wav_path
+    return Path(wav_path)
 
 
 def piano_roll(midi_path: str | os.PathLike, png_path: str | os.PathLike) -> Path:
@@ -91,9 +89,7 @@ def piano_roll(midi_path: str | os.PathLike, png_path: str | os.PathLike) -> Pat
     ax.set_title(Path(midi_path).name)
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
-    png_path = Path(png_path)
-    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    os.replace(tmp, png_path)
-    return png_path
+    return Path(png_path)

@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxmusic import codec as codec_lib
+from jaxmusic.cli import UsageError
 
 NEG_INF = -1e30
 
@@ -119,6 +122,32 @@ class Mode:
         return cls(top_k=int(top_k), nucleus=float(top_p) < 1.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How notes are drawn from the logits; checked when made (a `cli.UsageError` names
+    the flag of the same name).
+
+    temperature: > 0, divides the logits; top_k: draw among the k largest (0: all);
+    top_p: nucleus mass in (0, 1] (1: none); greedy: always the most probable id.
+    """
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    greedy: bool = False
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise UsageError(f"--temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise UsageError(f"--top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise UsageError(f"--top_k must be >= 0, got {self.top_k}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 class Sampler:
     """`sampler(params, window, genre, key, temperature, top_k, top_p, greedy)`.
 
@@ -138,6 +167,7 @@ class Sampler:
         self._encode, self._step = encode, step
         self._banned = banned_ids(vocab_size, first_note_id)
         self._phrase_len, self._num_phrases = phrase_len, num_phrases
+        self.notes_per_call = phrase_len * num_phrases
 
     def __call__(self, params, window, genre, key, temperature, top_k, top_p, greedy) -> jax.Array:
         mode = Mode.of(top_k=top_k, top_p=top_p, greedy=greedy)
@@ -190,6 +220,13 @@ def make_sampler(
                    phrase_len=phrase_len, num_phrases=num_phrases)  # fmt: skip
 
 
+def for_model(model: Any, *, vocab_size: int, first_note_id: int, phrase_len: int, num_notes: int) -> Sampler:
+    """A `Sampler` over a `models.Seq2Seq` that writes at least `num_notes` notes a call
+    (whole phrases of `phrase_len`)."""
+    return make_sampler(*model_functions(model), vocab_size=vocab_size, first_note_id=first_note_id,
+                        phrase_len=phrase_len, num_phrases=math.ceil(num_notes / phrase_len))  # fmt: skip
+
+
 def model_functions(model: Any) -> tuple[EncodeFn, StepFn]:
     """A `models.Seq2Seq`'s encode and decode_step as the plain functions `make_sampler` takes."""
 
@@ -207,3 +244,62 @@ def primer_window(ids: jax.Array | list[int], encoder_len: int) -> list[int]:
     seq = [codec_lib.BOS, *(int(i) for i in ids)]
     seq = seq[-encoder_len:]
     return [codec_lib.PAD] * (encoder_len - len(seq)) + seq
+
+
+def generate(
+    sample: Sampler,
+    params: Any,
+    primers: Sequence[Sequence[int]],
+    genres: Sequence[int] | np.ndarray,
+    *,
+    encoder_len: int,
+    num_notes: int,
+    settings: Settings,
+    key: jax.Array,
+    batch: int | None = None,
+    max_calls: int = 1,
+    done: Callable[[np.ndarray], bool] | None = None,
+) -> np.ndarray:
+    """Notes continuing each primer: the one sampling driver of the CLIs and the benchmark.
+
+    Rows go through the compiled `sample` `batch` at a time (all at once by default;
+    the last batch padded with copies of its last row, so every call compiles once).
+    A call writes `num_notes` notes per row (<= sample.notes_per_call); with
+    `max_calls` > 1 the rows are continued, the encoder window sliding over what was
+    written, until `done(written)` or `max_calls` calls. The call for the rows from
+    index s, continuation c draws with `fold_in(key, s * max_calls + c)`: the same key,
+    primers and settings give the same notes.
+
+    Args:
+      primers: note ids per row (any length; the last encoder_len - 1 are read).
+      genres: a genre index per row.
+
+    Returns:
+      int32[len(primers), calls * num_notes] written ids (PAD after an EOS).
+    """
+    if num_notes > sample.notes_per_call:
+        raise ValueError(f"num_notes {num_notes} > the sampler's {sample.notes_per_call} a call")
+    n = len(primers)
+    batch = batch or n
+    genres = np.asarray(genres, np.int32)
+    out = []
+    for start in range(0, n, batch):
+        rows = list(range(start, min(start + batch, n)))
+        padded = rows + [rows[-1]] * (batch - len(rows))
+        window = np.asarray([primer_window(primers[i], encoder_len) for i in padded], np.int32)
+        genre = jnp.asarray(genres[padded])
+        written = np.zeros((batch, 0), np.int32)
+        for call in range(max_calls):
+            k = jax.random.fold_in(key, start * max_calls + call)
+            tokens = sample(params, jnp.asarray(window), genre, k, settings.temperature, settings.top_k,
+                            settings.top_p, settings.greedy)  # fmt: skip
+            tokens = np.asarray(tokens)[:, :num_notes]
+            written = np.concatenate([written, tokens], axis=1)
+            window = np.concatenate([window, tokens], axis=1)[:, -encoder_len:]
+            if done is None or done(written[: len(rows)]):
+                break
+        out.append(written[: len(rows)])
+    width = max(w.shape[1] for w in out)  # batches that stopped after fewer calls: PAD
+    return np.concatenate(
+        [np.pad(w, ((0, 0), (0, width - w.shape[1])), constant_values=codec_lib.PAD) for w in out]
+    )

@@ -28,15 +28,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxmusic import batching, cli, models, parallel
 from jaxmusic import checkpoint as checkpoint_lib
 from jaxmusic import codec as codec_lib
 from jaxmusic import lock as lock_lib
-from jaxmusic import models, parallel
 from jaxmusic import steps as steps_lib
 from jaxmusic.metric_writer import MetricWriter
 
 
-class TrainingError(RuntimeError):
+class TrainingError(cli.Error):
     """A run that must stop: a non-finite loss, a workdir that does not fit the run."""
 
 
@@ -180,27 +180,27 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
 
     # --- Mesh and data. ---
     mesh = parallel.make_mesh()
-    batch_size = parallel.global_batch_size(config, mesh.devices.size)
-    parallel.check_batch_size(batch_size, mesh)
-    host_batch = input_pipeline.host_batch_size(batch_size, jax.process_count())
+    layout = batching.layout(
+        parallel.global_batch_size(config, mesh.devices.size),
+        devices=mesh.devices.size,
+        processes=jax.process_count(),
+        data_shards=config.data_shards or None,
+    )
     codec = input_pipeline.load_codec(config.data_dir)
-    num_shards = config.data_shards or jax.process_count()
-    if batch_size % num_shards:
-        raise ValueError(f"batch_size {batch_size} does not divide among data_shards {num_shards}")
     train_shards, shard_ids = input_pipeline.load_train_shards(
         config.data_dir,
-        num_shards=num_shards,
+        num_shards=layout.shards,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
     # Targets of the whole train split (every note after BOS, EOS included), from this
     # host's equal share of the shards: what one epoch is.
     train_targets = sum(seq.shape[0] - 1 for p in train_shards for seq in p.sequences) * jax.process_count()
-    targets_per_step = batch_size * config.decoder_len
+    targets_per_step = layout.global_size * config.decoder_len
     eval_pieces = input_pipeline.load_pieces(config.data_dir, config.eval_split)
     eval_batches = input_pipeline.eval_batches(
         eval_pieces,
-        batch_size=host_batch,
+        batch_size=layout.host_size,
         encoder_len=config.encoder_len,
         decoder_len=config.decoder_len,
         process_index=jax.process_index(),
@@ -237,7 +237,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
     eval_step = steps_lib.make_eval_step(model, mesh)
     batches = input_pipeline.train_batches(
         train_shards,
-        batch_size=host_batch,
+        batch_size=layout.host_size,
         encoder_len=config.encoder_len,
         decoder_len=config.decoder_len,
         seed=config.seed,
@@ -250,26 +250,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
     # --- Loop. ---
     stop = _Stop(stop_at)
     stop.install()
-    pending: list[tuple[int, dict]] = []  # device metrics not yet checked on the host
+    pending = _PendingMetrics(ckpt)
     last_eval: dict[str, float] = {}
-    timer = {"t": None, "steps": 0}
+    rate = _StepRate()
     progress = _progress(start, config.num_train_steps, enabled=is_main)
 
-    def flush() -> dict[str, float]:
-        """Checks every pending loss (stopping on a non-finite one); returns the means."""
-        if not pending:
-            return {}
-        fetched = jax.device_get([m for _, m in pending])
-        for (step, _), m in zip(pending, fetched, strict=True):
-            if not np.isfinite(m["loss"]):
-                ckpt.wait()
-                last = ckpt.steps()[-1] if ckpt.steps() else "none"
-                raise TrainingError(
-                    f"loss is {m['loss']} at step {step}; stopped. Last good checkpoint: step {last}"
-                )
-        means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-        pending.clear()
-        return means
+    def save(step: int) -> None:
+        pending.check()  # only states whose every loss was checked reach disk
+        check_finite(state.params, step)
+        ckpt.save(step, state, config_dict, codec_dict)
 
     try:
         step = start
@@ -277,44 +266,36 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
             batch = parallel.global_batch(next(batches), mesh)
             state, metrics = train_step(state, batch)
             step += 1
-            pending.append((step, metrics))
-            if len(pending) > 2:  # at most 2 steps in flight: XLA:CPU aborts long queues of all-reduces
-                jax.block_until_ready(pending[-3][1])
-            if timer["t"] is None:  # the first step compiles: keep it out of timings
-                jax.block_until_ready(metrics)
-                timer["t"], timer["steps"] = time.perf_counter(), step
+            pending.add(step, metrics)
+            rate.started(step, metrics)
             last = step == config.num_train_steps
             if step % config.log_every == 0 or last:
-                means = flush()
-                elapsed = time.perf_counter() - timer["t"]
-                rate = (step - timer["steps"]) / elapsed if step > timer["steps"] else float("nan")
-                means.update(steps_per_second=rate, learning_rate=float(schedule(step - 1)),
+                means = pending.check()
+                steps_per_second = rate(step)
+                means.update(steps_per_second=steps_per_second, learning_rate=float(schedule(step - 1)),
                              epochs=step * targets_per_step / train_targets)  # fmt: skip
                 writer.write(step, {f"train_{k}" if not k.startswith(("steps", "learn", "epochs")) else k: v
                                     for k, v in means.items()})  # fmt: skip
-                progress.set_postfix(loss=f"{means['loss']:.3f}", steps_s=f"{rate:.2f}")
+                progress.set_postfix(loss=f"{means['loss']:.3f}", steps_s=f"{steps_per_second:.2f}")
             progress.update(1)
             if step % config.checkpoint_every == 0 or last:
-                flush()  # only checked states reach disk
-                check_finite(state.params, step)
-                ckpt.save(step, state, config_dict, codec_dict)
+                save(step)
             if step % config.eval_every == 0 or last:
                 last_eval = steps_lib.evaluate_batches(
                     eval_step, state.params, eval_batches, mesh, codec.genres
                 )
                 writer.write(step, last_eval)
-                timer["t"], timer["steps"] = time.perf_counter(), step  # keep evaluation out of steps/s
+                rate.restart(step)  # keep evaluation out of steps/s
                 e = last_eval
                 progress.write(
                     f"step {step}: eval NLL {e['eval_nll']:.4f}, perplexity {e['eval_perplexity']:.2f}, "
                     f"accuracy {e['eval_accuracy']:.4f}"
                 )
         if step < config.num_train_steps and stop.reason is not None:
-            flush()
+            pending.check()
             ckpt.wait()
             if step not in ckpt.steps():
-                check_finite(state.params, step)
-                ckpt.save(step, state, config_dict, codec_dict)
+                save(step)
             progress.write(f"stopped ({stop.reason}): saved a checkpoint at step {step}")
         elif step == config.num_train_steps and step > start and is_main:
             warning = _under_one_epoch(step * targets_per_step, train_targets)
@@ -326,6 +307,64 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
         progress.close()
         stop.restore()
     return last_eval
+
+
+class _PendingMetrics:
+    """Train-step metrics still on the device, checked on the host in order.
+
+    At most 2 steps stay in flight (XLA:CPU aborts long queues of unblocked
+    all-reduces); `check` fetches them all and stops the run on a non-finite loss.
+    """
+
+    def __init__(self, ckpt: checkpoint_lib.Checkpointer):
+        self._ckpt = ckpt
+        self._items: list[tuple[int, dict]] = []
+
+    def add(self, step: int, metrics: dict) -> None:
+        self._items.append((step, metrics))
+        if len(self._items) > 2:
+            jax.block_until_ready(self._items[-3][1])
+
+    def check(self) -> dict[str, float]:
+        """Fetches and checks every pending step; returns their means ({} if none).
+
+        Raises:
+          TrainingError: a loss is not finite (naming the step and the last good checkpoint).
+        """
+        if not self._items:
+            return {}
+        fetched = jax.device_get([m for _, m in self._items])
+        for (step, _), m in zip(self._items, fetched, strict=True):
+            if not np.isfinite(m["loss"]):
+                self._ckpt.wait()
+                last = self._ckpt.steps()[-1] if self._ckpt.steps() else "none"
+                raise TrainingError(
+                    f"loss is {m['loss']} at step {step}; stopped. Last good checkpoint: step {last}"
+                )
+        self._items.clear()
+        return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+
+
+class _StepRate:
+    """Steps per second since the first step finished (compilation left out) or since
+    the last `restart` (evaluation left out)."""
+
+    def __init__(self):
+        self._time: float | None = None
+        self._step = 0
+
+    def started(self, step: int, metrics: dict) -> None:
+        """Call after every step; the first call waits for the step (it compiled) and starts the clock."""
+        if self._time is None:
+            jax.block_until_ready(metrics)
+            self.restart(step)
+
+    def restart(self, step: int) -> None:
+        self._time, self._step = time.perf_counter(), step
+
+    def __call__(self, step: int) -> float:
+        elapsed = time.perf_counter() - self._time
+        return (step - self._step) / elapsed if step > self._step else float("nan")
 
 
 def _under_one_epoch(targets_seen: int, train_targets: int) -> str:
@@ -355,50 +394,40 @@ def _progress(start: int, total: int, *, enabled: bool):
 # ----------------------------------------------------------------------------
 
 
-def main(argv: list[str]) -> None:
-    from absl import flags, logging
-
-    del argv
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    f = flags.FLAGS
-    config, workdir = f.config, f.workdir
-    from jaxmusic.input_pipeline import DataError
-
-    try:
-        parallel.initialize_distributed(
-            coordinator=f.coordinator,
-            num_processes=f.num_processes,
-            process_id=f.process_id,
-            auto=f.multihost,
-        )
-        metrics = train_and_evaluate(config, workdir)
-    except (TrainingError, DataError, checkpoint_lib.CheckpointError, codec_lib.CodecError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    if jax.process_index() != 0:
-        return
-    workdir = Path(workdir)
-    print(f"checkpoints: {workdir / 'checkpoints'}")
-    print(f"metrics: {workdir / 'metrics.jsonl'} (TensorBoard: {workdir / 'tensorboard'})")
-    if metrics:
-        print("final evaluation: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-
-
-def _define_flags() -> None:
+def _define_flags(fv, argv: list[str]) -> None:
     from absl import flags
-    from ml_collections import config_flags
 
-    config_flags.DEFINE_config_file("config", None, "a configs/*.py file", lock_config=True)
-    flags.DEFINE_string("workdir", None, "where checkpoints and metrics go (a run resumes from it)")
-    flags.DEFINE_bool("multihost", False, "join a multi-host run found from the environment (TPU pod, SLURM)")
-    flags.DEFINE_string("coordinator", None, "host:port of process 0, for a multi-process run on GPUs/CPUs")
-    flags.DEFINE_integer("num_processes", None, "processes in the run (with --coordinator)")
-    flags.DEFINE_integer("process_id", None, "this process's rank, 0..num_processes-1 (with --coordinator)")
-    flags.mark_flags_as_required(["config", "workdir"])
+    cli.define_config(fv, argv)
+    flags.DEFINE_string(
+        "workdir", None, "checkpoints and metrics go here; a run resumes from it", flag_values=fv
+    )
+    flags.DEFINE_bool("multihost", False, "join a multi-host run found from the environment", flag_values=fv)
+    flags.DEFINE_string(
+        "coordinator", None, "host:port of process 0 (multi-process GPUs/CPUs)", flag_values=fv
+    )
+    flags.DEFINE_integer("num_processes", None, "processes in the run (with --coordinator)", flag_values=fv)
+    flags.DEFINE_integer("process_id", None, "this process's rank (with --coordinator)", flag_values=fv)
+    flags.mark_flag_as_required("workdir", flag_values=fv)
+
+
+@cli.entry_point
+def main(argv: list[str]) -> int:
+    from absl import logging
+
+    f, _ = cli.parse_flags(argv, _define_flags, prog="python -m jaxmusic.train", doc=__doc__)
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    parallel.initialize_distributed(
+        coordinator=f.coordinator, num_processes=f.num_processes, process_id=f.process_id, auto=f.multihost
+    )
+    metrics = train_and_evaluate(f.config, f.workdir)
+    if jax.process_index() == 0:
+        workdir = Path(f.workdir)
+        print(f"checkpoints: {workdir / 'checkpoints'}")
+        print(f"metrics: {workdir / 'metrics.jsonl'} (TensorBoard: {workdir / 'tensorboard'})")
+        if metrics:
+            print("final evaluation: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    return 0
 
 
 if __name__ == "__main__":
-    from absl import app
-
-    _define_flags()
-    app.run(main)
+    raise SystemExit(main())

@@ -13,10 +13,9 @@ float32, so they bound a GPU/TPU's from above.
 import argparse
 
 import jax
-import jax.numpy as jnp
 
 import configs
-from jaxmusic import models, parallel, steps
+from jaxmusic import batching, models, parallel, steps
 
 
 def main() -> None:
@@ -41,13 +40,7 @@ def main() -> None:
     mesh = parallel.make_mesh(jax.devices()[:1])
     step = steps.make_train_step(model, tx, mesh, jax.random.key(1))
     b, te, td = per_device, c.encoder_len, c.decoder_len
-    batch = {
-        "encoder_tokens": jax.ShapeDtypeStruct((b, te), jnp.int32),
-        "decoder_inputs": jax.ShapeDtypeStruct((b, td), jnp.int32),
-        "targets": jax.ShapeDtypeStruct((b, td), jnp.int32),
-        "weights": jax.ShapeDtypeStruct((b, td), jnp.float32),
-        "genre": jax.ShapeDtypeStruct((b,), jnp.int32),
-    }
+    batch = batching.abstract(b, te, td)
     m = step.lower(state, batch).compile().memory_analysis()
     gib = 2**30
     print(f"compiled step, per-device batch {b} ({total} over {args.devices} devices), {te}+{td} notes:")

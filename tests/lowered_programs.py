@@ -30,7 +30,7 @@ def main() -> None:
     import jax.numpy as jnp
 
     from configs import paper
-    from jaxmusic import models, parallel, sampler, steps
+    from jaxmusic import batching, models, parallel, sampler, steps
 
     config = paper.get_config()
     mesh = parallel.make_mesh()
@@ -40,13 +40,7 @@ def main() -> None:
     state = jax.eval_shape(lambda: steps.init_state(model, tx, config, jax.random.key(0)))
     state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), state)
     b, te, td = parallel.global_batch_size(config), config.encoder_len, config.decoder_len
-    batch = {
-        "encoder_tokens": jax.ShapeDtypeStruct((b, te), jnp.int32, sharding=data),
-        "decoder_inputs": jax.ShapeDtypeStruct((b, td), jnp.int32, sharding=data),
-        "targets": jax.ShapeDtypeStruct((b, td), jnp.int32, sharding=data),
-        "weights": jax.ShapeDtypeStruct((b, td), jnp.float32, sharding=data),
-        "genre": jax.ShapeDtypeStruct((b,), jnp.int32, sharding=data),
-    }
+    batch = batching.abstract(b, te, td, sharding=data)
     train_step = steps.make_train_step(model, tx, mesh, jax.random.key(1))
     eval_step = steps.make_eval_step(model, mesh)
     sample = sampler.make_sampler(*sampler.model_functions(model), vocab_size=VOCAB,

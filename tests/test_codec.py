@@ -1,7 +1,6 @@
-"""codec: bins, the seed's encoding, round trips, save/load, the report CLI."""
+"""codec: bins, the seed's encoding, round trips, save/load."""
 
 import json
-from pathlib import Path
 
 import helpers
 import hypothesis.extra.numpy as hnp
@@ -11,7 +10,7 @@ from helpers import CHORDS_AND_RESTS, DRUMS, Track, write_midi
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxmusic import codec, metrics, midi_io
+from jaxmusic import codec, midi_io, music_stats
 
 
 def _notes(start, dur, pitch, vel):
@@ -80,7 +79,7 @@ def test_round_trip_of_midi_with_chords_rests_tempo_tracks_and_drums(tmp_path):
     np.testing.assert_array_equal(out["pitch"], notes["pitch"])
     np.testing.assert_allclose(out["start"], notes["start"], atol=1e-9)
     np.testing.assert_allclose(out["end"], notes["end"], atol=1e-9)
-    assert metrics.match_onsets(notes, out).f1 == 1.0
+    assert music_stats.match_onsets(notes, out).f1 == 1.0
 
 
 def test_onset_error_does_not_accumulate():
@@ -202,60 +201,3 @@ def test_round_trip_keeps_pitch_order_and_onset_order(start, data):
     np.testing.assert_array_equal(out["pitch"], notes["pitch"])  # pitch order kept
     assert np.all(np.diff(out["start"]) >= 0)  # onsets in the same order
     assert np.all(out["end"] > out["start"])
-
-
-def _fixture_folder(tmp_path):
-    write_midi(tmp_path / "classical" / "a.mid", [Track(CHORDS_AND_RESTS)])
-    write_midi(tmp_path / "jazz" / "b.mid", [Track(CHORDS_AND_RESTS[:6]), Track(DRUMS, channel=9)])
-    (tmp_path / "jazz" / "page.mid").write_bytes(helpers.bad_midi_bytes()["html"])
-    (tmp_path / "rock" / "clip.mid").parent.mkdir()
-    (tmp_path / "rock" / "clip.mid").write_bytes(helpers.bad_midi_bytes()["data_byte_above_127"])
-    return tmp_path
-
-
-def test_report_cli_writes_json(tmp_path, capsys):
-    folder = _fixture_folder(tmp_path / "midi")
-    out = tmp_path / "report.json"
-    args = [
-        "report",
-        str(folder),
-        "--min_count",
-        "1",
-        "--json",
-        str(out),
-        "--codec_out",
-        str(tmp_path / "c.json"),
-    ]
-    rc = codec.main([*args, "--workers", "1"])
-    assert rc == 0
-    r = json.loads(out.read_text())
-    assert (r["files_found"], r["files_read"], r["files_rejected"]) == (4, 3, 1)
-    assert r["rejected"][0]["reason"] == "not a MIDI file: looks like HTML/XML"
-    assert r["recovered"][0]["recovered"] == ["clipped data bytes above 127"]
-    assert r["notes"] == len(CHORDS_AND_RESTS) + 6 + 2
-    assert r["fidelity"]["onset_f1"] == pytest.approx(1.0)
-    assert codec.load(tmp_path / "c.json").fingerprint == r["codec"]["fingerprint"]
-    assert "onset P / R / F1" in capsys.readouterr().out
-
-
-def test_report_cli_bad_input(tmp_path, capsys):
-    assert codec.main(["report", str(tmp_path / "missing")]) == 2
-    assert "not a directory" in capsys.readouterr().err
-    assert codec.main(["report", str(tmp_path)]) == 2
-    assert "no MIDI files" in capsys.readouterr().err
-    folder = _fixture_folder(tmp_path / "midi")
-    assert codec.main(["report", str(folder), "--json", str(tmp_path / "no" / "r.json")]) == 2
-    assert "does not exist" in capsys.readouterr().err
-
-
-def test_report_goes_on_past_a_malformed_file(tmp_path, capsys):
-    folder = _fixture_folder(tmp_path / "midi")
-    (folder / "rock" / "long_delta.mid").write_bytes(helpers.bad_midi_bytes()["long_delta_time"])
-    out = tmp_path / "report.json"
-    assert codec.main(["report", str(folder), "--min_count", "1", "--json", str(out), "--workers", "1"]) == 0
-    r = json.loads(out.read_text())
-    assert (r["files_found"], r["files_read"], r["files_rejected"]) == (5, 3, 2)
-    reasons = {Path(x["path"]).name: x["reason"] for x in r["rejected"]}
-    assert "variable-length quantity longer than 4 bytes" in reasons["long_delta.mid"]
-    assert r["internal_errors"] == []
-    assert "internal errors" not in capsys.readouterr().err

@@ -5,8 +5,10 @@ import itertools
 import numpy as np
 import pytest
 
+from jaxmusic import batching
 from jaxmusic import codec as codec_lib
 from jaxmusic import input_pipeline as ip
+from jaxmusic.cli import UsageError
 
 TE, TD = 6, 4
 
@@ -54,7 +56,7 @@ def test_every_target_of_a_piece_is_in_as_many_training_windows():
         targets = [j for j in range(start, start + TD) if 0 <= j < seq.shape[0]]
         np.testing.assert_array_equal(window[TE:][[j - start for j in targets]], seq[targets])
         assert targets and all(window[TE:][k] == codec_lib.PAD for k in range(TD) if start + k not in targets)
-        weights = ip._frame(window[None], TE)["weights"][0]
+        weights = batching.from_windows(window[None], np.zeros(1, np.int32), TE)["weights"][0]
         times[[j for j in targets if weights[j - start]]] += 1
     assert times[0] == 0  # BOS is never a weighted target
     np.testing.assert_array_equal(times[1:], TD)  # first note, middle, last note, EOS: Td each
@@ -104,13 +106,13 @@ def test_eval_batches_are_dealt_evenly_to_hosts():
     got = sum(int(b["weights"].sum()) for s in shares for b in s)
     assert got == sum(s.shape[0] - 1 for s in pieces.sequences)
     rows = [
-        r
+        tuple(r)
         for s in shares
         for b in s
         for r, w in zip(np.concatenate([b["encoder_tokens"], b["targets"]], 1), b["weights"], strict=True)
         if w.any()
     ]
-    assert len(rows) == whole.shape[0]
+    assert sorted(rows) == sorted(tuple(r) for r in whole)  # each window on exactly one host
 
 
 def test_transposition_moves_pitch_and_nothing_else():
@@ -157,9 +159,12 @@ def test_transpose_table_marks_unseen_results():
 
 
 def test_bad_settings_are_clear_errors():
-    with pytest.raises(ip.DataError, match="batch_size 10 does not divide among 4 processes"):
-        ip.host_batch_size(10, 4)
-    assert ip.host_batch_size(12, 4) == 3
+    with pytest.raises(UsageError, match="batch_size 10 does not divide among 4 devices"):
+        batching.layout(10, devices=4, processes=4)
+    with pytest.raises(UsageError, match="batch_size 12 does not divide among data_shards 8"):
+        batching.layout(12, devices=4, processes=4, data_shards=8)
+    split = batching.layout(16, devices=8, processes=4, data_shards=8)
+    assert (split.host_size, split.device_size, split.shards_per_host, split.shard_rows) == (4, 2, 2, 2)
     with pytest.raises(ip.DataError, match="longer than every piece"):
         next(ip.train_batches(_pieces([3, 4]), batch_size=2, encoder_len=8, decoder_len=8, seed=0))
 

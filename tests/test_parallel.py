@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxmusic import checkpoint, parallel
+from jaxmusic import batching, checkpoint, parallel
 from jaxmusic.metric_writer import read_metrics
 
 RUN = Path(__file__).with_name("distributed_run.py")
@@ -141,7 +141,7 @@ def test_global_batch_size_from_exactly_one_field():
 
 def test_batch_that_does_not_divide_names_both_numbers():
     mesh = parallel.make_mesh()
-    parallel.check_batch_size(6, mesh)  # one device, one host: anything divides
+    assert batching.layout(6, devices=mesh.devices.size, processes=1).device_size == 6  # anything divides
     with pytest.raises(ValueError, match="data_shards 3 does not divide among 2 processes"):
         from jaxmusic import input_pipeline
 

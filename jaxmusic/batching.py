@@ -1,0 +1,109 @@
+"""The batch the steps take, and how a global batch splits over processes, devices and
+data shards: one place for both, with no TensorFlow.
+
+A batch is a dict of arrays, examples on the first axis:
+
+  encoder_tokens  int32[B, Te]    the encoder's window
+  decoder_inputs  int32[B, Td]    the encoder's last token, then the targets but the last
+  targets         int32[B, Td]
+  weights         float32[B, Td]  1 for a target to learn, 0 for PAD and BOS
+  genre           int32[B]        an index into codec.genres
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxmusic import codec as codec_lib
+from jaxmusic.cli import UsageError
+
+# name: (dtype, whether it has a time axis of the encoder (Te) or decoder (Td), or none)
+FIELDS: dict[str, tuple[Any, str | None]] = {
+    "encoder_tokens": (np.int32, "encoder"),
+    "decoder_inputs": (np.int32, "decoder"),
+    "targets": (np.int32, "decoder"),
+    "weights": (np.float32, "decoder"),
+    "genre": (np.int32, None),
+}
+
+
+def from_windows(windows: np.ndarray, genre: np.ndarray, encoder_len: int) -> dict[str, np.ndarray]:
+    """A batch from int32[B, Te + Td] windows of `[PAD...] [BOS] ids [EOS] [PAD...]` and
+    their genres int32[B]."""
+    targets = windows[:, encoder_len:]
+    return {
+        "encoder_tokens": windows[:, :encoder_len],
+        "decoder_inputs": windows[:, encoder_len - 1 : -1],
+        "targets": targets,
+        # BOS is never a target (it is given, not predicted): a window that starts
+        # early enough to hold a piece's first notes as targets holds its BOS there too.
+        "weights": ((targets != codec_lib.PAD) & (targets != codec_lib.BOS)).astype(np.float32),
+        "genre": genre,
+    }
+
+
+def abstract(
+    batch_size: int, encoder_len: int, decoder_len: int, sharding: Any = None
+) -> dict[str, jax.ShapeDtypeStruct]:
+    """The batch's shapes and dtypes (for lowering and compiling without data)."""
+    lengths = {"encoder": (encoder_len,), "decoder": (decoder_len,), None: ()}
+    return {
+        name: jax.ShapeDtypeStruct((batch_size, *lengths[axis]), dtype, sharding=sharding)
+        for name, (dtype, axis) in FIELDS.items()
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """A global batch's split: every process feeds `host_size` rows, `shard_rows` from each
+    of its `shards_per_host` data shards (`shards` in all); every device runs
+    `device_size` rows."""
+
+    global_size: int
+    shards: int
+    host_size: int
+    device_size: int
+    shards_per_host: int
+    shard_rows: int
+
+
+def layout(global_size: int, *, devices: int, processes: int, data_shards: int | None = None) -> Layout:
+    """Checks that a global batch splits evenly; data_shards None: one shard a process.
+
+    Every process holds the same number of devices, so a batch that divides among the
+    devices divides among the processes too.
+
+    Raises:
+      UsageError: naming the numbers that do not divide.
+    """
+    shards = processes if data_shards is None else data_shards
+    if global_size < 1:
+        raise UsageError(f"batch_size must be >= 1, got {global_size}")
+    if global_size % devices:
+        raise UsageError(f"batch_size {global_size} does not divide among {devices} devices")
+    per_host = shards_per_host(shards, processes)
+    if global_size % shards:
+        raise UsageError(f"batch_size {global_size} does not divide among data_shards {shards}")
+    return Layout(
+        global_size=global_size,
+        shards=shards,
+        host_size=global_size // processes,
+        device_size=global_size // devices,
+        shards_per_host=per_host,
+        shard_rows=global_size // shards,
+    )
+
+
+def shards_per_host(shards: int, processes: int) -> int:
+    """Data shards each process reads.
+
+    Raises:
+      UsageError: they do not divide evenly.
+    """
+    if shards < 1 or shards % processes:
+        raise UsageError(f"data_shards {shards} does not divide among {processes} processes (hosts)")
+    return shards // processes

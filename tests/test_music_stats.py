@@ -1,0 +1,117 @@
+"""Music statistics on hand-made notes, Yang & Lerch's set comparison, degenerate samples."""
+
+import numpy as np
+import pytest
+
+from jaxmusic import midi_io, music_stats
+
+
+def notes(*rows):
+    """(start, end, pitch) rows -> NOTE_DTYPE notes."""
+    a = np.asarray(rows, np.float64).reshape(-1, 3)
+    return midi_io.make_notes(a[:, 0], a[:, 1], a[:, 2].astype(int), np.full(a.shape[0], 80))
+
+
+# C major chord for 1 s, then G alone for 0.5 s, a rest, and C5 from 2 s to 4 s.
+PIECE = notes((0, 1, 60), (0, 1, 64), (1, 1.5, 67), (0, 1, 67), (2, 4, 72))
+EMPTY = notes()
+
+
+def test_pitch_statistics():
+    np.testing.assert_allclose(
+        music_stats.pitch_class_histogram(PIECE), np.eye(12)[[0, 4, 7, 7, 0]].sum(0) / 5
+    )
+    assert music_stats.pitch_count(PIECE)[0] == 4  # 60, 64, 67, 72
+    assert music_stats.pitch_range(PIECE)[0] == 12
+    # Onset order, pitch order within a chord: 60 64 67 | 67 | 72 -> steps 4, 3, 0, 5.
+    assert music_stats.average_pitch_interval(PIECE)[0] == pytest.approx(3.0)
+    # A pitch-class histogram of a transposed piece is the same histogram rotated.
+    up = PIECE.copy()
+    up["pitch"] += 2
+    np.testing.assert_allclose(
+        music_stats.pitch_class_histogram(up), np.roll(music_stats.pitch_class_histogram(PIECE), 2)
+    )
+
+
+def test_key_statistics():
+    c_major = notes(*[(t, t + 1, p) for t, p in enumerate([60, 62, 64, 65, 67, 69, 71])])
+    assert music_stats.scale_consistency(c_major)[0] == pytest.approx(1.0)  # every note in C major's scale
+    assert music_stats.pitch_class_entropy(c_major)[0] == pytest.approx(np.log2(7))  # 7 classes, equally
+    assert music_stats.KEY_NAMES[music_stats.estimate_key(c_major)] == "C major"
+    chromatic = notes(*[(t, t + 1, 60 + t) for t in range(12)])
+    assert music_stats.scale_consistency(chromatic)[0] == pytest.approx(7 / 12)
+    assert music_stats.pitch_class_entropy(chromatic)[0] == pytest.approx(np.log2(12))
+    # A minor: the tonic and fifth held longest; the same notes as C major otherwise.
+    a_minor = notes(*[(t, t + (3 if p in (57, 64, 69) else 1), p)
+                      for t, p in enumerate([57, 59, 60, 62, 64, 65, 67, 69])])  # fmt: skip
+    assert music_stats.KEY_NAMES[music_stats.estimate_key(a_minor)] == "A minor"
+    up = c_major.copy()
+    up["pitch"] += 7
+    assert music_stats.KEY_NAMES[music_stats.estimate_key(up)] == "G major"  # transposes with the piece
+    assert music_stats.estimate_key(notes((0, 1, 60), (1, 2, 72))) == -1  # one pitch class: no key
+    assert music_stats.estimate_key(EMPTY) == -1
+
+
+def test_rhythm_statistics():
+    # Distinct onsets 0, 1, 2: mean gap 1 s (the chord counts once).
+    assert music_stats.inter_onset_interval(PIECE)[0] == pytest.approx(1.0)
+    # Lengths 1, 1, 0.5, 1, 2 s: bins [0.7, 1.4) x3, [0.35, 0.7) x1, [1.4, 2.8) x1.
+    edges = np.asarray(music_stats.NOTE_LENGTH_EDGES)
+    expected = np.histogram([1, 1, 0.5, 1, 2], edges)[0] / 5
+    np.testing.assert_allclose(music_stats.note_length_histogram(PIECE), expected)
+    assert expected[4] == pytest.approx(0.6)
+    # Sounding: 3 notes for 1 s, 1 for 0.5 s, none for 0.5 s, 1 for 2 s -> (3 + 0.5 + 2) / 3.5.
+    assert music_stats.polyphony(PIECE)[0] == pytest.approx(5.5 / 3.5)
+    assert music_stats.note_density(PIECE)[0] == pytest.approx(5 / 4)
+    # A note ending exactly when the next starts does not overlap it.
+    legato = notes((0, 1, 60), (1, 2, 62), (2, 3, 64))
+    assert music_stats.polyphony(legato)[0] == pytest.approx(1.0)
+
+
+def test_statistics_of_no_notes_are_zero_not_nan():
+    for name, fn in music_stats.STATISTICS.items():
+        value = fn(EMPTY)
+        assert np.all(value == 0), name
+    stats = music_stats.statistics([PIECE, EMPTY, PIECE])
+    assert stats["pitch_class_histogram"].shape == (3, 12)
+    assert stats["pitch_range"].shape == (3, 1)
+    np.testing.assert_array_equal(stats["pitch_range"][:, 0], [12, 0, 12])
+
+
+def test_degenerate_samples():
+    assert music_stats.is_degenerate(np.array([], np.int64))  # silence
+    assert music_stats.is_degenerate(np.array([9, 9, 9, 10, 11]))  # 3 of 5 are one id
+    assert not music_stats.is_degenerate(np.array([9, 9, 10, 11]))  # exactly half is not more
+    assert not music_stats.is_degenerate(np.arange(10, 30))
+
+
+def test_overlap_area_and_kl():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=300)
+    assert music_stats.overlap_area(x, x) == pytest.approx(1.0, abs=1e-4)
+    assert music_stats.kl_divergence(x, x) == pytest.approx(0.0, abs=1e-9)
+    far = x + 100.0
+    assert music_stats.overlap_area(x, far) < 1e-6
+    assert music_stats.kl_divergence(x, far) > 10.0
+    # Two unit Gaussians one standard deviation apart overlap 2 Phi(-1/2) = 0.617.
+    y = rng.normal(size=4000)
+    assert music_stats.overlap_area(y, rng.normal(size=4000) + 1.0) == pytest.approx(0.617, abs=0.04)
+    # A set of equal values (zero spread) is a narrow bump, not an error.
+    assert music_stats.overlap_area(np.zeros(10), np.zeros(10)) == pytest.approx(1.0, abs=1e-4)
+    assert music_stats.overlap_area(np.zeros(10), np.ones(10)) < 1e-6
+
+
+def test_compare_sets_rewards_the_same_distribution():
+    rng = np.random.default_rng(1)
+    real = rng.normal(size=(80, 1))
+    same = rng.normal(size=(80, 1))
+    shifted = rng.normal(size=(80, 1)) + 5.0
+    close = music_stats.compare_sets(real, same)
+    off = music_stats.compare_sets(real, shifted)
+    assert close["overlap_area"] > 0.9 > 0.15 > off["overlap_area"]
+    assert close["kl_divergence"] < off["kl_divergence"]
+    assert off["generated_mean"] - off["real_mean"] == pytest.approx(5.0, abs=0.4)
+    np.testing.assert_allclose(music_stats.intra_set_distances(np.array([[0.0], [3.0], [4.0]])), [3, 4, 1])
+    np.testing.assert_allclose(
+        music_stats.inter_set_distances(np.array([[0.0, 0.0]]), np.array([[3.0, 4.0], [0.0, 1.0]])), [5, 1]
+    )
