@@ -51,7 +51,7 @@ class MidiPiecesConfig(tfds.core.BuilderConfig):
     """What to build.
 
     Attributes:
-      files: (path, genre) pairs to read; None reads the manual dir's genre folders.
+      files: (path, genre) pairs to read (`find_sources` of a folder, or a corpus's).
       label_root: paths in the manifest and examples are relative to it.
       rejected_sources: (label, genre, reason) of inputs that failed before
         becoming MIDI files (the music21 corpus); they go in the manifest.
@@ -61,7 +61,7 @@ class MidiPiecesConfig(tfds.core.BuilderConfig):
       workers: processes that read files (None: every core).
     """
 
-    files: tuple[tuple[str, str], ...] | None = None
+    files: tuple[tuple[str, str], ...] = ()
     label_root: str | None = None
     rejected_sources: tuple[tuple[str, str, str], ...] = ()
     validation_percent: int = 5
@@ -111,9 +111,6 @@ class MidiPieces(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "First release."}
-    MANUAL_DOWNLOAD_INSTRUCTIONS = (
-        "A folder of genre subfolders of MIDI files: DIR/<genre>/**/*.mid (or .midi, .kar)."
-    )
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -131,12 +128,8 @@ class MidiPieces(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         config: MidiPiecesConfig = self.builder_config
-        if config.files is not None:
-            sources = [(Path(p), g) for p, g in config.files]
-            root = Path(config.label_root) if config.label_root else None
-        else:
-            root = Path(dl_manager.manual_dir)
-            sources = find_sources(root)
+        sources = [(Path(p), g) for p, g in config.files]
+        root = Path(config.label_root) if config.label_root else None
         pieces, manifest = self._read_all(sources, root)
         train = [p for p in pieces if p["split"] == "train"]
         if not train:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -107,7 +108,11 @@ def synthetic_batch(rng: np.random.Generator, batch: int, config, vocab_size: in
     return batching.from_windows(windows, rng.integers(0, num_genres, batch).astype(np.int32), te)
 
 
-def bench_train(config, *, vocab_size: int, num_genres: int, steps: int, burn_in: int = 3) -> dict:
+def bench_train(
+    config, *, vocab_size: int, num_genres: int, steps: int, burn_in: int = 3
+) -> tuple[dict, models.Seq2Seq, Any]:
+    """The train step's times, FLOPs and memory on synthetic batches: (figures, the model,
+    its parameters after the timed steps)."""
     mesh = parallel.make_mesh()
     batching.layout(config.batch_size, devices=mesh.devices.size, processes=jax.process_count())
     model = models.from_config(config, vocab_size, num_genres)
@@ -134,20 +139,22 @@ def bench_train(config, *, vocab_size: int, num_genres: int, steps: int, burn_in
         times.append(time.perf_counter() - t)
     median = statistics.median(times)
     flops = train_flops(config, vocab_size, config.batch_size)
-    return {
-        "steps_per_second": 1 / median,
-        "notes_per_second": config.batch_size * config.decoder_len / median,
-        "step_seconds_median": median,
-        "step_seconds_min": min(times),
-        "step_seconds_max": max(times),
-        "step_seconds_iqr": float(np.subtract(*np.percentile(times, [75, 25]))),
-        "flops_per_step": flops,
-        "gflops_per_second": flops / median / 1e9,
-        "params": int(sum(x.size for x in jax.tree.leaves(state.params))),
-        "memory_per_device_bytes": _memory_bytes(memory),
-        "_params": state.params,
-        "_model": model,
-    }
+    return (
+        {
+            "steps_per_second": 1 / median,
+            "notes_per_second": config.batch_size * config.decoder_len / median,
+            "step_seconds_median": median,
+            "step_seconds_min": min(times),
+            "step_seconds_max": max(times),
+            "step_seconds_iqr": float(np.subtract(*np.percentile(times, [75, 25]))),
+            "flops_per_step": flops,
+            "gflops_per_second": flops / median / 1e9,
+            "params": int(sum(x.size for x in jax.tree.leaves(state.params))),
+            "memory_per_device_bytes": _memory_bytes(memory),
+        },
+        model,
+        state.params,
+    )
 
 
 def _memory_bytes(m) -> dict[str, int] | None:
@@ -276,8 +283,7 @@ def run(config: ml_collections.ConfigDict, *, steps: int, vocab_size: int, num_g
     device = jax.devices()[0]
     size = 2048 if device.platform == "cpu" else 8192
     peak = measure_peak_gflops(dtype, size=size) * jax.device_count()
-    result = bench_train(config, vocab_size=vocab_size, num_genres=num_genres, steps=steps)
-    model, params = result.pop("_model"), result.pop("_params")
+    result, model, params = bench_train(config, vocab_size=vocab_size, num_genres=num_genres, steps=steps)
     result["peak_gflops_per_second"] = peak
     result["peak_matmul_size"] = size
     result["mfu"] = result["gflops_per_second"] / peak

@@ -54,7 +54,13 @@ def entry_point(main: Callable[[list[str]], int | None]) -> Callable[[Sequence[s
 
 
 def parse_flags(
-    argv: Sequence[str], define: Callable[[Any, list[str]], None], *, prog: str, doc: str, positional: int = 0
+    argv: Sequence[str],
+    define: Callable[[Any, list[str]], None],
+    *,
+    prog: str,
+    doc: str,
+    positional: int = 0,
+    log_level: str = "warning",
 ) -> tuple[Any, list[str]]:
     """Parses argv with the flags `define(flag_values, argv)` declares.
 
@@ -65,6 +71,8 @@ def parse_flags(
       prog: the command, for --help (e.g. "python -m jaxmusic.sample").
       doc: the CLI's description, for --help.
       positional: how many positional arguments the CLI takes.
+      log_level: absl logging's level for the run ("warning": orbax logs every save
+        at INFO; "error" also hides its warning on every read-only open).
 
     Returns:
       (the parsed FlagValues, the positional arguments).
@@ -73,7 +81,7 @@ def parse_flags(
       UsageError: an unknown flag, a bad value, a missing required flag, or the wrong
         number of positional arguments. --help prints the flags and exits 0.
     """
-    from absl import flags
+    from absl import flags, logging
 
     values = flags.FlagValues()
     argv = list(argv)
@@ -95,6 +103,7 @@ def parse_flags(
         raise UsageError(
             f"{prog} takes {positional} positional argument(s), got {len(rest)}: {' '.join(rest)}"
         )
+    logging.set_verbosity(log_level)
     return values, rest
 
 

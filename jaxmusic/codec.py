@@ -42,7 +42,6 @@ from jaxmusic.cli import Error, atomic_write
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 NUM_SPECIAL = 4
-SPECIAL_NAMES = ("PAD", "BOS", "EOS", "UNK")
 FORMAT = "jaxmusic.codec"
 FORMAT_VERSION = 1
 NUM_PITCHES = 128

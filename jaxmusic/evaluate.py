@@ -490,10 +490,9 @@ def _define_flags(fv, argv: list[str]) -> None:
 
 @cli.entry_point
 def main(argv: list[str]) -> int:
-    from absl import logging
-
-    f, _ = cli.parse_flags(argv, _define_flags, prog="python -m jaxmusic.evaluate", doc=__doc__)
-    logging.set_verbosity(logging.ERROR)  # orbax warns about every read-only open
+    f, _ = cli.parse_flags(
+        argv, _define_flags, prog="python -m jaxmusic.evaluate", doc=__doc__, log_level="error"
+    )
     report = run(f)
     print(format_report(report))
     if f.json:

@@ -39,7 +39,7 @@ from jaxmusic.lstm import matmul
 Carry = tuple[jax.Array, jax.Array]  # (c, h), each float32[B, H]
 
 # From this hidden size on, the fused recurrence runs in its column layout on a CPU
-# (XLA:CPU measured it faster at 1024, slower at 256 and 512; README, performance).
+# (faster there on XLA:CPU, slower below; docs/performance.md).
 # Only on the CPU: on a TPU or GPU a [4H, B] layout puts the small per-device batch on
 # the minor (lane) axis. Chosen when the program is lowered, for the platform it is
 # lowered for (`lax.platform_dependent`).
@@ -87,7 +87,7 @@ class _Affine(nn.Module):
 class _Table(nn.Module):
     """nn.Embed's parameter (<name>/embedding, same initializer) looked up with
     clipped indices: nn.Embed's default out-of-range fill costs a select over the
-    whole [T, B, 4H] output (5 ms a step at hidden 256 on a CPU)."""
+    whole [T, B, 4H] output (docs/performance.md)."""
 
     num_embeddings: int
     features: int

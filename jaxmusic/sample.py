@@ -174,10 +174,9 @@ def _define_flags(fv, argv: list[str]) -> None:
 
 @cli.entry_point
 def main(argv: list[str]) -> int:
-    from absl import logging
-
-    f, _ = cli.parse_flags(argv, _define_flags, prog="python -m jaxmusic.sample", doc=__doc__)
-    logging.set_verbosity(logging.ERROR)  # orbax warns about every read-only open
+    f, _ = cli.parse_flags(
+        argv, _define_flags, prog="python -m jaxmusic.sample", doc=__doc__, log_level="error"
+    )
     records = generate(f)
     for r in records:
         rendered = "".join(f", {r[k]}" for k in ("png", "wav") if k in r)

@@ -412,10 +412,7 @@ def _define_flags(fv, argv: list[str]) -> None:
 
 @cli.entry_point
 def main(argv: list[str]) -> int:
-    from absl import logging
-
     f, _ = cli.parse_flags(argv, _define_flags, prog="python -m jaxmusic.train", doc=__doc__)
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     parallel.initialize_distributed(
         coordinator=f.coordinator, num_processes=f.num_processes, process_id=f.process_id, auto=f.multihost
     )

@@ -10,12 +10,12 @@ final states, a dense layer to the vocabulary, softmax cross-entropy, Adam with
 global-norm clipping, float32 (or `--dtype bfloat16` products with float32
 parameters: jaxmusic's dtype setting, PyTorch's autocast). On a machine with a GPU,
 jaxmusic and plain Flax run on it (with jax[cuda12]) and PyTorch's nn.LSTM on cuDNN
-(with a CUDA build of torch); each run reports its device. jaxmusic runs twice: with that same embedding
-(`embed_dim=H`, identical FLOPs) and in its default form, where the one-hot input
-goes straight into the first layer's gates as a row gather (the seed's model, fewer
-FLOPs). Each (round, framework) is a process of its own, rounds interleave the
-frameworks so machine noise falls on all alike, and the table gives medians and
-ratios to jaxmusic.
+(with a CUDA build of torch); each run reports its device. jaxmusic runs twice:
+`jaxmusic`, its default form, where the one-hot input goes straight into the first
+layer's gates as a row gather (the seed's model, fewer FLOPs), and `jaxmusic_embed`,
+with that same embedding (`embed_dim=H`, identical FLOPs). Each (round, framework)
+is a process of its own, rounds interleave the frameworks so machine noise falls on
+all alike, and the table gives medians and ratios to jaxmusic_embed.
 
 Sampling (notes/s at batch 1 and 64, 256 notes from one primer) compares jaxmusic's
 jitted sampler with a step-by-step PyTorch loop (no_grad, one nn.LSTM step, softmax
@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 
-FRAMEWORKS = ("jaxmusic", "jaxmusic_onehot", "flax_nn_rnn", "pytorch", "keras")
+FRAMEWORKS = ("jaxmusic", "jaxmusic_embed", "flax_nn_rnn", "pytorch", "keras")
 SAMPLED_NOTES = 256
 SAMPLING_MODES = ("phrases", "decode_only")  # re-encode every --seq notes, or encode once
 
@@ -77,14 +77,14 @@ def run_jaxmusic(args, onehot: bool) -> dict:
     c.batch_size, c.encoder_len, c.decoder_len = args.batch, args.seq, args.seq
     c.model.hidden, c.model.dropout, c.model.embed_dim = args.hidden, 0.0, 0 if onehot else args.hidden
     c.model.dtype = args.dtype
-    r = bench.bench_train(c, vocab_size=args.vocab, num_genres=1, steps=args.steps)
+    r, model, params = bench.bench_train(c, vocab_size=args.vocab, num_genres=1, steps=args.steps)
     out = {"step_seconds": r["step_seconds_median"], "flops_per_step": r["flops_per_step"],
            "device": jax.devices()[0].device_kind}  # fmt: skip
     if onehot:
         for mode in SAMPLING_MODES:
             for b in (1, 64):
                 out[f"sampler_{mode}_notes_per_second_batch{b}"] = bench.bench_sampler(
-                    r["_model"], r["_params"], c, vocab_size=args.vocab, num_genres=1, batch=b,
+                    model, params, c, vocab_size=args.vocab, num_genres=1, batch=b,
                     notes=SAMPLED_NOTES, phrase_len=_phrase_len(mode, args),
                 )["notes_per_second"]  # fmt: skip
     return out
@@ -234,8 +234,8 @@ def run_keras(args) -> dict:
 def worker(args) -> None:
     name = args.worker
     result = {
-        "jaxmusic": lambda: run_jaxmusic(args, onehot=False),
-        "jaxmusic_onehot": lambda: run_jaxmusic(args, onehot=True),
+        "jaxmusic": lambda: run_jaxmusic(args, onehot=True),
+        "jaxmusic_embed": lambda: run_jaxmusic(args, onehot=False),
         "flax_nn_rnn": lambda: run_flax(args),
         "pytorch": lambda: run_pytorch(args),
         "keras": lambda: run_keras(args),
@@ -263,7 +263,7 @@ def main() -> None:
     if unknown := set(names) - set(FRAMEWORKS):
         parser.error(f"unknown --frameworks {sorted(unknown)}; choose from {', '.join(FRAMEWORKS)}")
     if args.dtype != "float32" and {"flax_nn_rnn", "keras"} & set(names):
-        parser.error("--dtype bfloat16 runs jaxmusic, jaxmusic_onehot and pytorch only")
+        parser.error("--dtype bfloat16 runs jaxmusic, jaxmusic_embed and pytorch only")
     runs: dict[str, list[dict]] = {n: [] for n in names}
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     for r in range(args.rounds):
@@ -281,17 +281,17 @@ def main() -> None:
                 f"round {r + 1}: {name} {runs[name][-1]['step_seconds'] * 1e3:.0f} ms/step", file=sys.stderr
             )
     medians = {n: statistics.median(x["step_seconds"] for x in v) for n, v in runs.items() if v}
-    ref = medians.get("jaxmusic")
+    ref = medians.get("jaxmusic_embed")  # the same model and FLOPs as the peers
     shapes = f"hidden {args.hidden}, batch {args.batch}, {args.seq}+{args.seq} notes, vocabulary {args.vocab}"
     devices = sorted({f"{n}: {x['device']}" for n, v in runs.items() for x in v if "device" in x})
     shapes += f" ({'; '.join(devices)})" if devices else ""
     print(f"\n{shapes}, {args.dtype}, median of {args.rounds} rounds x {args.steps} steps\n")
-    print("| framework | step (ms) | jaxmusic is faster by |\n|---|---|---|")
+    print("| framework | step (ms) | / jaxmusic_embed |\n|---|---|---|")
     for n, m in medians.items():
         print(f"| {n} | {m * 1e3:.0f} | {m / ref:.2f}x |" if ref else f"| {n} | {m * 1e3:.0f} | |")
     sampling = {}
     for mode in SAMPLING_MODES:
-        for n in ("jaxmusic_onehot", "pytorch"):
+        for n in ("jaxmusic", "pytorch"):
             for b in (1, 64):
                 key = f"sampler_{mode}_notes_per_second_batch{b}"
                 vals = [x[key] for x in runs.get(n, []) if key in x]
@@ -300,12 +300,12 @@ def main() -> None:
     if sampling:
         print("\n| sampling notes/s | mode | batch 1 | batch 64 |\n|---|---|---|---|")
         for mode in SAMPLING_MODES:
-            for n in ("jaxmusic_onehot", "pytorch"):
+            for n in ("jaxmusic", "pytorch"):
                 if f"{n}_{mode}_batch1" in sampling:
                     row = [sampling[f"{n}_{mode}_batch{b}"] for b in (1, 64)]
                     print(f"| {n} | {mode} | {row[0]:.0f} | {row[1]:.0f} |")
-            if all(f"{n}_{mode}_batch1" in sampling for n in ("jaxmusic_onehot", "pytorch")):
-                ratio = [sampling[f"jaxmusic_onehot_{mode}_batch{b}"] / sampling[f"pytorch_{mode}_batch{b}"]
+            if all(f"{n}_{mode}_batch1" in sampling for n in ("jaxmusic", "pytorch")):
+                ratio = [sampling[f"jaxmusic_{mode}_batch{b}"] / sampling[f"pytorch_{mode}_batch{b}"]
                          for b in (1, 64)]  # fmt: skip
                 print(f"| jaxmusic / pytorch | {mode} | {ratio[0]:.1f}x | {ratio[1]:.1f}x |")
     if args.json:
