@@ -30,6 +30,7 @@ c = default.get_config()
 c.batch_size, c.encoder_len, c.decoder_len = 32, 64, 64
 c.model.hidden, c.model.dtype = {hidden}, {dtype!r}
 r = bench.bench_train(c, vocab_size=2048, num_genres=4, steps={steps})
+r = r[0] if isinstance(r, tuple) else r  # (figures, model, params) from 21275d5 on
 print(json.dumps(r["step_seconds_median"]))
 """
 
