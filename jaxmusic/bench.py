@@ -172,12 +172,13 @@ def _memory_bytes(m) -> dict[str, int] | None:
 
 def bench_sampler(model: models.Seq2Seq, params, config, *, vocab_size: int, num_genres: int, batch: int,
                   notes: int = 256, repeats: int = 3, loop_notes: int = 64,
-                  phrase_len: int | None = None) -> dict:  # fmt: skip
+                  phrase_len: int | None = None, carry_state: bool = False) -> dict:  # fmt: skip
     """The jitted sampler's notes/s and compile time at a batch size, and the notes/s
     of a step-by-step Python loop over the same model (a jitted decode_step per note).
 
     phrase_len: notes written per encoding (default: the config's decoder_len, as
     `jaxmusic.sample` does); `notes` gives one encoding, then decoder steps only.
+    carry_state: the decoder's states go on across phrases (one encoding a call).
     """
     td = phrase_len or config.decoder_len
     encode, step = sampler.model_functions(model)
@@ -190,7 +191,7 @@ def bench_sampler(model: models.Seq2Seq, params, config, *, vocab_size: int, num
         phrase_len=td,
         num_phrases=max(1, notes // td),
     )
-    settings = sampler.Settings()  # temperature 1, no filtering: one draw per note
+    settings = sampler.Settings(carry_state=carry_state)  # temperature 1, no filtering
 
     def run(key):
         return sampler.generate(sample, params, [[]] * batch, np.zeros(batch, np.int32),
@@ -296,6 +297,9 @@ def run(config: ml_collections.ConfigDict, *, steps: int, vocab_size: int, num_g
         result[f"sampler_notes_per_second_batch{b}"] = r["notes_per_second"]
         result[f"sampler_compile_seconds_batch{b}"] = r["compile_seconds"]
         result[f"sampler_python_loop_notes_per_second_batch{b}"] = r["python_loop_notes_per_second"]
+        carried = bench_sampler(model, params, config, vocab_size=vocab_size, num_genres=num_genres, batch=b,
+                                carry_state=True)  # fmt: skip
+        result[f"sampler_carried_notes_per_second_batch{b}"] = carried["notes_per_second"]
     floor = decode_floor(config, vocab_size=vocab_size)
     result["decode_floor_notes_per_second"] = floor["notes_per_second"]
     result["decode_floor_gb_per_second"] = floor["gb_per_second"]
@@ -344,10 +348,12 @@ def _table(r: dict) -> str:
             f"{mem['total'] / 2**20:.1f} MiB (arguments {mem['argument'] / 2**20:.1f}, "
             f"temporaries {mem['temp'] / 2**20:.1f})",
         ))  # fmt: skip
-    for b in sorted({int(k.rsplit("batch", 1)[1]) for k in r if k.startswith("sampler_")}):
+    for b in sorted({int(k.rsplit("batch", 1)[1]) for k in r if k.startswith("sampler_notes")}):
         rate, compile_s = r[f"sampler_notes_per_second_batch{b}"], r[f"sampler_compile_seconds_batch{b}"]
         loop = r[f"sampler_python_loop_notes_per_second_batch{b}"]
         rows.append((f"sampler, batch {b}: notes/s (compile)", f"{rate:.0f} ({compile_s:.1f} s)"))
+        rows.append((f"sampler with carried state, batch {b}: notes/s",
+                     f"{r[f'sampler_carried_notes_per_second_batch{b}']:.0f}"))  # fmt: skip
         rows.append((f"python loop of decode_step, batch {b}: notes/s", f"{loop:.0f}"))
     rows.append((
         "batch-1 floor: decoder weight products alone",

@@ -168,17 +168,27 @@ def _features(stats: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([stats[name] for name in music_stats.STATISTICS], axis=1)
 
 
-def genre_adherence(train_stats, real_stats, real_genres, sample_stats, sample_genres, genres) -> dict:
-    """A logistic regression on the statistics: accuracy on real pieces, adherence of samples."""
+def fit_genre_classifier(train_stats: dict[str, np.ndarray], train_genres: np.ndarray) -> Any:
+    """A logistic regression from the standardized statistics to the genre (scikit-learn)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    x_train, y_train = train_stats
     classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    classifier.fit(_features(x_train), y_train)
-    real_pred = classifier.predict(_features(real_stats))
-    sample_pred = classifier.predict(_features(sample_stats))
+    return classifier.fit(_features(train_stats), train_genres)
+
+
+def predict_genres(classifier: Any, stats: dict[str, np.ndarray]) -> np.ndarray:
+    """int[P]: the classifier's genre for each piece's statistics."""
+    return classifier.predict(_features(stats))
+
+
+def genre_adherence(classifier, train_pieces: int, real_stats, real_genres, sample_stats, sample_genres,
+                    genres) -> dict:  # fmt: skip
+    """The classifier's accuracy on real pieces, and how often samples are classified as
+    the genre they were asked for (overall and per genre)."""
+    real_pred = predict_genres(classifier, real_stats)
+    sample_pred = predict_genres(classifier, sample_stats)
     per_genre = {}
     for i, g in enumerate(genres):
         real_i, asked_i = real_genres == i, sample_genres == i
@@ -191,7 +201,7 @@ def genre_adherence(train_stats, real_stats, real_genres, sample_stats, sample_g
         }
     return {
         "classifier": "standardized statistics -> logistic regression (scikit-learn), fit on the train split",
-        "train_pieces": int(y_train.shape[0]),
+        "train_pieces": train_pieces,
         "real_accuracy": float((real_pred == real_genres).mean()),
         "real_chance": float(np.bincount(real_genres, minlength=len(genres)).max() / real_genres.shape[0]),
         "adherence": float((sample_pred == sample_genres).mean()),
@@ -217,6 +227,10 @@ def _check(f) -> tuple[list[int], sampler.Settings]:
     for flag, low in (("num_samples", 1), ("num_notes", 1), ("batch", 1)):
         if f[flag].value < low:
             raise cli.UsageError(f"--{flag} must be >= {low}, got {f[flag].value}")
+    if f.long_notes and f.long_notes < 2 * f.num_notes:
+        raise cli.UsageError(
+            f"--long_notes must be 0 or >= 2 x --num_notes ({2 * f.num_notes}), got {f.long_notes}"
+        )
     if f.primer_notes is not None and f.primer_notes < 0:
         raise cli.UsageError(f"--primer_notes must be >= 0, got {f.primer_notes}")
     try:
@@ -227,7 +241,8 @@ def _check(f) -> tuple[list[int], sampler.Settings]:
         ) from None
     if any(n < 2 for n in orders):
         raise cli.UsageError(f"--ngram_orders must be >= 2 (the unigram is always reported), got {orders}")
-    settings = sampler.Settings(temperature=f.temperature, top_k=f.top_k, top_p=f.top_p)
+    settings = sampler.Settings(temperature=f.temperature, top_k=f.top_k, top_p=f.top_p,
+                                carry_state=f.carry_state)  # fmt: skip
     if f.json:
         cli.ensure_writable("--json", Path(f.json).parent)
     if f.plots:
@@ -291,21 +306,94 @@ def _samples_section(f, c: _Continuations, primer_notes: int, settings: sampler.
 
 
 def _genre_section(f, codec, pieces, train_pieces, c: _Continuations, primer_notes, real_stats, sample_stats):
-    """Genre adherence, or why it was skipped."""
+    """(genre adherence or why it was skipped, the classifier or None)."""
     if len(codec.genres) < 2:
-        return {"skipped": f"the codec has {len(codec.genres)} genre; adherence needs 2+"}
+        return {"skipped": f"the codec has {len(codec.genres)} genre; adherence needs 2+"}, None
     train_idx, train_ids = continuations(train_pieces, primer_notes, f.num_notes)
     if np.unique(train_pieces.genres[train_idx]).shape[0] < 2:
-        return {"skipped": "the train split has pieces of only one genre"}
+        return {"skipped": "the train split has pieces of only one genre"}, None
     train_stats = music_stats.statistics([codec.decode(ids) for ids in train_ids])
-    train = (train_stats, train_pieces.genres[train_idx])
+    classifier = fit_genre_classifier(train_stats, train_pieces.genres[train_idx])
     real_genres = pieces.genres[c.real_idx]
-    return genre_adherence(train, real_stats, real_genres, sample_stats, c.genres, tuple(codec.genres))
+    section = genre_adherence(classifier, len(train_idx), real_stats, real_genres, sample_stats, c.genres,
+                              tuple(codec.genres))  # fmt: skip
+    return section, classifier
+
+
+def _long_form(f, loaded, c: _Continuations, settings: sampler.Settings, real_stats, classifier) -> dict:
+    """Samples of --long_notes notes (EOS never drawn) from the same primers: the statistics
+    of their first and last --num_notes notes against the real continuations, and the
+    genre the classifier gives each (does a sample hold its music to its end?)."""
+    if not f.long_notes:
+        return {"skipped": "--long_notes 0"}
+    codec = loaded.codec
+    ids = generate(loaded, c.primers, c.genres, num_notes=f.long_notes, seed=f.seed,
+                   settings=dataclasses.replace(settings, fixed_length=True),
+                   batch=min(f.batch, f.num_samples))  # fmt: skip
+    parts = {"first": [x[: f.num_notes] for x in ids], "last": [x[-f.num_notes :] for x in ids]}
+    stats = {k: music_stats.statistics([codec.decode(x) for x in v]) for k, v in parts.items()}
+    out: dict[str, Any] = {"long_notes": f.long_notes, "window_notes": f.num_notes, "statistics": {}}
+    for name in music_stats.STATISTICS:
+        overlap = {
+            k: music_stats.compare_sets(real_stats[name], s[name])["overlap_area"] for k, s in stats.items()
+        }
+        out["statistics"][name] = {"first_overlap": overlap["first"], "last_overlap": overlap["last"]}
+    gaps = [v["first_overlap"] - v["last_overlap"] for v in out["statistics"].values()]
+    out["largest_drop"] = float(max(gaps))
+    if classifier is not None:
+        out["genre_adherence"] = {
+            k: float((predict_genres(classifier, s) == c.genres).mean()) for k, s in stats.items()
+        }
+    return out
+
+
+SWEEPABLE = {"temperature": float, "top_k": int, "top_p": float, "carry_state": lambda v: v.lower() == "true"}
+
+
+def parse_sweep(specs: Sequence[str]) -> list[dict[str, Any]]:
+    """The grid of `--sweep name=v1,v2` flags (one per setting): every combination.
+
+    Raises:
+      UsageError: an unknown setting or a value of the wrong type.
+    """
+    import itertools
+
+    axes = []
+    for spec in specs:
+        name, _, values = spec.partition("=")
+        if name not in SWEEPABLE or not values:
+            raise cli.UsageError(
+                f"--sweep {spec!r}: use name=v1,v2,... with name one of {', '.join(SWEEPABLE)}"
+            )
+        try:
+            axes.append([(name, SWEEPABLE[name](v)) for v in values.split(",")])
+        except ValueError:
+            raise cli.UsageError(f"--sweep {spec!r}: a value is not a {name}") from None
+    return [dict(combo) for combo in itertools.product(*axes)] if axes else []
+
+
+def _sweep_row(f, loaded, pieces, primer_notes: int, settings: sampler.Settings, real_stats) -> dict:
+    """One sampling setting's summary: overlap areas, endings, degenerate samples, key."""
+    codec = loaded.codec
+    c = _continuations(f, loaded, pieces, primer_notes, settings)
+    stats = music_stats.statistics([codec.decode(ids) for ids in c.sample_ids])
+    overlap = [
+        music_stats.compare_sets(real_stats[n], stats[n])["overlap_area"] for n in music_stats.STATISTICS
+    ]
+    return {
+        "settings": settings.to_dict(),
+        "mean_overlap": float(np.mean(overlap)),
+        "min_overlap": float(np.min(overlap)),
+        "ended_share": float(np.mean(c.ended)),
+        "degenerate_share": float(np.mean([music_stats.is_degenerate(ids) for ids in c.sample_ids])),
+        "key_agreement": key_agreement(codec, c.primers, c.sample_ids),
+    }
 
 
 def run(f) -> dict:
     """The whole evaluation for parsed flags; returns the JSON report."""
     orders, settings = _check(f)
+    sweep = parse_sweep(f.sweep or [])
     loaded = checkpoint_lib.load_for_inference(f.workdir)
     codec, config = loaded.codec, loaded.config
     dataset, pieces, train_pieces = _load_splits(f, loaded)
@@ -337,8 +425,12 @@ def run(f) -> dict:
         "samples": key_agreement(codec, c.primers, c.sample_ids),
         "real": key_agreement(codec, real_primers, c.real_ids),
     }
-    report["genre_adherence"] = _genre_section(f, codec, pieces, train_pieces, c, primer_notes, real_stats,
-                                               sample_stats)  # fmt: skip
+    report["genre_adherence"], classifier = _genre_section(f, codec, pieces, train_pieces, c, primer_notes,
+                                                           real_stats, sample_stats)  # fmt: skip
+    report["long_form"] = _long_form(f, loaded, c, settings, real_stats, classifier)
+    if sweep:
+        report["sweep"] = [_sweep_row(f, loaded, pieces, primer_notes, dataclasses.replace(settings, **combo),
+                                      real_stats) for combo in sweep]  # fmt: skip
     if f.plots:
         report["plots"] = plot(f.plots, real_stats, sample_stats, report)
     return report
@@ -427,7 +519,8 @@ def format_report(r: dict) -> str:
         "",
         f"{s['num_samples']} samples of up to {s['num_notes']} notes after {s['primer_notes']}-note primers "
         f"(temperature {s['settings']['temperature']}, top_k {s['settings']['top_k']}, "
-        f"top_p {s['settings']['top_p']}, seed {s['seed']}): {100 * s['ended_share']:.0f}% ended (EOS) "
+        f"top_p {s['settings']['top_p']}{', carried state' if s['settings'].get('carry_state') else ''}, "
+        f"seed {s['seed']}): {100 * s['ended_share']:.0f}% ended (EOS) "
         f"before {s['num_notes']} notes; real: {s['real_continuations']} continuations, "
         f"{100 * s['real_ended_share']:.0f}% ended",
         f"statistics of samples cut to their real continuation's length (mean "
@@ -443,6 +536,27 @@ def format_report(r: dict) -> str:
     ka = r["key_agreement"]
     lines.append(f"key agreement (Krumhansl-Schmuckler key of the continuation = the primer's): "
                  f"samples {100 * ka['samples']:.1f}%, real {100 * ka['real']:.1f}%")  # fmt: skip
+    lf = r.get("long_form", {})
+    if "statistics" in lf:
+        lines.append(f"long samples ({lf['long_notes']} notes, EOS never drawn), overlap with the real "
+                     f"continuations of their first / last {lf['window_notes']} notes "
+                     f"(largest drop {lf['largest_drop']:.3f}):")  # fmt: skip
+        lines += [
+            f"  {name:<24}{v['first_overlap']:7.3f} /{v['last_overlap']:6.3f}"
+            for name, v in lf["statistics"].items()
+        ]
+        if "genre_adherence" in lf:
+            g = lf["genre_adherence"]
+            lines.append(f"  genre adherence: first {100 * g['first']:.1f}%, last {100 * g['last']:.1f}%")
+    if r.get("sweep"):
+        lines += ["", f"{'sweep':<44}{'mean ovl':>9}{'min ovl':>9}{'ended':>7}{'degen.':>7}{'key':>7}"]
+        for row in r["sweep"]:
+            st = row["settings"]
+            name = (f"temperature {st['temperature']}, top_k {st['top_k']}, top_p {st['top_p']}"
+                    + (", carried" if st["carry_state"] else ""))  # fmt: skip
+            lines.append(f"{name:<44}{row['mean_overlap']:9.3f}{row['min_overlap']:9.3f}"
+                         f"{100 * row['ended_share']:6.0f}%{100 * row['degenerate_share']:6.1f}%"
+                         f"{100 * row['key_agreement']:6.1f}%")  # fmt: skip
     ga = r["genre_adherence"]
     lines.append("")
     if "skipped" in ga:
@@ -483,6 +597,11 @@ def _define_flags(fv, argv: list[str]) -> None:
     define_sampling_flags(fv)
     flags.DEFINE_integer("seed", 0, "primer choice and sampling", flag_values=fv)
     flags.DEFINE_integer("batch", 64, "samples generated at once", flag_values=fv)
+    flags.DEFINE_multi_string("sweep", [], "name=v1,v2,...: also sample with each value of a setting "
+                              "(temperature, top_k, top_p, carry_state; several: every combination)",
+                              flag_values=fv)  # fmt: skip
+    flags.DEFINE_integer("long_notes", 1024, "notes of the long samples whose first and last "
+                         "--num_notes notes are compared (0: none)", flag_values=fv)  # fmt: skip
     flags.DEFINE_string("json", None, "write the report here", flag_values=fv)
     flags.DEFINE_string("plots", None, "write PNG plots into this folder", flag_values=fv)
     flags.mark_flag_as_required("workdir", flag_values=fv)

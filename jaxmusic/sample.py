@@ -2,8 +2,8 @@
 
   python -m jaxmusic.sample --workdir runs/default --out_dir samples \\
       [--num_outputs 4] [--num_notes 256 | --seconds 30] [--temperature 1.0] \\
-      [--top_k 0] [--top_p 1.0] [--greedy] [--seed 0] [--genre classical] \\
-      [--primer_midi song.mid | --primer_split validation] [--wav] [--png]
+      [--top_k 0] [--top_p 1.0] [--greedy] [--carry_state] [--fixed_length] [--seed 0] \\
+      [--genre classical] [--primer_midi song.mid | --primer_split validation] [--wav] [--png]
 
 Loads the latest checkpoint with its config and codec (nothing else is needed,
 except the dataset for --primer_split), writes O/sample_000.mid ... and
@@ -37,7 +37,8 @@ def _check(f) -> sampler.Settings:
         raise cli.UsageError(f"--num_notes must be >= 1, got {f.num_notes}")
     if f.seconds is not None and not f.seconds > 0:
         raise cli.UsageError(f"--seconds must be > 0, got {f.seconds}")
-    return sampler.Settings(temperature=f.temperature, top_k=f.top_k, top_p=f.top_p, greedy=f.greedy)
+    return sampler.Settings(temperature=f.temperature, top_k=f.top_k, top_p=f.top_p, greedy=f.greedy,
+                            carry_state=f.carry_state, fixed_length=f.fixed_length)  # fmt: skip
 
 
 def _primers(f, config, codec: codec_lib.Codec) -> list[dict]:
@@ -143,12 +144,15 @@ def _ended(codec: codec_lib.Codec, row: np.ndarray, seconds: float) -> bool:
 
 
 def define_sampling_flags(fv) -> None:
-    """--temperature, --top_k, --top_p (`sampler.Settings`); shared with jaxmusic.evaluate."""
+    """--temperature, --top_k, --top_p, --carry_state (`sampler.Settings`); shared with
+    jaxmusic.evaluate."""
     from absl import flags
 
     flags.DEFINE_float("temperature", 1.0, "divides the logits (> 0)", flag_values=fv)
     flags.DEFINE_integer("top_k", 0, "draw among the k most probable notes; 0: all", flag_values=fv)
     flags.DEFINE_float("top_p", 1.0, "nucleus mass in (0, 1]; 1: none", flag_values=fv)
+    flags.DEFINE_bool("carry_state", False, "the decoder goes on from phrase to phrase (no re-encoding)",
+                      flag_values=fv)  # fmt: skip
 
 
 def _define_flags(fv, argv: list[str]) -> None:
@@ -161,6 +165,7 @@ def _define_flags(fv, argv: list[str]) -> None:
     flags.DEFINE_float("seconds", None, "length per sample in seconds", flag_values=fv)
     define_sampling_flags(fv)
     flags.DEFINE_bool("greedy", False, "always the most probable note (the seed)", flag_values=fv)
+    flags.DEFINE_bool("fixed_length", False, "never end early: EOS is never drawn", flag_values=fv)
     flags.DEFINE_integer("seed", 0, "primer choice and sampling", flag_values=fv)
     flags.DEFINE_string("genre", None, "a genre of the model's codec", flag_values=fv)
     flags.DEFINE_string("primer_midi", None, "continue this MIDI file", flag_values=fv)

@@ -5,6 +5,9 @@ One call generates `num_phrases * phrase_len` tokens for a batch of primers:
     the encoder reads the last `encoder_len` tokens (primer, then what was written);
     the decoder starts from its states with the last token as input and writes
     `phrase_len` tokens, one `decode_step` at a time (an inner lax.scan).
+With `carry_state`, the encoder reads the primer once and the decoder's states go on
+from phrase to phrase instead (one decoder step a note, no re-encoding): the memory
+of the whole sample, at half the work when encoder_len == phrase_len.
 Each token is drawn from the logits with greedy, temperature, top-k and top-p
 (nucleus) sampling; PAD, BOS, UNK and genre ids are never drawn; after EOS a row
 writes only PAD. Randomness per token is fold_in(key, phrase, step), so a call is a
@@ -108,18 +111,24 @@ class Mode:
     """What a compiled sampler does with the logits (static: one program per mode).
 
     greedy: argmax (no draw); top_k: draw among the k largest (0: all); nucleus: draw
-    within the top_p mass (top_p, traced, is then an argument of the program).
+    within the top_p mass (top_p, traced, is then an argument of the program);
+    carry_state: the decoder's states go on across phrases (no re-encoding);
+    fixed_length: EOS is never drawn (every row writes every note).
     """
 
     greedy: bool = False
     top_k: int = 0
     nucleus: bool = False
+    carry_state: bool = False
+    fixed_length: bool = False
 
     @classmethod
-    def of(cls, *, top_k: int, top_p: float, greedy: bool) -> Mode:
+    def of(cls, *, top_k: int, top_p: float, greedy: bool, carry_state: bool = False,
+           fixed_length: bool = False) -> Mode:  # fmt: skip
+        rest = dict(carry_state=bool(carry_state), fixed_length=bool(fixed_length))
         if greedy:
-            return cls(greedy=True)
-        return cls(top_k=int(top_k), nucleus=float(top_p) < 1.0)
+            return cls(greedy=True, **rest)
+        return cls(top_k=int(top_k), nucleus=float(top_p) < 1.0, **rest)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,13 +137,18 @@ class Settings:
     the flag of the same name).
 
     temperature: > 0, divides the logits; top_k: draw among the k largest (0: all);
-    top_p: nucleus mass in (0, 1] (1: none); greedy: always the most probable id.
+    top_p: nucleus mass in (0, 1] (1: none); greedy: always the most probable id;
+    carry_state: the decoder goes on from phrase to phrase instead of starting again
+    from a re-encoding of the last notes (`Sampler`); fixed_length: EOS is never
+    drawn, so a sample has exactly the notes asked for.
     """
 
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
     greedy: bool = False
+    carry_state: bool = False
+    fixed_length: bool = False
 
     def __post_init__(self):
         if not self.temperature > 0:
@@ -149,14 +163,15 @@ class Settings:
 
 
 class Sampler:
-    """`sampler(params, window, genre, key, temperature, top_k, top_p, greedy)`.
+    """`sampler(params, window, genre, key, temperature, top_k, top_p, greedy, carry_state, fixed_length)`.
 
     Args of a call:
       window: int32[B, Te] the encoder's first input (a primer, left-padded with PAD).
       genre: int32[B] genre indices.
       key: a PRNG key.
-      temperature: > 0; top_k: 0 or more; top_p: in (0, 1]; greedy: bool. top_k,
-        greedy and whether top_p < 1 pick the compiled program (`Mode`).
+      temperature: > 0; top_k: 0 or more; top_p: in (0, 1]; greedy: bool;
+      carry_state, fixed_length: bool (default False). All but temperature and top_p
+        pick the compiled program (`Mode`).
 
     Returns:
       int32[B, num_phrases * phrase_len] written tokens (PAD after an EOS).
@@ -169,8 +184,10 @@ class Sampler:
         self._phrase_len, self._num_phrases = phrase_len, num_phrases
         self.notes_per_call = phrase_len * num_phrases
 
-    def __call__(self, params, window, genre, key, temperature, top_k, top_p, greedy) -> jax.Array:
-        mode = Mode.of(top_k=top_k, top_p=top_p, greedy=greedy)
+    def __call__(self, params, window, genre, key, temperature, top_k, top_p, greedy,
+                 carry_state: bool = False, fixed_length: bool = False) -> jax.Array:  # fmt: skip
+        mode = Mode.of(top_k=top_k, top_p=top_p, greedy=greedy, carry_state=carry_state,
+                       fixed_length=fixed_length)  # fmt: skip
         return self.jitted(mode)(params, window, genre, key, temperature, top_p)
 
     @functools.cache  # noqa: B019 - one compiled program per mode, for the sampler's lifetime
@@ -178,13 +195,15 @@ class Sampler:
         """The jitted `f(params, window, genre, key, temperature, top_p)` of one mode."""
 
         def sample(params, window, genre, key, temperature, top_p):
+            banned = self._banned.at[codec_lib.EOS].set(True) if mode.fixed_length else self._banned
             settings = dict(temperature=temperature, top_k=mode.top_k, top_p=top_p if mode.nucleus else None,
-                            greedy=mode.greedy, banned=self._banned)  # fmt: skip
+                            greedy=mode.greedy, banned=banned)  # fmt: skip
             done0 = jnp.zeros(window.shape[0], jnp.bool_)
 
             def phrase(carry, p):
-                window, done = carry
-                states = self._encode(params, window, genre)
+                window, done, states = carry
+                if not mode.carry_state:
+                    states = self._encode(params, window, genre)
 
                 def note(c, t):
                     states, prev, done = c
@@ -195,12 +214,17 @@ class Sampler:
                     return (states, jnp.where(token == codec_lib.PAD, prev, token), done), token
 
                 init = (states, window[:, -1], done)
-                (_, _, done), tokens = lax.scan(note, init, jnp.arange(self._phrase_len))
+                (states, _, done), tokens = lax.scan(note, init, jnp.arange(self._phrase_len))
                 tokens = tokens.T  # [B, phrase_len]
                 window = jnp.concatenate([window, tokens], axis=1)[:, -window.shape[1] :]
-                return (window, done), tokens
+                return (window, done, states), tokens
 
-            _, phrases = lax.scan(phrase, (window, done0), jnp.arange(self._num_phrases))
+            if mode.carry_state:  # the primer's states, read once
+                states0 = self._encode(params, window, genre)
+            else:  # each phrase encodes its own: a placeholder of their shape
+                shapes = jax.eval_shape(self._encode, params, window, genre)
+                states0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            _, phrases = lax.scan(phrase, (window, done0, states0), jnp.arange(self._num_phrases))
             return jnp.transpose(phrases, (1, 0, 2)).reshape(window.shape[0], -1)
 
         return jax.jit(sample)
@@ -292,7 +316,8 @@ def generate(
         for call in range(max_calls):
             k = jax.random.fold_in(key, start * max_calls + call)
             tokens = sample(params, jnp.asarray(window), genre, k, settings.temperature, settings.top_k,
-                            settings.top_p, settings.greedy)  # fmt: skip
+                            settings.top_p, settings.greedy, settings.carry_state,
+                            settings.fixed_length)  # fmt: skip
             tokens = np.asarray(tokens)[:, :num_notes]
             written = np.concatenate([written, tokens], axis=1)
             window = np.concatenate([window, tokens], axis=1)[:, -encoder_len:]

@@ -35,6 +35,7 @@ def test_cli_runs_on_tiny_and_writes_json(tmp_path):
     assert r["flops_per_step"] == bench.train_flops(c, 64, c.batch_size)
     assert r["steps_per_second"] > 0 and 0 < r["mfu"] < 1
     assert r["sampler_notes_per_second_batch1"] > 0 and r["sampler_notes_per_second_batch64"] > 0
+    assert r["sampler_carried_notes_per_second_batch64"] > 0
     h, layers = c.model.hidden, c.model.num_layers  # decoder: recurrent + upper input products, head
     assert r["decode_weight_bytes_per_note"] == 4 * ((2 * layers - 1) * h * 4 * h + h * 64)
     assert r["decode_floor_notes_per_second"] > 0 and r["decode_floor_gb_per_second"] > 0

@@ -10,12 +10,13 @@ from jaxmusic import evaluate, metric_writer
 
 def _evaluate(workdir, *extra):
     return evaluate.main(["--workdir", str(workdir), "--num_samples", "6", "--num_notes", "12",
-                          "--batch", "4", *extra])  # fmt: skip
+                          "--batch", "4", "--long_notes", "36", *extra])  # fmt: skip
 
 
 def test_cli_end_to_end(trained, tmp_path, capsys):
     out = tmp_path / "eval.json"
-    assert _evaluate(trained, "--json", str(out), "--plots", str(tmp_path / "plots")) == 0
+    assert _evaluate(trained, "--json", str(out), "--plots", str(tmp_path / "plots"),
+                     "--sweep", "temperature=0.5,1.0", "--sweep", "carry_state=false,true") == 0  # fmt: skip
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
 
@@ -57,6 +58,25 @@ def test_cli_end_to_end(trained, tmp_path, capsys):
     assert sum(v["samples"] for v in ga["per_genre"].values()) == 6
     assert "genre adherence:" in printed and "Kneser-Ney 3-gram" in printed
 
+    # Long samples: their first and last 12 notes, each set compared with the real ones.
+    lf = report["long_form"]
+    assert (lf["long_notes"], lf["window_notes"]) == (36, 12)
+    assert set(lf["statistics"]) == set(report["statistics"])
+    for v in lf["statistics"].values():
+        assert 0 <= v["first_overlap"] <= 1 and 0 <= v["last_overlap"] <= 1
+    assert lf["largest_drop"] == max(
+        v["first_overlap"] - v["last_overlap"] for v in lf["statistics"].values()
+    )
+    assert 0 <= lf["genre_adherence"]["first"] <= 1 and 0 <= lf["genre_adherence"]["last"] <= 1
+    assert "long samples (36 notes, EOS never drawn)" in printed
+    # The sweep: every combination, in order, each with its own samples.
+    sweep = [(r["settings"]["temperature"], r["settings"]["carry_state"]) for r in report["sweep"]]
+    assert sweep == [(0.5, False), (0.5, True), (1.0, False), (1.0, True)]
+    assert report["sweep"][2]["mean_overlap"] == pytest.approx(
+        sum(st["overlap_area"] for st in report["statistics"].values()) / len(report["statistics"])
+    )  # temperature 1 without carried state: the report's own samples
+    assert "temperature 0.5, top_k 0, top_p 1.0, carried" in printed
+
     pngs = sorted(p.name for p in (tmp_path / "plots").iterdir())
     assert pngs == sorted(report["plots"]) and len(pngs) == 11
     for p in (tmp_path / "plots").iterdir():
@@ -79,6 +99,9 @@ def test_same_seed_same_report(trained, tmp_path):
         (["--ngram_orders", "two"], "--ngram_orders must be comma-separated integers"),
         (["--primer_notes", "100000"], "no piece has more than 100000 notes to prime with"),
         (["--top_p", "2"], "--top_p must be in (0, 1]"),
+        (["--sweep", "warmth=1"], "--sweep 'warmth=1': use name=v1,v2,... with name one of temperature"),
+        (["--sweep", "top_k=high"], "--sweep 'top_k=high': a value is not a top_k"),
+        (["--long_notes", "13"], "--long_notes must be 0 or >= 2 x --num_notes (24), got 13"),
     ],
 )
 def test_bad_input_is_one_clear_line(trained, tmp_path, capsys, extra, message):

@@ -39,6 +39,44 @@ def test_greedy_follows_previous_plus_one_across_phrases():
     np.testing.assert_array_equal(out[1], np.arange(11, 23))
 
 
+def _counting_model():
+    """A stub whose state counts: the encoder gives the primer's note count, each decoder
+    step adds one and asks for the note id its count names (so re-encoding and carrying
+    the state write different notes)."""
+    span = V - FIRST
+
+    def encode(params, tokens, genre):
+        return (tokens >= FIRST).sum(-1)
+
+    def step(params, count, token, genre):
+        count = count + 1
+        return count, jax.nn.one_hot(FIRST + count % span, V) * 10.0
+
+    return encode, step
+
+
+def test_carried_state_equals_a_step_by_step_reference():
+    encode, step = _counting_model()
+    window = jnp.asarray([[0, 1, 7, 8], [1, 9, 10, 11]], jnp.int32)
+    genre = jnp.zeros(2, jnp.int32)
+    count, token, want = encode(None, window, genre), window[:, -1], []
+    for _ in range(12):  # the reference: encode once, then one decoder step a note
+        count, logits = step(None, count, token, genre)
+        token = jnp.argmax(logits, -1)
+        want.append(np.asarray(token))
+    want = np.stack(want, 1)
+    for phrase_len, num_phrases in ((3, 4), (12, 1), (1, 12)):
+        fn = sampler.make_sampler(encode, step, vocab_size=V, first_note_id=FIRST, phrase_len=phrase_len,
+                                  num_phrases=num_phrases)  # fmt: skip
+        got = fn(None, window, genre, jax.random.key(0), 1.0, 0, 1.0, True, carry_state=True)
+        np.testing.assert_array_equal(np.asarray(got), want)
+    # Re-encoding every phrase restarts the count from the window: other notes after phrase 1.
+    fn = sampler.make_sampler(encode, step, vocab_size=V, first_note_id=FIRST, phrase_len=3, num_phrases=4)
+    again = np.asarray(fn(None, window, genre, jax.random.key(0), 1.0, 0, 1.0, True))
+    np.testing.assert_array_equal(again[:, :3], want[:, :3])
+    assert (again[:, 3:] != want[:, 3:]).any()
+
+
 def random_logits(token):
     return jax.vmap(lambda t: jax.random.normal(jax.random.fold_in(jax.random.key(42), t), (V,)))(token) * 3
 
@@ -83,6 +121,10 @@ def test_eos_ends_a_sample():
     out = _run(eos_after_ten, [[0, 1, 7], [0, 1, 20]], greedy=True)
     np.testing.assert_array_equal(out[0], [8, 9, 10, codec_lib.EOS] + [codec_lib.PAD] * 8)
     np.testing.assert_array_equal(out[1], np.arange(21, 33))
+    # fixed_length: EOS is never drawn; after 10 every other note ties, and the first (6) comes.
+    fixed = _run(eos_after_ten, [[0, 1, 7], [0, 1, 20]], greedy=True, fixed_length=True)
+    np.testing.assert_array_equal(fixed[0], [8, 9, 10, 6, 7, 8, 9, 10, 6, 7, 8, 9])
+    np.testing.assert_array_equal(fixed[1], np.arange(21, 33))
 
 
 def test_compiles_once_per_shape():
