@@ -242,7 +242,7 @@ def _check(f) -> tuple[list[int], sampler.Settings]:
     if any(n < 2 for n in orders):
         raise cli.UsageError(f"--ngram_orders must be >= 2 (the unigram is always reported), got {orders}")
     settings = sampler.Settings(temperature=f.temperature, top_k=f.top_k, top_p=f.top_p,
-                                carry_state=f.carry_state)  # fmt: skip
+                                carry_state=f.carry_state, min_notes=f.min_notes)  # fmt: skip
     if f.json:
         cli.ensure_writable("--json", Path(f.json).parent)
     if f.plots:
@@ -347,7 +347,8 @@ def _long_form(f, loaded, c: _Continuations, settings: sampler.Settings, real_st
     return out
 
 
-SWEEPABLE = {"temperature": float, "top_k": int, "top_p": float, "carry_state": lambda v: v.lower() == "true"}
+SWEEPABLE = {"temperature": float, "top_k": int, "top_p": float, "min_notes": int,
+             "carry_state": lambda v: v.lower() == "true"}  # fmt: skip
 
 
 def parse_sweep(specs: Sequence[str]) -> list[dict[str, Any]]:
@@ -597,9 +598,9 @@ def _define_flags(fv, argv: list[str]) -> None:
     define_sampling_flags(fv)
     flags.DEFINE_integer("seed", 0, "primer choice and sampling", flag_values=fv)
     flags.DEFINE_integer("batch", 64, "samples generated at once", flag_values=fv)
-    flags.DEFINE_multi_string("sweep", [], "name=v1,v2,...: also sample with each value of a setting "
-                              "(temperature, top_k, top_p, carry_state; several: every combination)",
-                              flag_values=fv)  # fmt: skip
+    sweepable = ", ".join(SWEEPABLE)
+    flags.DEFINE_multi_string("sweep", [], f"name=v1,v2,...: also sample with each value of a setting "
+                              f"({sweepable}; several: every combination)", flag_values=fv)  # fmt: skip
     flags.DEFINE_integer("long_notes", 1024, "notes of the long samples whose first and last "
                          "--num_notes notes are compared (0: none)", flag_values=fv)  # fmt: skip
     flags.DEFINE_string("json", None, "write the report here", flag_values=fv)

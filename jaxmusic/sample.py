@@ -38,7 +38,8 @@ def _check(f) -> sampler.Settings:
     if f.seconds is not None and not f.seconds > 0:
         raise cli.UsageError(f"--seconds must be > 0, got {f.seconds}")
     return sampler.Settings(temperature=f.temperature, top_k=f.top_k, top_p=f.top_p, greedy=f.greedy,
-                            carry_state=f.carry_state, fixed_length=f.fixed_length)  # fmt: skip
+                            carry_state=f.carry_state, fixed_length=f.fixed_length,
+                            min_notes=f.min_notes)  # fmt: skip
 
 
 def _primers(f, config, codec: codec_lib.Codec) -> list[dict]:
@@ -144,8 +145,8 @@ def _ended(codec: codec_lib.Codec, row: np.ndarray, seconds: float) -> bool:
 
 
 def define_sampling_flags(fv) -> None:
-    """--temperature, --top_k, --top_p, --carry_state (`sampler.Settings`); shared with
-    jaxmusic.evaluate."""
+    """--temperature, --top_k, --top_p, --carry_state, --min_notes (`sampler.Settings`);
+    shared with jaxmusic.evaluate."""
     from absl import flags
 
     flags.DEFINE_float("temperature", 1.0, "divides the logits (> 0)", flag_values=fv)
@@ -153,6 +154,7 @@ def define_sampling_flags(fv) -> None:
     flags.DEFINE_float("top_p", 1.0, "nucleus mass in (0, 1]; 1: none", flag_values=fv)
     flags.DEFINE_bool("carry_state", False, "the decoder goes on from phrase to phrase (no re-encoding)",
                       flag_values=fv)  # fmt: skip
+    flags.DEFINE_integer("min_notes", 1, "EOS is not drawn before this many notes", flag_values=fv)
 
 
 def _define_flags(fv, argv: list[str]) -> None:

@@ -107,40 +107,16 @@ def banned_ids(vocab_size: int, first_note_id: int) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class Mode:
-    """What a compiled sampler does with the logits (static: one program per mode).
-
-    greedy: argmax (no draw); top_k: draw among the k largest (0: all); nucleus: draw
-    within the top_p mass (top_p, traced, is then an argument of the program);
-    carry_state: the decoder's states go on across phrases (no re-encoding);
-    fixed_length: EOS is never drawn (every row writes every note).
-    """
-
-    greedy: bool = False
-    top_k: int = 0
-    nucleus: bool = False
-    carry_state: bool = False
-    fixed_length: bool = False
-
-    @classmethod
-    def of(cls, *, top_k: int, top_p: float, greedy: bool, carry_state: bool = False,
-           fixed_length: bool = False) -> Mode:  # fmt: skip
-        rest = dict(carry_state=bool(carry_state), fixed_length=bool(fixed_length))
-        if greedy:
-            return cls(greedy=True, **rest)
-        return cls(top_k=int(top_k), nucleus=float(top_p) < 1.0, **rest)
-
-
-@dataclasses.dataclass(frozen=True)
 class Settings:
-    """How notes are drawn from the logits; checked when made (a `cli.UsageError` names
-    the flag of the same name).
+    """How notes are drawn; checked when made (a `cli.UsageError` names the flag of the
+    same name).
 
     temperature: > 0, divides the logits; top_k: draw among the k largest (0: all);
     top_p: nucleus mass in (0, 1] (1: none); greedy: always the most probable id;
     carry_state: the decoder goes on from phrase to phrase instead of starting again
     from a re-encoding of the last notes (`Sampler`); fixed_length: EOS is never
-    drawn, so a sample has exactly the notes asked for.
+    drawn, so a sample has exactly the notes asked for; min_notes: EOS is not drawn
+    before this many notes (1: a continuation is never empty).
     """
 
     temperature: float = 1.0
@@ -149,6 +125,7 @@ class Settings:
     greedy: bool = False
     carry_state: bool = False
     fixed_length: bool = False
+    min_notes: int = 1
 
     def __post_init__(self):
         if not self.temperature > 0:
@@ -157,21 +134,43 @@ class Settings:
             raise UsageError(f"--top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise UsageError(f"--top_k must be >= 0, got {self.top_k}")
+        if self.min_notes < 0:
+            raise UsageError(f"--min_notes must be >= 0, got {self.min_notes}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """What a compiled sampler does (static: one program per mode). Everything of
+    `Settings` but the temperature and top_p, which are traced (a new value does not
+    recompile); nucleus: whether top_p < 1 (filtering on at all)."""
+
+    greedy: bool = False
+    top_k: int = 0
+    nucleus: bool = False
+    carry_state: bool = False
+    fixed_length: bool = False
+    min_notes: int = 0
+
+    @classmethod
+    def of(cls, settings: Settings) -> Mode:
+        rest = dict(carry_state=settings.carry_state, fixed_length=settings.fixed_length,
+                    min_notes=0 if settings.fixed_length else settings.min_notes)  # fmt: skip
+        if settings.greedy:
+            return cls(greedy=True, **rest)
+        return cls(top_k=settings.top_k, nucleus=settings.top_p < 1.0, **rest)
+
+
 class Sampler:
-    """`sampler(params, window, genre, key, temperature, top_k, top_p, greedy, carry_state, fixed_length)`.
+    """`sampler(params, window, genre, key, settings)`.
 
     Args of a call:
       window: int32[B, Te] the encoder's first input (a primer, left-padded with PAD).
       genre: int32[B] genre indices.
       key: a PRNG key.
-      temperature: > 0; top_k: 0 or more; top_p: in (0, 1]; greedy: bool;
-      carry_state, fixed_length: bool (default False). All but temperature and top_p
-        pick the compiled program (`Mode`).
+      settings: a `Settings`; its `Mode` picks the compiled program.
 
     Returns:
       int32[B, num_phrases * phrase_len] written tokens (PAD after an EOS).
@@ -184,11 +183,10 @@ class Sampler:
         self._phrase_len, self._num_phrases = phrase_len, num_phrases
         self.notes_per_call = phrase_len * num_phrases
 
-    def __call__(self, params, window, genre, key, temperature, top_k, top_p, greedy,
-                 carry_state: bool = False, fixed_length: bool = False) -> jax.Array:  # fmt: skip
-        mode = Mode.of(top_k=top_k, top_p=top_p, greedy=greedy, carry_state=carry_state,
-                       fixed_length=fixed_length)  # fmt: skip
-        return self.jitted(mode)(params, window, genre, key, temperature, top_p)
+    def __call__(self, params, window, genre, key, settings: Settings) -> jax.Array:
+        return self.jitted(Mode.of(settings))(
+            params, window, genre, key, settings.temperature, settings.top_p
+        )
 
     @functools.cache  # noqa: B019 - one compiled program per mode, for the sampler's lifetime
     def jitted(self, mode: Mode) -> Callable[..., jax.Array]:
@@ -196,8 +194,9 @@ class Sampler:
 
         def sample(params, window, genre, key, temperature, top_p):
             banned = self._banned.at[codec_lib.EOS].set(True) if mode.fixed_length else self._banned
+            eos = jnp.arange(banned.shape[0]) == codec_lib.EOS
             settings = dict(temperature=temperature, top_k=mode.top_k, top_p=top_p if mode.nucleus else None,
-                            greedy=mode.greedy, banned=banned)  # fmt: skip
+                            greedy=mode.greedy)  # fmt: skip
             done0 = jnp.zeros(window.shape[0], jnp.bool_)
 
             def phrase(carry, p):
@@ -208,7 +207,14 @@ class Sampler:
                 def note(c, t):
                     states, prev, done = c
                     states, logits = self._step(params, states, prev, genre)
-                    token = next_token(logits, jax.random.fold_in(jax.random.fold_in(key, p), t), **settings)
+                    # EOS waits for the first min_notes notes (a select, not a branch).
+                    ban = (
+                        banned | (eos & (p * self._phrase_len + t < mode.min_notes))
+                        if mode.min_notes
+                        else banned
+                    )
+                    draw_key = jax.random.fold_in(jax.random.fold_in(key, p), t)
+                    token = next_token(logits, draw_key, banned=ban, **settings)
                     token = jnp.where(done, codec_lib.PAD, token)
                     done = done | (token == codec_lib.EOS)
                     return (states, jnp.where(token == codec_lib.PAD, prev, token), done), token
@@ -315,9 +321,8 @@ def generate(
         written = np.zeros((batch, 0), np.int32)
         for call in range(max_calls):
             k = jax.random.fold_in(key, start * max_calls + call)
-            tokens = sample(params, jnp.asarray(window), genre, k, settings.temperature, settings.top_k,
-                            settings.top_p, settings.greedy, settings.carry_state,
-                            settings.fixed_length)  # fmt: skip
+            this = settings if call == 0 else dataclasses.replace(settings, min_notes=0)  # rows go on
+            tokens = sample(params, jnp.asarray(window), genre, k, this)
             tokens = np.asarray(tokens)[:, :num_notes]
             written = np.concatenate([written, tokens], axis=1)
             window = np.concatenate([window, tokens], axis=1)[:, -encoder_len:]

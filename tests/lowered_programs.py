@@ -50,9 +50,9 @@ def main() -> None:
     programs = {
         "train_step": (train_step, (state, batch)),
         "eval_step": (eval_step, (state.params, batch)),
-        "sampler_nucleus": (sample.jitted(sampler.Mode(nucleus=True)), sample_args),
-        "sampler_top_k": (sample.jitted(sampler.Mode(top_k=20)), sample_args),
-        "sampler_greedy": (sample.jitted(sampler.Mode(greedy=True)), sample_args),
+        "sampler_nucleus": (sample.jitted(sampler.Mode(nucleus=True, min_notes=1)), sample_args),
+        "sampler_top_k": (sample.jitted(sampler.Mode(top_k=20, min_notes=1)), sample_args),
+        "sampler_greedy": (sample.jitted(sampler.Mode(greedy=True, carry_state=True)), sample_args),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     for platform in PLATFORMS:

@@ -22,11 +22,11 @@ def _stub(logit_fn):
 
 
 def _run(logit_fn, window, *, phrase_len=3, num_phrases=4, key=0, **settings):
-    s = dict(temperature=1.0, top_k=0, top_p=1.0, greedy=False) | settings
     fn = sampler.make_sampler(*_stub(logit_fn), vocab_size=V, first_note_id=FIRST,
                               phrase_len=phrase_len, num_phrases=num_phrases)  # fmt: skip
     window = jnp.asarray(window, jnp.int32)
-    return np.asarray(fn(None, window, jnp.zeros(window.shape[0], jnp.int32), jax.random.key(key), **s))
+    genre = jnp.zeros(window.shape[0], jnp.int32)
+    return np.asarray(fn(None, window, genre, jax.random.key(key), sampler.Settings(**settings)))
 
 
 def plus_one(token):
@@ -68,11 +68,11 @@ def test_carried_state_equals_a_step_by_step_reference():
     for phrase_len, num_phrases in ((3, 4), (12, 1), (1, 12)):
         fn = sampler.make_sampler(encode, step, vocab_size=V, first_note_id=FIRST, phrase_len=phrase_len,
                                   num_phrases=num_phrases)  # fmt: skip
-        got = fn(None, window, genre, jax.random.key(0), 1.0, 0, 1.0, True, carry_state=True)
+        got = fn(None, window, genre, jax.random.key(0), sampler.Settings(greedy=True, carry_state=True))
         np.testing.assert_array_equal(np.asarray(got), want)
     # Re-encoding every phrase restarts the count from the window: other notes after phrase 1.
     fn = sampler.make_sampler(encode, step, vocab_size=V, first_note_id=FIRST, phrase_len=3, num_phrases=4)
-    again = np.asarray(fn(None, window, genre, jax.random.key(0), 1.0, 0, 1.0, True))
+    again = np.asarray(fn(None, window, genre, jax.random.key(0), sampler.Settings(greedy=True)))
     np.testing.assert_array_equal(again[:, :3], want[:, :3])
     assert (again[:, 3:] != want[:, 3:]).any()
 
@@ -127,6 +127,17 @@ def test_eos_ends_a_sample():
     np.testing.assert_array_equal(fixed[1], np.arange(21, 33))
 
 
+def test_min_notes_holds_eos_back():
+    def always_eos(token):
+        return jnp.where(True, jax.nn.one_hot(codec_lib.EOS, V) * 10, plus_one(token))
+
+    # One sample, EOS as soon as the sampler lets it: at once, or after min_notes notes.
+    assert _run(always_eos, [[0, 1, 7]], greedy=True, min_notes=0)[0, 0] == codec_lib.EOS
+    out = _run(always_eos, [[0, 1, 7]], greedy=True, min_notes=4)[0]  # 4 notes span two phrases of 3
+    assert (out[:4] >= FIRST).all() and out[4] == codec_lib.EOS and (out[5:] == codec_lib.PAD).all()
+    assert _run(always_eos, [[0, 1, 7]], greedy=True)[0, 1] == codec_lib.EOS  # the default: one note
+
+
 def test_compiles_once_per_shape():
     traces = []
 
@@ -137,10 +148,10 @@ def test_compiles_once_per_shape():
     fn = sampler.make_sampler(*_stub(counted), vocab_size=V, first_note_id=FIRST, phrase_len=2, num_phrases=3)
     window = jnp.asarray([[0, 1, 7]], jnp.int32)
     for t, p in [(1.0, 0.95), (0.5, 0.9), (2.0, 0.3)]:  # one mode: new values do not recompile
-        fn(None, window, jnp.zeros(1, jnp.int32), jax.random.key(0), t, 0, p, False)
+        fn(None, window, jnp.zeros(1, jnp.int32), jax.random.key(0), sampler.Settings(temperature=t, top_p=p))
     assert len(traces) == 1
     for t, p in [(1.0, 1.0), (0.7, 1.0)]:  # no nucleus: a second program, once
-        fn(None, window, jnp.zeros(1, jnp.int32), jax.random.key(0), t, 0, p, False)
+        fn(None, window, jnp.zeros(1, jnp.int32), jax.random.key(0), sampler.Settings(temperature=t, top_p=p))
     assert len(traces) == 2
 
 
@@ -154,7 +165,7 @@ def test_each_mode_compiles_without_a_per_note_branch(settings):
         *_stub(plus_one), vocab_size=V, first_note_id=FIRST, phrase_len=2, num_phrases=3
     )
     window = jnp.asarray([[0, 1, 7]], jnp.int32)
-    jitted = fn.jitted(sampler.Mode.of(**s))
+    jitted = fn.jitted(sampler.Mode.of(sampler.Settings(**s)))
     text = jitted.trace(None, window, jnp.zeros(1, jnp.int32), jax.random.key(0), 1.0, 0.9).lower().as_text()
     assert "stablehlo.case" not in text and "stablehlo.if" not in text
     assert ("stablehlo.sort" in text) == (s["top_p"] < 1 and not s["greedy"])  # top-k alone: no sort
