@@ -45,6 +45,9 @@ def get_config() -> ml_collections.ConfigDict:
     # 0: one-hot input straight into the first layer's gates (the seed; a row gather).
     # > 0: an embedding of this size, then the input projection (Embedding + LSTM).
     c.model.embed_dim = 0
+    # True: the Krumhansl-Schmuckler key of the encoder's notes is one more input of
+    # the first layers, like the genre; sampling holds the primer's key (jaxmusic.key_input).
+    c.model.key_input = False
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.learning_rate = 3e-3  # peak, after warmup

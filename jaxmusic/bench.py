@@ -181,11 +181,12 @@ def bench_sampler(model: models.Seq2Seq, params, config, *, vocab_size: int, num
     carry_state: the decoder's states go on across phrases (one encoding a call).
     """
     td = phrase_len or config.decoder_len
-    encode, step = sampler.model_functions(model)
+    encode, step, condition = sampler.model_functions(model)
     first = codec_lib.NUM_SPECIAL + num_genres
     sample = sampler.make_sampler(
         encode,
         step,
+        condition,
         vocab_size=vocab_size,
         first_note_id=first,
         phrase_len=td,
@@ -221,6 +222,7 @@ def bench_sampler(model: models.Seq2Seq, params, config, *, vocab_size: int, num
 
     window = jnp.asarray([sampler.primer_window([], config.encoder_len)] * batch, jnp.int32)
     genre = jnp.zeros(batch, jnp.int32)
+    genre = condition(window, genre) if condition is not None else genre
 
     def loop():
         carries, token = encode_jit(params, window, genre), window[:, -1]

@@ -23,7 +23,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from jaxmusic import codec as codec_lib
-from jaxmusic import models
+from jaxmusic import key_input, models
 from jaxmusic.cli import Error
 
 
@@ -163,6 +163,11 @@ class ForInference:
     model: models.Seq2Seq
     params: Any
     step: int
+
+    @property
+    def key_weights(self) -> Any:
+        """`key_input.pitch_class_weights` of the codec for a model with a key input, else None."""
+        return key_input.pitch_class_weights(self.codec) if self.model.num_keys else None
 
 
 def load_for_inference(workdir: str | os.PathLike) -> ForInference:

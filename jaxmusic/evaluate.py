@@ -64,7 +64,7 @@ def target_genres(pieces) -> np.ndarray:
     )
 
 
-def model_likelihood(config, model, params, pieces, genres: tuple[str, ...]) -> dict:
+def model_likelihood(config, model, params, pieces, genres: tuple[str, ...], key_weights: Any = None) -> dict:
     """The model's per-note NLL over every target of `pieces`, overall and per genre."""
     from jaxmusic import input_pipeline, parallel, steps
 
@@ -75,7 +75,8 @@ def model_likelihood(config, model, params, pieces, genres: tuple[str, ...]) -> 
         encoder_len=config.encoder_len,
         decoder_len=config.decoder_len,
     )
-    out = steps.evaluate_batches(steps.make_eval_step(model, mesh), params, batches, mesh, genres)
+    eval_step = steps.make_eval_step(model, mesh, key_weights)
+    out = steps.evaluate_batches(eval_step, params, batches, mesh, genres)
     result = {"overall": _likelihood_row(out["eval_nll"], out["eval_accuracy"], out["eval_notes"])}
     notes = np.bincount(target_genres(pieces), minlength=len(genres))
     result["per_genre"] = {
@@ -143,6 +144,7 @@ def generate(
         first_note_id=codec.first_note_id,
         phrase_len=config.decoder_len,
         num_notes=num_notes,
+        key_weights=loaded.key_weights,
     )
     written = sampler.generate(
         sample,
@@ -410,7 +412,9 @@ def run(f) -> dict:
         "genres": list(genres),
         "missing_genres": [g for i, g in enumerate(genres) if not (pieces.genres == i).any()],
     }
-    report["likelihood"] = model_likelihood(config, loaded.model, loaded.params, pieces, genres)
+    report["likelihood"] = model_likelihood(
+        config, loaded.model, loaded.params, pieces, genres, loaded.key_weights
+    )
     report["baselines"] = baseline_likelihoods(train_pieces, pieces, codec.vocab_size, orders, genres)
 
     c = _continuations(f, loaded, pieces, primer_notes, settings)

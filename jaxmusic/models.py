@@ -14,7 +14,8 @@ Each layer runs one of two forms, the same function with the same parameters:
 
 Genre conditioning: the genre is one more one-hot input of the first layer of the
 encoder and of the decoder, so its projection is a learned row added to the gates
-at every step.
+at every step. A key input (`num_keys` > 0, `jaxmusic.key_input`) is one more, the
+same way.
 
 Mixed precision follows the policy in `jaxmusic.lstm`: float32 parameters, state,
 gates, logits and gradients; `dtype` only as the input of products.
@@ -32,7 +33,7 @@ from flax import linen as nn
 from flax.linen.linear import default_embed_init
 from jax import lax
 
-from jaxmusic import lstm
+from jaxmusic import key_input, lstm
 from jaxmusic.cli import UsageError
 from jaxmusic.lstm import matmul
 
@@ -208,6 +209,8 @@ class Seq2Seq(nn.Module):
         layer's gates (a [V, 4H] gather); > 0: an embedding of this size first, then
         the usual input projection (the Embedding + LSTM of most frameworks).
       dtype: the input type of matrix products (the policy in `jaxmusic.lstm`).
+      num_keys: 0 (the seed): no key input; > 0: `key` inputs (int32[B], indices
+        below num_keys) add a learned row to the first layers' gates, like the genre.
     """
 
     vocab_size: int
@@ -219,11 +222,15 @@ class Seq2Seq(nn.Module):
     embed_dim: int = 0
     fused: bool = True
     dtype: Any = jnp.float32
+    num_keys: int = 0
 
     def setup(self):
         h4 = 4 * self.hidden
         self.encoder_genre = nn.Embed(max(self.num_genres, 1), h4, dtype=jnp.float32)
         self.decoder_genre = nn.Embed(max(self.num_genres, 1), h4, dtype=jnp.float32)
+        if self.num_keys:
+            self.encoder_key = nn.Embed(self.num_keys, h4, dtype=jnp.float32)
+            self.decoder_key = nn.Embed(self.num_keys, h4, dtype=jnp.float32)
         one_hot_vocab = self.vocab_size if not self.embed_dim else None
         self.encoder_layers = self._layers(one_hot_vocab)
         self.decoder_layers = self._layers(one_hot_vocab)
@@ -234,12 +241,15 @@ class Seq2Seq(nn.Module):
         self.decoder_dropout_layer = nn.Dropout(self.decoder_dropout)
         self.head = _Affine(self.vocab_size)  # nn.Dense's parameters; applied by `matmul`
 
-    def encode(self, tokens: jax.Array, genre: jax.Array, *, train: bool = False) -> list[Carry]:
+    def encode(
+        self, tokens: jax.Array, genre: jax.Array, *, key: jax.Array | None = None, train: bool = False
+    ) -> list[Carry]:
         """Reads the encoder tokens.
 
         Args:
           tokens: int32[B, Te].
           genre: int32[B] genre indices (into codec.genres).
+          key: int32[B] key indices (`jaxmusic.key_input`); needed when num_keys > 0.
           train: apply dropout (needs a 'dropout' rng).
 
         Returns:
@@ -247,12 +257,19 @@ class Seq2Seq(nn.Module):
         """
         x: jax.Array = self.encoder_embed(tokens) if self.embed_dim else tokens
         zero = self.zero_carry(tokens)
-        carries, _ = self._stack(self.encoder_layers, [zero] * self.num_layers, x, self.encoder_genre(genre),
+        gates = self._conditioning("encoder", genre, key)
+        carries, _ = self._stack(self.encoder_layers, [zero] * self.num_layers, x, gates,
                                  self.encoder_dropout, train=train)  # fmt: skip
         return carries
 
     def decode(
-        self, carries: list[Carry], tokens: jax.Array, genre: jax.Array, *, train: bool = False
+        self,
+        carries: list[Carry],
+        tokens: jax.Array,
+        genre: jax.Array,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
     ) -> tuple[list[Carry], jax.Array]:
         """Runs the decoder from the given states.
 
@@ -260,16 +277,27 @@ class Seq2Seq(nn.Module):
           carries: each layer's (c, h) to start from.
           tokens: int32[B, T] decoder inputs.
           genre: int32[B] genre indices.
+          key: int32[B] key indices; needed when num_keys > 0.
           train: apply dropout.
 
         Returns:
           (each layer's final (c, h), logits float32[B, T, vocab_size]).
         """
         x: jax.Array = self.decoder_embed(tokens) if self.embed_dim else tokens
-        carries, x = self._stack(self.decoder_layers, carries, x, self.decoder_genre(genre),
-                                 self.decoder_dropout_layer, train=train)  # fmt: skip
+        gates = self._conditioning("decoder", genre, key)
+        carries, x = self._stack(self.decoder_layers, carries, x, gates, self.decoder_dropout_layer,
+                                 train=train)  # fmt: skip
         kernel, bias = self.head(x.shape[-1])
         return carries, matmul(x, kernel, self.dtype) + bias
+
+    def _conditioning(self, stack: str, genre: jax.Array, key: jax.Array | None) -> jax.Array:
+        """float32[B, 4H]: the genre's row of a stack's first-layer gates, plus the key's."""
+        gates = getattr(self, f"{stack}_genre")(genre)
+        if not self.num_keys:
+            return gates
+        if key is None:
+            raise ValueError("this model has a key input (num_keys > 0): pass key=")
+        return gates + getattr(self, f"{stack}_key")(key)
 
     def _layers(self, one_hot_vocab: int | None) -> list[LSTMLayer]:
         """A stack's layers; the first reads ids (a one-hot input) unless an embedding does."""
@@ -308,7 +336,7 @@ class Seq2Seq(nn.Module):
         return out, x
 
     def decode_step(
-        self, carries: list[Carry], token: jax.Array, genre: jax.Array
+        self, carries: list[Carry], token: jax.Array, genre: jax.Array, *, key: jax.Array | None = None
     ) -> tuple[list[Carry], jax.Array]:
         """Advances the decoder by one note (sampling).
 
@@ -316,12 +344,13 @@ class Seq2Seq(nn.Module):
           carries: each layer's (c, h).
           token: int32[B] the previous note.
           genre: int32[B] genre indices.
+          key: int32[B] key indices; needed when num_keys > 0.
 
         Returns:
           (the new carries, logits float32[B, vocab_size]), equal to the
           teacher-forced decoder's logits at that step.
         """
-        carries, logits = self.decode(carries, token[:, None], genre)
+        carries, logits = self.decode(carries, token[:, None], genre, key=key)
         return carries, logits[:, 0]
 
     def __call__(
@@ -330,6 +359,7 @@ class Seq2Seq(nn.Module):
         decoder_inputs: jax.Array,
         genre: jax.Array,
         *,
+        key: jax.Array | None = None,
         train: bool = False,
     ) -> jax.Array:
         """Teacher-forced logits.
@@ -338,13 +368,14 @@ class Seq2Seq(nn.Module):
           encoder_tokens: int32[B, Te].
           decoder_inputs: int32[B, Td].
           genre: int32[B] genre indices.
+          key: int32[B] key indices; needed when num_keys > 0.
           train: apply dropout.
 
         Returns:
           float32[B, Td, vocab_size] logits.
         """
-        carries = self.encode(encoder_tokens, genre, train=train)
-        return self.decode(carries, decoder_inputs, genre, train=train)[1]
+        carries = self.encode(encoder_tokens, genre, key=key, train=train)
+        return self.decode(carries, decoder_inputs, genre, key=key, train=train)[1]
 
     def zero_carry(self, tokens: jax.Array) -> Carry:
         """Zero (c, h), float32[B, H], for a batch of tokens int32[B, T].
@@ -377,4 +408,5 @@ def from_config(config: ml_collections.ConfigDict, vocab_size: int, num_genres: 
         decoder_dropout=m.decoder_dropout,
         embed_dim=m.get("embed_dim", 0),
         dtype=DTYPES[m.dtype],
+        num_keys=key_input.NUM_KEYS if m.get("key_input", False) else 0,
     )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import mir_eval
 import numpy as np
 
 
@@ -68,6 +67,8 @@ def match_onsets(ref: np.ndarray, est: np.ndarray, tolerance: float = 0.05) -> O
     """
     if ref.shape[0] == 0 or est.shape[0] == 0:
         return OnsetMatch(0, ref.shape[0], est.shape[0])
+    import mir_eval  # only here: the key and statistics functions stand on numpy alone
+
     pairs = mir_eval.transcription.match_notes(
         np.stack([ref["start"], ref["end"]], 1),
         midi_to_hz(ref["pitch"]),
@@ -183,8 +184,8 @@ def scale_consistency(notes: np.ndarray) -> np.ndarray:
 
 
 # Krumhansl & Kessler's key profiles (probe-tone ratings, C major and C minor).
-_KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-_KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 KEY_NAMES = tuple(f"{n} {m}" for m in ("major", "minor")
                   for n in ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"))  # fmt: skip
 
@@ -201,7 +202,7 @@ def estimate_key(notes: np.ndarray) -> int:
                          weights=notes["end"] - notes["start"], minlength=12)  # fmt: skip
     if (weight > 0).sum() < 2:
         return -1
-    profiles = [np.roll(profile, tonic) for profile in (_KK_MAJOR, _KK_MINOR) for tonic in range(12)]
+    profiles = [np.roll(profile, tonic) for profile in (KK_MAJOR, KK_MINOR) for tonic in range(12)]
     return int(np.argmax([np.corrcoef(weight, p)[0, 1] for p in profiles]))
 
 

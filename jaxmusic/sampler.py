@@ -34,12 +34,14 @@ import numpy as np
 from jax import lax
 
 from jaxmusic import codec as codec_lib
+from jaxmusic import key_input
 from jaxmusic.cli import UsageError
 
 NEG_INF = -1e30
 
-EncodeFn = Callable[[Any, jax.Array, jax.Array], Any]  # (params, tokens[B, Te], genre[B]) -> carries
-StepFn = Callable[[Any, Any, jax.Array, jax.Array], tuple[Any, jax.Array]]  # -> (carries, logits[B, V])
+EncodeFn = Callable[[Any, jax.Array, Any], Any]  # (params, tokens[B, Te], genre[B]) -> carries
+StepFn = Callable[[Any, Any, jax.Array, Any], tuple[Any, jax.Array]]  # -> (carries, logits[B, V])
+ConditionFn = Callable[[jax.Array, jax.Array], Any]  # (window[B, Te], genre[B]) -> encode/step's `genre`
 
 
 def filter_logits(logits: jax.Array, top_k: int, top_p: jax.Array | float | None) -> jax.Array:
@@ -176,9 +178,9 @@ class Sampler:
       int32[B, num_phrases * phrase_len] written tokens (PAD after an EOS).
     """
 
-    def __init__(self, encode: EncodeFn, step: StepFn, *, vocab_size: int, first_note_id: int,
-                 phrase_len: int, num_phrases: int):  # fmt: skip
-        self._encode, self._step = encode, step
+    def __init__(self, encode: EncodeFn, step: StepFn, condition: ConditionFn | None = None, *,
+                 vocab_size: int, first_note_id: int, phrase_len: int, num_phrases: int):  # fmt: skip
+        self._encode, self._step, self._condition = encode, step, condition
         self._banned = banned_ids(vocab_size, first_note_id)
         self._phrase_len, self._num_phrases = phrase_len, num_phrases
         self.notes_per_call = phrase_len * num_phrases
@@ -193,6 +195,8 @@ class Sampler:
         """The jitted `f(params, window, genre, key, temperature, top_p)` of one mode."""
 
         def sample(params, window, genre, key, temperature, top_p):
+            if self._condition is not None:  # e.g. the primer's key, held for the whole call
+                genre = self._condition(window, genre)
             banned = self._banned.at[codec_lib.EOS].set(True) if mode.fixed_length else self._banned
             eos = jnp.arange(banned.shape[0]) == codec_lib.EOS
             settings = dict(temperature=temperature, top_k=mode.top_k, top_p=top_p if mode.nucleus else None,
@@ -239,34 +243,64 @@ class Sampler:
 def make_sampler(
     encode: EncodeFn,
     step: StepFn,
+    condition: ConditionFn | None = None,
     *,
     vocab_size: int,
     first_note_id: int,
     phrase_len: int,
     num_phrases: int,
 ) -> Sampler:
-    """A `Sampler`: encode a primer, then write `num_phrases` phrases of `phrase_len` notes."""
-    return Sampler(encode, step, vocab_size=vocab_size, first_note_id=first_note_id,
+    """A `Sampler`: encode a primer, then write `num_phrases` phrases of `phrase_len` notes.
+
+    condition: (window, genre) -> what encode and step take as their `genre`, computed
+    once from the primer's window (None: the genre itself).
+    """
+    return Sampler(encode, step, condition, vocab_size=vocab_size, first_note_id=first_note_id,
                    phrase_len=phrase_len, num_phrases=num_phrases)  # fmt: skip
 
 
-def for_model(model: Any, *, vocab_size: int, first_note_id: int, phrase_len: int, num_notes: int) -> Sampler:
+def for_model(model: Any, *, vocab_size: int, first_note_id: int, phrase_len: int, num_notes: int,
+              key_weights: Any = None) -> Sampler:  # fmt: skip
     """A `Sampler` over a `models.Seq2Seq` that writes at least `num_notes` notes a call
-    (whole phrases of `phrase_len`)."""
-    return make_sampler(*model_functions(model), vocab_size=vocab_size, first_note_id=first_note_id,
-                        phrase_len=phrase_len, num_phrases=math.ceil(num_notes / phrase_len))  # fmt: skip
+    (whole phrases of `phrase_len`); key_weights as `model_functions`."""
+    return make_sampler(
+        *model_functions(model, key_weights),
+        vocab_size=vocab_size,
+        first_note_id=first_note_id,
+        phrase_len=phrase_len,
+        num_phrases=math.ceil(num_notes / phrase_len),
+    )
 
 
-def model_functions(model: Any) -> tuple[EncodeFn, StepFn]:
-    """A `models.Seq2Seq`'s encode and decode_step as the plain functions `make_sampler` takes."""
+def model_functions(model: Any, key_weights: Any = None) -> tuple[EncodeFn, StepFn, ConditionFn | None]:
+    """A `models.Seq2Seq`'s encode and decode_step as the plain functions `make_sampler`
+    takes. A model with a key input is given its primer's key at every phrase and note
+    (`key_input.estimate` of the first window with key_weights, float32[V, 12]; None:
+    no key known), so that a sample holds its primer's key in view."""
+    if not model.num_keys:
 
-    def encode(params, tokens, genre):
-        return model.apply({"params": params}, tokens, genre, method=type(model).encode)
+        def encode(params, tokens, genre):
+            return model.apply({"params": params}, tokens, genre, method=type(model).encode)
 
-    def step(params, carries, token, genre):
-        return model.apply({"params": params}, carries, token, genre, method=type(model).decode_step)
+        def step(params, carries, token, genre):
+            return model.apply({"params": params}, carries, token, genre, method=type(model).decode_step)
 
-    return encode, step
+        return encode, step, None
+
+    weights = np.zeros((model.vocab_size, 12), np.float32) if key_weights is None else key_weights
+
+    def condition(window, genre):
+        return genre, key_input.estimate(window, weights)
+
+    def encode_keyed(params, tokens, cond):
+        genre, key = cond
+        return model.apply({"params": params}, tokens, genre, key=key, method=type(model).encode)
+
+    def step_keyed(params, carries, token, cond):
+        genre, key = cond
+        return model.apply({"params": params}, carries, token, genre, key=key, method=type(model).decode_step)
+
+    return encode_keyed, step_keyed, condition
 
 
 def primer_window(ids: jax.Array | list[int], encoder_len: int) -> list[int]:

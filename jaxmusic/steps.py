@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from jaxmusic import models, parallel
+from jaxmusic import key_input, models, parallel
 
 
 @flax.struct.dataclass
@@ -50,7 +50,8 @@ def init_state(
     """A fresh state (on the default device; `jax.device_put` places it)."""
     enc = jnp.zeros((1, config.encoder_len), jnp.int32)
     dec = jnp.zeros((1, config.decoder_len), jnp.int32)
-    params = model.init(rng, enc, dec, jnp.zeros((1,), jnp.int32))["params"]
+    key = {"key": jnp.zeros((1,), jnp.int32)} if model.num_keys else {}
+    params = model.init(rng, enc, dec, jnp.zeros((1,), jnp.int32), **key)["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
@@ -68,27 +69,41 @@ def token_sums(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> tup
     return (nll * weights).sum(-1), (correct * weights).sum(-1), weights.sum(-1)
 
 
+def model_inputs(model: models.Seq2Seq, batch: dict, key_weights: Any) -> tuple[tuple, dict]:
+    """The model's positional and keyword inputs for a batch: (encoder tokens, decoder
+    inputs, genre) and, for a model with a key input, the key of each encoder window
+    (`key_input.estimate` with `key_weights`, float32[V, 12]; None: no key known)."""
+    args = (batch["encoder_tokens"], batch["decoder_inputs"], batch["genre"])
+    if not model.num_keys:
+        return args, {}
+    if key_weights is None:
+        key_weights = np.zeros((model.vocab_size, 12), np.float32)
+    return args, {"key": key_input.estimate(batch["encoder_tokens"], key_weights)}
+
+
 def make_train_step(
-    model: models.Seq2Seq, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh, rng: jax.Array
+    model: models.Seq2Seq,
+    tx: optax.GradientTransformation,
+    mesh: jax.sharding.Mesh,
+    rng: jax.Array,
+    key_weights: Any = None,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """jit(shard_map(step)) with the state donated.
 
     The loss is the mean NLL over every weighted target of the global batch: each
     device sums its share, and the sums (and gradients) are added over devices, so
-    1 and N devices compute the same numbers.
+    1 and N devices compute the same numbers. key_weights: for a model with a key
+    input, `key_input.pitch_class_weights` of the codec.
     """
 
     def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         device_rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), lax.axis_index(parallel.AXIS))
 
+        args, kwargs = model_inputs(model, batch, key_weights)
+
         def loss_fn(params):
             logits = model.apply(
-                {"params": params},
-                batch["encoder_tokens"],
-                batch["decoder_inputs"],
-                batch["genre"],
-                train=True,
-                rngs={"dropout": device_rng},
+                {"params": params}, *args, **kwargs, train=True, rngs={"dropout": device_rng}
             )
             nll, correct, weight = token_sums(logits, batch["targets"], batch["weights"])
             return nll.sum(), (correct.sum(), weight.sum())
@@ -113,14 +128,15 @@ def make_train_step(
     return jax.jit(sharded, donate_argnums=0)
 
 
-def make_eval_step(model: models.Seq2Seq, mesh: jax.sharding.Mesh) -> Callable[[Any, dict], dict]:
+def make_eval_step(
+    model: models.Seq2Seq, mesh: jax.sharding.Mesh, key_weights: Any = None
+) -> Callable[[Any, dict], dict]:
     """jit(shard_map(step)): NLL, correct and weight sums, per genre (float32[G])."""
     num_genres = max(model.num_genres, 1)
 
     def step(params, batch):
-        logits = model.apply(
-            {"params": params}, batch["encoder_tokens"], batch["decoder_inputs"], batch["genre"]
-        )
+        args, kwargs = model_inputs(model, batch, key_weights)
+        logits = model.apply({"params": params}, *args, **kwargs)
         sums = token_sums(logits, batch["targets"], batch["weights"])
         per_genre = [jax.ops.segment_sum(s, batch["genre"], num_segments=num_genres) for s in sums]
         return {

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxmusic import batching, cli, models, parallel
+from jaxmusic import batching, cli, key_input, models, parallel
 from jaxmusic import checkpoint as checkpoint_lib
 from jaxmusic import codec as codec_lib
 from jaxmusic import lock as lock_lib
@@ -233,8 +233,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
     start = int(state.step)
     config_dict, codec_dict = config.to_dict(), codec.to_dict()
 
-    train_step = steps_lib.make_train_step(model, tx, mesh, dropout_rng)
-    eval_step = steps_lib.make_eval_step(model, mesh)
+    key_weights = key_input.pitch_class_weights(codec) if model.num_keys else None
+    train_step = steps_lib.make_train_step(model, tx, mesh, dropout_rng, key_weights)
+    eval_step = steps_lib.make_eval_step(model, mesh, key_weights)
     batches = input_pipeline.train_batches(
         train_shards,
         batch_size=layout.host_size,

@@ -1,0 +1,52 @@
+"""The key of a window of notes, as a model input (Krumhansl-Schmuckler, in JAX).
+
+The encoder's notes give a key the way `music_stats.estimate_key` finds one in a
+piece: the duration-weighted pitch-class distribution correlated with the 24 rotated
+Krumhansl-Kessler profiles. A model with a key input (`models.Seq2Seq.num_keys`)
+adds a learned row per key to its first layers' gates, as it does for the genre.
+Training and evaluation read the key of each encoder window; sampling reads the
+primer's once and holds it, so that a long sample keeps its primer's key in view.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmusic import codec as codec_lib
+from jaxmusic import music_stats
+
+NUM_KEYS = 25  # 0..11 major, 12..23 minor (music_stats.KEY_NAMES), 24: no key to tell
+NO_KEY = NUM_KEYS - 1
+
+
+def pitch_class_weights(codec: codec_lib.Codec) -> np.ndarray:
+    """float32[V, 12]: for each pseudo-note id, its duration (seconds) at its pitch class;
+    zero rows for the special and genre ids."""
+    table = np.zeros((codec.vocab_size, 12), np.float32)
+    rows = np.asarray(codec.vocabulary, np.int64)
+    ids = codec.first_note_id + np.arange(rows.shape[0])
+    table[ids, rows[:, 0] % 12] = np.asarray(codec.duration_values, np.float32)[rows[:, 2]]
+    return table
+
+
+def _profiles() -> np.ndarray:
+    """float32[24, 12]: the major then minor profiles rotated to each tonic, centred and
+    scaled to unit length (so a dot product with a centred distribution is Pearson's r
+    times that distribution's length, the same for every profile)."""
+    p = np.stack([np.roll(profile, tonic) for profile in (music_stats.KK_MAJOR, music_stats.KK_MINOR)
+                  for tonic in range(12)])  # fmt: skip
+    p = p - p.mean(1, keepdims=True)
+    return (p / np.linalg.norm(p, axis=1, keepdims=True)).astype(np.float32)
+
+
+def estimate(tokens: jax.Array, weights: jax.Array | np.ndarray) -> jax.Array:
+    """int32[B]: the key of each row of tokens int32[B, T] (NO_KEY with fewer than two
+    pitch classes), given `pitch_class_weights`."""
+    hist = jnp.take(jnp.asarray(weights), tokens, axis=0, mode="clip").sum(1)  # [B, 12]
+    centred = hist - hist.mean(-1, keepdims=True)
+    profiles = jnp.asarray(_profiles())
+    score = centred @ profiles.T  # Pearson's r times |centred|: the same argmax
+    told = (hist > 0).sum(-1) >= 2
+    return jnp.where(told, score.argmax(-1), NO_KEY).astype(jnp.int32)

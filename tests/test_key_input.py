@@ -1,0 +1,91 @@
+"""key_input: the Krumhansl-Schmuckler key of token windows, and a model that takes it."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmusic import codec as codec_lib
+from jaxmusic import key_input, midi_io, models, music_stats, sampler
+
+C_MAJOR = [60, 62, 64, 65, 67, 69, 71, 72]
+
+
+def _codec_and_pieces(seed=0, pieces=12):
+    rng = np.random.default_rng(seed)
+    notes = []
+    for _ in range(pieces):
+        n = int(rng.integers(2, 40))
+        start = np.cumsum(rng.choice([0.0, 0.25, 0.5], n))
+        pitch = rng.integers(48, 84, n)
+        if rng.random() < 0.5:  # half the pieces in a key, so that keys vary
+            pitch = rng.choice(np.array(C_MAJOR) + int(rng.integers(0, 12)), n)
+        notes.append(midi_io.sort_notes(midi_io.make_notes(start, start + rng.choice([0.2, 0.5, 1.0], n),
+                                                           pitch, rng.integers(40, 110, n))))  # fmt: skip
+    return codec_lib.fit(notes, min_count=1), notes
+
+
+def test_estimate_equals_music_stats_on_decoded_notes():
+    codec, pieces = _codec_and_pieces()
+    weights = key_input.pitch_class_weights(codec)
+    width = max(len(p) for p in pieces)
+    ids = np.zeros((len(pieces), width), np.int32)  # PAD-padded rows
+    for i, p in enumerate(pieces):
+        ids[i, : len(p)] = codec.encode(p)
+    got = np.asarray(key_input.estimate(jnp.asarray(ids), weights))
+    want = [music_stats.estimate_key(codec.decode(row[row != codec_lib.PAD])) for row in ids]
+    assert got.tolist() == [key_input.NO_KEY if w < 0 else w for w in want]
+    assert len(set(got.tolist())) > 2  # the fixture has several keys
+
+
+def test_scales_and_silence_have_the_keys_they_should():
+    start = np.arange(8) * 0.5
+    scale = midi_io.make_notes(start, start + 0.5, np.array(C_MAJOR), np.full(8, 80))
+    a_minor = midi_io.make_notes(
+        start, start + 0.5, np.array([57, 59, 60, 62, 64, 65, 68, 69]), np.full(8, 80)
+    )
+    codec = codec_lib.fit([scale, a_minor], min_count=1)
+    tokens = jnp.asarray(np.stack([codec.encode(scale), codec.encode(a_minor), np.zeros(8, np.int32)]))
+    got = key_input.estimate(tokens, key_input.pitch_class_weights(codec)).tolist()
+    assert got == [music_stats.KEY_NAMES.index("C major"), music_stats.KEY_NAMES.index("A minor"),
+                   key_input.NO_KEY]  # fmt: skip
+
+
+def test_a_model_with_a_key_input_hears_it():
+    model = models.Seq2Seq(vocab_size=23, num_genres=2, num_layers=2, hidden=8, num_keys=key_input.NUM_KEYS)
+    enc = jax.random.randint(jax.random.key(0), (3, 5), 0, 23)
+    dec = jax.random.randint(jax.random.key(1), (3, 4), 0, 23)
+    genre, key = jnp.zeros(3, jnp.int32), jnp.asarray([0, 9, 24], jnp.int32)
+    params = model.init(jax.random.key(2), enc, dec, genre, key=key)["params"]
+    assert params["encoder_key"]["embedding"].shape == (key_input.NUM_KEYS, 32)
+    params = jax.tree.map(lambda p: p + 0.1, params)  # embeddings away from their init
+    a = model.apply({"params": params}, enc, dec, genre, key=key)
+    b = model.apply({"params": params}, enc, dec, genre, key=(key + 1) % key_input.NUM_KEYS)
+    assert float(jnp.abs(a - b).max()) > 1e-4
+    with pytest.raises(ValueError, match="pass key="):
+        model.apply({"params": params}, enc, dec, genre)
+
+
+def test_sampling_holds_the_primers_key():
+    """The sampler gives the model the first window's key at every note, with or
+    without re-encoding: a stub that writes its key shows which key it was given."""
+    codec, _ = _codec_and_pieces()
+    weights = key_input.pitch_class_weights(codec)
+    window = jnp.asarray([[0, 1, 7, 8, 9], [1, 9, 10, 11, 12]], jnp.int32) % codec.vocab_size
+    want = np.asarray(key_input.estimate(window, weights))
+
+    def encode(params, tokens, cond):
+        return cond[1]
+
+    def step(params, key, token, cond):
+        return key, jax.nn.one_hot(codec.first_note_id + cond[1], codec.vocab_size) * 10.0
+
+    def condition(window, genre):
+        return genre, key_input.estimate(window, weights)
+
+    for carry in (False, True):
+        fn = sampler.make_sampler(encode, step, condition, vocab_size=codec.vocab_size,
+                                  first_note_id=codec.first_note_id, phrase_len=2, num_phrases=3)  # fmt: skip
+        out = np.asarray(fn(None, window, jnp.zeros(2, jnp.int32), jax.random.key(0),
+                            sampler.Settings(greedy=True, carry_state=carry)))  # fmt: skip
+        np.testing.assert_array_equal(out, np.repeat((codec.first_note_id + want)[:, None], 6, 1))
