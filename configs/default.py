@@ -47,7 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.embed_dim = 0
     # True: the Krumhansl-Schmuckler key of the encoder's notes is one more input of
     # the first layers, like the genre; sampling holds the primer's key (jaxmusic.key_input).
-    c.model.key_input = False
+    c.model.key_input = True
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.learning_rate = 3e-3  # peak, after warmup

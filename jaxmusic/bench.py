@@ -192,7 +192,8 @@ def bench_sampler(model: models.Seq2Seq, params, config, *, vocab_size: int, num
         phrase_len=td,
         num_phrases=max(1, notes // td),
     )
-    settings = sampler.Settings(carry_state=carry_state)  # temperature 1, no filtering
+    # The model's own distribution (temperature 1, no filtering), as the peers draw.
+    settings = sampler.Settings(temperature=1.0, top_p=1.0, carry_state=carry_state)
 
     def run(key):
         return sampler.generate(sample, params, [[]] * batch, np.zeros(batch, np.int32),

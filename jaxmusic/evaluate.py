@@ -2,7 +2,8 @@
 
   python -m jaxmusic.evaluate --workdir runs/default [--split validation] \\
       [--num_samples 64] [--num_notes 128] [--primer_notes N] [--ngram_orders 2,3,4] \\
-      [--temperature 1.0] [--top_k 0] [--top_p 1.0] [--seed 0] [--data_dir D] \\
+      [--temperature 0.9] [--top_k 0] [--top_p 0.9] [--sweep temperature=0.8,1.0] [--long_notes 1024] \\
+      [--carry_state] [--min_notes 1] [--seed 0] [--data_dir D] \\
       [--json eval.json] [--plots eval_plots]
 
 Reports, for the latest checkpoint of the workdir, on a split of its dataset:

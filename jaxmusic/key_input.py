@@ -47,6 +47,8 @@ def estimate(tokens: jax.Array, weights: jax.Array | np.ndarray) -> jax.Array:
     hist = jnp.take(jnp.asarray(weights), tokens, axis=0, mode="clip").sum(1)  # [B, 12]
     centred = hist - hist.mean(-1, keepdims=True)
     profiles = jnp.asarray(_profiles())
-    score = centred @ profiles.T  # Pearson's r times |centred|: the same argmax
+    # Pearson's r times |centred| (the same argmax), as a sum rather than a product: an
+    # exact float32 reduction, not a matrix product that the precision policy would cast.
+    score = (centred[:, None, :] * profiles[None]).sum(-1)
     told = (hist > 0).sum(-1) >= 2
     return jnp.where(told, score.argmax(-1), NO_KEY).astype(jnp.int32)

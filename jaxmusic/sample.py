@@ -1,8 +1,8 @@
 """CLI: new MIDI from a trained workdir.
 
   python -m jaxmusic.sample --workdir runs/default --out_dir samples \\
-      [--num_outputs 4] [--num_notes 256 | --seconds 30] [--temperature 1.0] \\
-      [--top_k 0] [--top_p 1.0] [--greedy] [--carry_state] [--fixed_length] [--seed 0] \\
+      [--num_outputs 4] [--num_notes 256 | --seconds 30] [--temperature 0.9] \\
+      [--top_k 0] [--top_p 0.9] [--greedy] [--carry_state] [--fixed_length] [--seed 0] \\
       [--genre classical] [--primer_midi song.mid | --primer_split validation] [--wav] [--png]
 
 Loads the latest checkpoint with its config and codec (nothing else is needed,
@@ -150,9 +150,11 @@ def define_sampling_flags(fv) -> None:
     shared with jaxmusic.evaluate."""
     from absl import flags
 
-    flags.DEFINE_float("temperature", 1.0, "divides the logits (> 0)", flag_values=fv)
+    # The defaults: the best worst-statistic overlap over music21 and POP909 of a
+    # --sweep (docs/evaluation.md); 1.0 and 1.0 draw from the model's own distribution.
+    flags.DEFINE_float("temperature", 0.9, "divides the logits (> 0)", flag_values=fv)
     flags.DEFINE_integer("top_k", 0, "draw among the k most probable notes; 0: all", flag_values=fv)
-    flags.DEFINE_float("top_p", 1.0, "nucleus mass in (0, 1]; 1: none", flag_values=fv)
+    flags.DEFINE_float("top_p", 0.9, "nucleus mass in (0, 1]; 1: none", flag_values=fv)
     flags.DEFINE_bool("carry_state", False, "the decoder goes on from phrase to phrase (no re-encoding)",
                       flag_values=fv)  # fmt: skip
     flags.DEFINE_integer("min_notes", 1, "EOS is not drawn before this many notes", flag_values=fv)

@@ -19,7 +19,7 @@ fi
 "$PY" -m jaxmusic.train --config configs/default.py --workdir "$WORKDIR" \
   --config.data_dir="$DATA/midi_pieces/music21"
 "$PY" -m jaxmusic.sample --workdir "$WORKDIR" --out_dir "$WORKDIR/samples" --num_outputs 4 \
-  --num_notes 256 --top_p 0.95 --png --wav
+  --num_notes 256 --png --wav
 "$PY" -m jaxmusic.evaluate --workdir "$WORKDIR" --json "$WORKDIR/eval.json" --plots "$WORKDIR/eval_plots"
 echo "wrote: dataset $DATA/midi_pieces/music21/1.0.0, checkpoints $WORKDIR/checkpoints," \
   "metrics $WORKDIR/metrics.jsonl, samples $WORKDIR/samples/, evaluation $WORKDIR/eval.json" \
