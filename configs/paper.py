@@ -28,6 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.hidden = 1024  # the seed: 1024 units in every layer
     c.model.dropout = 0.3  # the seed: dropout between the two encoder layers
     c.model.dtype = "bfloat16"
+    c.model.key_input = False  # the seed's model exactly (--config.model.key_input=True adds it)
     c.optimizer.learning_rate = 1e-3
     c.optimizer.warmup_steps = 1000
     c.optimizer.end_learning_rate = 1e-5
