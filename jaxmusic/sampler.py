@@ -52,7 +52,7 @@ def filter_logits(logits: jax.Array, top_k: int, top_p: jax.Array | float | None
       top_k: keep the k largest (0: all); static. Ties at the k-th value are kept.
       top_p: keep the smallest set of largest-probability ids whose mass reaches
         top_p; the most probable id is always kept. None (or a Python number >= 1):
-        no nucleus filter, and no sort.
+        no nucleus filter.
 
     Returns:
       float32[B, V], masked entries at NEG_INF.
@@ -64,16 +64,46 @@ def filter_logits(logits: jax.Array, top_k: int, top_p: jax.Array | float | None
         # them in descending order: a nucleus then needs no sort of its own.
         ordered = lax.top_k(logits, min(top_k, v))[0]
         logits = jnp.where(logits >= ordered[:, -1:], logits, NEG_INF)
-    elif nucleus:
-        ordered = jnp.sort(logits, axis=-1)[:, ::-1]  # descending
+        if not nucleus:
+            return logits
+        # Mass of the ids ranked above each; ids past the top k have no mass.
+        probs = jax.nn.softmax(ordered, axis=-1)
+        before = jnp.cumsum(probs, axis=-1) - probs
+        n_keep = (before < top_p).sum(-1, keepdims=True)  # rank 0 always kept
+        threshold = jnp.take_along_axis(ordered, n_keep - 1, axis=-1)
+        return jnp.where(logits >= threshold, logits, NEG_INF)
     if not nucleus:
         return logits
-    # Mass of the ids ranked above each; ids past the top k have no mass.
-    probs = jax.nn.softmax(ordered, axis=-1)
-    before = jnp.cumsum(probs, axis=-1) - probs
-    n_keep = (before < top_p).sum(-1, keepdims=True)  # rank 0 always kept
-    threshold = jnp.take_along_axis(ordered, n_keep - 1, axis=-1)
-    return jnp.where(logits >= threshold, logits, NEG_INF)
+    return jnp.where(jax.nn.softmax(logits, axis=-1) >= nucleus_threshold(logits, top_p), logits, NEG_INF)
+
+
+def nucleus_threshold(logits: jax.Array, top_p: jax.Array | float, iterations: int = 24) -> jax.Array:
+    """float32[B, 1]: the smallest probability the nucleus of mass top_p keeps.
+
+    The nucleus is {ids whose probability >= t} for the largest t whose set still
+    holds top_p of the mass (that set is the smallest reaching top_p, ties kept). The
+    mass above t only falls as t grows, so t is found by bisection over [0, max
+    probability]: `iterations` masked sums over the vocabulary instead of a sort of
+    it (a sort per note took most of a sampled note's time on a CPU; docs/performance.md).
+    Exact but for probabilities within max_prob / 2^iterations of the threshold.
+    """
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    top = probs.max(-1, keepdims=True)
+
+    def mass_from(t):
+        return jnp.where(probs >= t, probs, 0.0).sum(-1, keepdims=True)
+
+    def halve(_, bounds):
+        lo, hi = bounds  # mass_from(lo) >= top_p throughout
+        mid = (lo + hi) / 2
+        ok = mass_from(mid) >= top_p
+        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+    lo, _ = lax.fori_loop(0, iterations, halve, (jnp.zeros_like(top), top))
+    # The most probable id alone may hold top_p; otherwise the smallest probability at
+    # or above lo is the threshold (lo itself may fall between two probabilities).
+    kept_min = jnp.where(probs >= lo, probs, jnp.inf).min(-1, keepdims=True)
+    return jnp.where(mass_from(top) >= top_p, top, kept_min)
 
 
 def next_token(

@@ -98,6 +98,26 @@ def test_top_p_keeps_exactly_the_nucleus():
         assert np.all(out[0, :kept] > sampler.NEG_INF / 2)  # the most probable ones
 
 
+def test_nucleus_by_bisection_equals_the_sorted_nucleus():
+    """The bisection threshold keeps exactly the ids a sort-and-cumsum nucleus keeps."""
+    rng = np.random.default_rng(5)
+    logits = jnp.asarray(rng.normal(0, rng.uniform(0.3, 4.0, (64, 1)), (64, 300)), jnp.float32)
+    logits = logits.at[:8, :5].set(logits[:8, :1])  # ties at the top of some rows
+    probs = np.asarray(jax.nn.softmax(logits, axis=-1), np.float64)
+    for p in (0.05, 0.5, 0.9, 0.95, 0.999):
+        ordered = jnp.sort(logits, axis=-1)[:, ::-1]
+        sorted_probs = jax.nn.softmax(ordered, axis=-1)
+        n_keep = ((jnp.cumsum(sorted_probs, axis=-1) - sorted_probs) < p).sum(-1, keepdims=True)
+        want = np.asarray(logits >= jnp.take_along_axis(ordered, n_keep - 1, axis=-1))
+        got = np.asarray(sampler.filter_logits(logits, 0, p) > sampler.NEG_INF / 2)
+        # Equal but where the mass above an id is p to float32 rounding (the two sum in
+        # different orders).
+        above = np.array([[r[r > x].sum() for x in r] for r in probs])
+        differ = got != want
+        assert np.all(np.abs(above[differ] - p) < 1e-5), (p, above[differ])
+        assert differ.sum() <= 2 and got.sum() > 0
+
+
 def test_top_k_keeps_the_k_largest():
     logits = jnp.asarray([[1.0, 5.0, 3.0, 4.0, 2.0]])
     out = np.asarray(sampler.filter_logits(logits, 2, 1.0))
@@ -168,7 +188,7 @@ def test_each_mode_compiles_without_a_per_note_branch(settings):
     jitted = fn.jitted(sampler.Mode.of(sampler.Settings(**s)))
     text = jitted.trace(None, window, jnp.zeros(1, jnp.int32), jax.random.key(0), 1.0, 0.9).lower().as_text()
     assert "stablehlo.case" not in text and "stablehlo.if" not in text
-    assert ("stablehlo.sort" in text) == (s["top_p"] < 1 and not s["greedy"])  # top-k alone: no sort
+    assert "stablehlo.sort" not in text  # the nucleus by bisection, top-k by TopK: no sort of the vocabulary
     assert ("TopK" in text or "top_k" in text) == (s["top_k"] > 0 and not s["greedy"])
 
 
