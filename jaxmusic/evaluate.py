@@ -350,8 +350,13 @@ def _long_form(f, loaded, c: _Continuations, settings: sampler.Settings, real_st
     return out
 
 
-SWEEPABLE = {"temperature": float, "top_k": int, "top_p": float, "min_notes": int,
-             "carry_state": lambda v: v.lower() == "true"}  # fmt: skip
+def _bool(value: str) -> bool:
+    if value.lower() not in ("true", "false"):
+        raise ValueError(value)
+    return value.lower() == "true"
+
+
+SWEEPABLE = {"temperature": float, "top_k": int, "top_p": float, "min_notes": int, "carry_state": _bool}
 
 
 def parse_sweep(specs: Sequence[str]) -> list[dict[str, Any]]:

@@ -101,6 +101,7 @@ def test_same_seed_same_report(trained, tmp_path):
         (["--top_p", "2"], "--top_p must be in (0, 1]"),
         (["--sweep", "warmth=1"], "--sweep 'warmth=1': use name=v1,v2,... with name one of temperature"),
         (["--sweep", "top_k=high"], "--sweep 'top_k=high': a value is not a top_k"),
+        (["--sweep", "carry_state=yes"], "--sweep 'carry_state=yes': a value is not a carry_state"),
         (["--long_notes", "13"], "--long_notes must be 0 or >= 2 x --num_notes (24), got 13"),
     ],
 )
