@@ -167,7 +167,7 @@ class ForInference:
     @property
     def key_weights(self) -> Any:
         """`key_input.pitch_class_weights` of the codec for a model with a key input, else None."""
-        return key_input.pitch_class_weights(self.codec) if self.model.num_keys else None
+        return key_input.weights_for(self.model, self.codec)
 
 
 def load_for_inference(workdir: str | os.PathLike) -> ForInference:

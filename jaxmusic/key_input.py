@@ -10,6 +10,8 @@ primer's once and holds it, so that a long sample keeps its primer's key in view
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,6 +33,12 @@ def pitch_class_weights(codec: codec_lib.Codec) -> np.ndarray:
     return table
 
 
+def weights_for(model: Any, codec: codec_lib.Codec) -> np.ndarray | None:
+    """`pitch_class_weights` of the codec for a model with a key input (`num_keys` > 0),
+    else None."""
+    return pitch_class_weights(codec) if model.num_keys else None
+
+
 def _profiles() -> np.ndarray:
     """float32[24, 12]: the major then minor profiles rotated to each tonic, centred and
     scaled to unit length (so a dot product with a centred distribution is Pearson's r
@@ -41,9 +49,11 @@ def _profiles() -> np.ndarray:
     return (p / np.linalg.norm(p, axis=1, keepdims=True)).astype(np.float32)
 
 
-def estimate(tokens: jax.Array, weights: jax.Array | np.ndarray) -> jax.Array:
+def estimate(tokens: jax.Array, weights: jax.Array | np.ndarray | None) -> jax.Array:
     """int32[B]: the key of each row of tokens int32[B, T] (NO_KEY with fewer than two
-    pitch classes), given `pitch_class_weights`."""
+    pitch classes), given `pitch_class_weights` (None: no key known, NO_KEY for all)."""
+    if weights is None:
+        return jnp.full(tokens.shape[:1], NO_KEY, jnp.int32)
     hist = jnp.take(jnp.asarray(weights), tokens, axis=0, mode="clip").sum(1)  # [B, 12]
     centred = hist - hist.mean(-1, keepdims=True)
     profiles = jnp.asarray(_profiles())

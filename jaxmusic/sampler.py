@@ -74,11 +74,13 @@ def filter_logits(logits: jax.Array, top_k: int, top_p: jax.Array | float | None
         return jnp.where(logits >= threshold, logits, NEG_INF)
     if not nucleus:
         return logits
-    return jnp.where(jax.nn.softmax(logits, axis=-1) >= nucleus_threshold(logits, top_p), logits, NEG_INF)
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    return jnp.where(probs >= nucleus_threshold(probs, top_p), logits, NEG_INF)
 
 
-def nucleus_threshold(logits: jax.Array, top_p: jax.Array | float, iterations: int = 24) -> jax.Array:
-    """float32[B, 1]: the smallest probability the nucleus of mass top_p keeps.
+def nucleus_threshold(probs: jax.Array, top_p: jax.Array | float, iterations: int = 24) -> jax.Array:
+    """float32[B, 1]: the smallest probability (of probs float32[B, V]) the nucleus of mass
+    top_p keeps.
 
     The nucleus is {ids whose probability >= t} for the largest t whose set still
     holds top_p of the mass (that set is the smallest reaching top_p, ties kept). The
@@ -87,7 +89,6 @@ def nucleus_threshold(logits: jax.Array, top_p: jax.Array | float, iterations: i
     it (a sort per note took most of a sampled note's time on a CPU; docs/performance.md).
     Exact but for probabilities within max_prob / 2^iterations of the threshold.
     """
-    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
     top = probs.max(-1, keepdims=True)
 
     def mass_from(t):
@@ -306,31 +307,24 @@ def model_functions(model: Any, key_weights: Any = None) -> tuple[EncodeFn, Step
     """A `models.Seq2Seq`'s encode and decode_step as the plain functions `make_sampler`
     takes. A model with a key input is given its primer's key at every phrase and note
     (`key_input.estimate` of the first window with key_weights, float32[V, 12]; None:
-    no key known), so that a sample holds its primer's key in view."""
-    if not model.num_keys:
+    no key known), so that a sample holds its primer's key in view: its `genre` is then
+    the pair (genre, key) that `condition` makes."""
 
-        def encode(params, tokens, genre):
-            return model.apply({"params": params}, tokens, genre, method=type(model).encode)
+    def inputs(cond):
+        return (cond[0], {"key": cond[1]}) if model.num_keys else (cond, {})
 
-        def step(params, carries, token, genre):
-            return model.apply({"params": params}, carries, token, genre, method=type(model).decode_step)
+    def encode(params, tokens, cond):
+        genre, key = inputs(cond)
+        return model.apply({"params": params}, tokens, genre, **key, method=type(model).encode)
 
-        return encode, step, None
-
-    weights = np.zeros((model.vocab_size, 12), np.float32) if key_weights is None else key_weights
+    def step(params, carries, token, cond):
+        genre, key = inputs(cond)
+        return model.apply({"params": params}, carries, token, genre, **key, method=type(model).decode_step)
 
     def condition(window, genre):
-        return genre, key_input.estimate(window, weights)
+        return genre, key_input.estimate(window, key_weights)
 
-    def encode_keyed(params, tokens, cond):
-        genre, key = cond
-        return model.apply({"params": params}, tokens, genre, key=key, method=type(model).encode)
-
-    def step_keyed(params, carries, token, cond):
-        genre, key = cond
-        return model.apply({"params": params}, carries, token, genre, key=key, method=type(model).decode_step)
-
-    return encode_keyed, step_keyed, condition
+    return encode, step, condition if model.num_keys else None
 
 
 def primer_window(ids: jax.Array | list[int], encoder_len: int) -> list[int]:

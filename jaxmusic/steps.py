@@ -76,8 +76,6 @@ def model_inputs(model: models.Seq2Seq, batch: dict, key_weights: Any) -> tuple[
     args = (batch["encoder_tokens"], batch["decoder_inputs"], batch["genre"])
     if not model.num_keys:
         return args, {}
-    if key_weights is None:
-        key_weights = np.zeros((model.vocab_size, 12), np.float32)
     return args, {"key": key_input.estimate(batch["encoder_tokens"], key_weights)}
 
 

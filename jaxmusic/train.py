@@ -233,7 +233,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
     start = int(state.step)
     config_dict, codec_dict = config.to_dict(), codec.to_dict()
 
-    key_weights = key_input.pitch_class_weights(codec) if model.num_keys else None
+    key_weights = key_input.weights_for(model, codec)
     train_step = steps_lib.make_train_step(model, tx, mesh, dropout_rng, key_weights)
     eval_step = steps_lib.make_eval_step(model, mesh, key_weights)
     batches = input_pipeline.train_batches(
