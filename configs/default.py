@@ -51,6 +51,11 @@ def get_config() -> ml_collections.ConfigDict:
     # True: the Krumhansl-Schmuckler key of the encoder's notes is one more input of
     # the first layers, like the genre; sampling holds the primer's key (jaxmusic.key_input).
     c.model.key_input = True
+    # How a stack's layers are scheduled: "wavefront" (all advance together in one
+    # scan, layer k at time t - k: T + L - 1 sequential steps instead of L x T),
+    # "layers" (one after another), "auto" (wavefront on TPUs and GPUs, layers on CPUs,
+    # from measurements: docs/performance.md). The same function and parameters.
+    c.model.stack_order = "auto"
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.learning_rate = 3e-3  # peak, after warmup

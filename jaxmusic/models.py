@@ -31,7 +31,6 @@ import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn
 from flax.linen.linear import default_embed_init
-from jax import lax
 
 from jaxmusic import key_input, lstm
 from jaxmusic.cli import UsageError
@@ -117,6 +116,9 @@ class LSTMLayer(nn.Module):
       fused: the recurrence as `lstm.recurrence` (a custom backward pass) rather
         than nn.scan of `_Recurrence`; the same function and parameters.
       column: the fused recurrence in its [4H, B] layout (see `lstm.recurrence`).
+
+    Parameters (the same tree in every form): x/embedding and bias (ids), or
+    x/kernel and x/bias (vectors); recurrence/h/kernel.
     """
 
     hidden: int
@@ -125,7 +127,20 @@ class LSTMLayer(nn.Module):
     fused: bool = True
     column: bool = False
 
-    @nn.compact
+    def setup(self):
+        h4 = 4 * self.hidden
+        if self.vocab_size is not None:
+            self.x = _Table(self.vocab_size, h4)
+            self.bias = self.param("bias", nn.initializers.zeros, (h4,))
+        else:
+            self.x = _Affine(h4)
+        if self.fused:
+            self.recurrence = _RecurrentWeights(self.hidden)
+        else:
+            scan = nn.scan(_Recurrence, variable_broadcast="params", split_rngs={"params": False},
+                           in_axes=1, out_axes=1)  # fmt: skip
+            self.recurrence = scan(self.hidden, self.dtype)
+
     def __call__(
         self, carry: Carry, x: jax.Array, genre_gates: jax.Array | None = None
     ) -> tuple[Carry, jax.Array]:
@@ -142,55 +157,84 @@ class LSTMLayer(nn.Module):
         carry = jax.tree.map(lambda a: a.astype(jnp.float32), carry)
         if self.fused:
             return self._fused(carry, x, genre_gates)
-        if self.vocab_size is not None:
-            gates_x = nn.Embed(self.vocab_size, 4 * self.hidden, dtype=jnp.float32, name="x")(x)
-            gates_x = gates_x + self.param("bias", nn.initializers.zeros, (4 * self.hidden,))
-        else:
-            kernel, bias = _Affine(4 * self.hidden, name="x")(x.shape[-1])
-            gates_x = matmul(x, kernel, self.dtype) + bias
+        gates_x, bias = self.projection(x)
+        gates_x = gates_x + bias
         if genre_gates is not None:
             gates_x = gates_x + genre_gates[:, None, :]
-        scan = nn.scan(
-            _Recurrence,
-            variable_broadcast="params",
-            split_rngs={"params": False},
-            in_axes=1,
-            out_axes=1,
-        )
-        return scan(self.hidden, self.dtype, name="recurrence")(carry, gates_x)
+        return self.recurrence(carry, gates_x)
+
+    def projection(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The input's share of the gates, without the bias.
+
+        Args:
+          x: int32[..., ] ids (vocab_size set) or float[..., D].
+
+        Returns:
+          (float32[..., 4H], the bias float32[4H]).
+        """
+        if self.vocab_size is not None:
+            return self.x(x), self.bias
+        kernel, bias = self.x(x.shape[-1])
+        return matmul(x, kernel, self.dtype), bias
+
+    def input_weights(self, in_features: int) -> tuple[jax.Array, jax.Array]:
+        """(W_x float32[D, 4H], b float32[4H]) of a layer that reads vectors."""
+        return self.x(in_features)
+
+    def recurrent_weights(self) -> jax.Array:
+        """W_h float32[H, 4H] (the fused form's)."""
+        return self.recurrence()
 
     def _fused(self, carry: Carry, x: jax.Array, genre_gates: jax.Array | None) -> tuple[Carry, jax.Array]:
-        """The same layer through `lstm.recurrence`, time-major inside; the same parameters."""
-        x = jnp.swapaxes(x, 0, 1)
-        if self.vocab_size is not None:
-            gates_x = _Table(self.vocab_size, 4 * self.hidden, name="x")(x)
-            bias = self.param("bias", nn.initializers.zeros, (4 * self.hidden,))
-        else:
-            kernel, bias = _Affine(4 * self.hidden, name="x")(x.shape[-1])
-            gates_x = matmul(x, kernel, self.dtype)
-        w_h = _RecurrentWeights(self.hidden, name="recurrence")()
-        # Under shard_map the inputs vary over devices and the parameters do not, but a
-        # custom backward must return a gradient typed like its input: W_h and the bias
-        # are cast to vary as the inputs do (autodiff then sums their gradients over
-        # devices, as for every other replicated parameter). A type cast, no copy; the
-        # bias before it is broadcast over the batch, so that its [4H] gradient is
-        # what crosses devices, not a [B, 4H] one.
-        w_h, bias = lstm.varying_like(gates_x, w_h), lstm.varying_like(gates_x, bias)
-        gate_bias = jnp.broadcast_to(bias, (gates_x.shape[1], 4 * self.hidden))
-        if genre_gates is not None:
-            gate_bias = gate_bias + genre_gates
-        args = (gates_x, w_h, *carry, gate_bias)
-        # One step at a time (sampling) stays in the row layout: the column layout
-        # transposes W_h once per call, which a whole sequence repays and a step does not.
-        if self.column and gates_x.shape[0] > 1:
-            hs, c, h = lax.platform_dependent(
-                *args,
-                cpu=partial(lstm.recurrence, column=True, dtype=self.dtype),
-                default=partial(lstm.recurrence, column=False, dtype=self.dtype),
-            )
-        else:
-            hs, c, h = lstm.recurrence(*args, False, self.dtype)
-        return (c, h), jnp.swapaxes(hs, 0, 1)
+        """The same layer through `lstm.stack` (a stack of one), time-major inside."""
+        gates_x, bias = self.projection(jnp.swapaxes(x, 0, 1))
+        carries, hs = _run_stack([self], [carry], gates_x, bias, genre_gates, (), order="layers",
+                                dtype=self.dtype, column=self.column)  # fmt: skip
+        return carries[0], jnp.swapaxes(hs, 0, 1)
+
+
+def _run_stack(
+    layers: list[LSTMLayer],
+    carries: list[Carry],
+    gates_x: jax.Array,
+    bias: jax.Array,
+    genre_gates: jax.Array | None,
+    keep: tuple[jax.Array, ...],
+    *,
+    order: str,
+    dtype: Any,
+    column: bool,
+) -> tuple[list[Carry], jax.Array]:
+    """Runs fused layers with `lstm.stack`.
+
+    Args:
+      gates_x: float32[T, B, 4H] the first layer's input projection, without bias.
+      bias: float32[4H] the first layer's bias.
+      keep: () or float32[T, B, H] multipliers of each upper layer's input (dropout).
+
+    Returns:
+      (each layer's final (c, h) as a list, the last layer's outputs float32[T, B, H]).
+    """
+    hidden = layers[0].hidden
+    w_h = [layer.recurrent_weights() for layer in layers]
+    upper = [layer.input_weights(hidden) for layer in layers[1:]]
+    # Under shard_map the inputs vary over devices and the parameters do not, but a
+    # custom backward must return a gradient typed like its input: the weights and
+    # biases are cast to vary as the inputs do (autodiff then sums their gradients
+    # over devices, as for every other replicated parameter). A type cast, no copy; the
+    # bias before it is broadcast over the batch, so that its [4H] gradient is what
+    # crosses devices, not a [B, 4H] one.
+    vary = partial(lstm.varying_like, gates_x)
+    w_h, bias = [vary(w) for w in w_h], vary(bias)
+    w_x, b_x = [vary(w) for w, _ in upper], [vary(b) for _, b in upper]
+    gate_bias = jnp.broadcast_to(bias, (gates_x.shape[1], 4 * hidden))
+    if genre_gates is not None:
+        gate_bias = gate_bias + genre_gates
+    carries = [jax.tree.map(lambda a: a.astype(jnp.float32), carry) for carry in carries]
+    c0, h0 = (tuple(carry[j] for carry in carries) for j in range(2))
+    hs, c, h = lstm.stack(gates_x, w_h, w_x, b_x, c0, h0, gate_bias, keep, dtype=dtype, order=order,
+                          column=column)  # fmt: skip
+    return list(zip(c, h, strict=True)), hs
 
 
 class Seq2Seq(nn.Module):
@@ -211,6 +255,10 @@ class Seq2Seq(nn.Module):
       dtype: the input type of matrix products (the policy in `jaxmusic.lstm`).
       num_keys: 0 (the seed): no key input; > 0: `key` inputs (int32[B], indices
         below num_keys) add a learned row to the first layers' gates, like the genre.
+      stack_order: with `fused`, how a stack's layers are scheduled (`lstm.stack`):
+        "wavefront" (all layers advance together in one scan, layer k at time t - k:
+        T + L - 1 sequential steps instead of L x T), "layers" (one after another), or
+        "auto" (per platform, from measurements). The same function and parameters.
     """
 
     vocab_size: int
@@ -223,6 +271,7 @@ class Seq2Seq(nn.Module):
     fused: bool = True
     dtype: Any = jnp.float32
     num_keys: int = 0
+    stack_order: str = "auto"
 
     def setup(self):
         h4 = 4 * self.hidden
@@ -312,8 +361,8 @@ class Seq2Seq(nn.Module):
             for k in range(self.num_layers)
         ]
 
-    @staticmethod
     def _stack(
+        self,
         layers: list[LSTMLayer],
         carries: list[Carry],
         x: jax.Array,
@@ -327,6 +376,19 @@ class Seq2Seq(nn.Module):
         Returns:
           (each layer's final (c, h), the last layer's outputs float32[B, T, H]).
         """
+        if self.fused:
+            batch, steps = x.shape[:2]
+            gates_x, bias = layers[0].projection(jnp.swapaxes(x, 0, 1))
+            # The dropout between layers as multipliers drawn by the same module with the
+            # same shapes, in the same order, as the layer-by-layer form: the same masks.
+            keep = ()
+            if train and dropout.rate > 0:
+                ones = jnp.ones((batch, steps, self.hidden), jnp.float32)
+                keep = tuple(jnp.swapaxes(dropout(ones, deterministic=False), 0, 1) for _ in layers[1:])
+            order, column = self.stack_order, layers[0].column
+            carries, hs = _run_stack(layers, carries, gates_x, bias, genre_gates, keep, order=order,
+                                     dtype=self.dtype, column=column)  # fmt: skip
+            return carries, jnp.swapaxes(hs, 0, 1)
         out = []
         for k, (layer, carry) in enumerate(zip(layers, carries, strict=True)):
             if k > 0:
@@ -399,6 +461,8 @@ def from_config(config: ml_collections.ConfigDict, vocab_size: int, num_genres: 
     m = config.model
     if m.dtype not in DTYPES:
         raise UsageError(f"config.model.dtype {m.dtype!r} is not one of {', '.join(DTYPES)}")
+    if m.get("stack_order", "auto") not in lstm.ORDERS:
+        raise UsageError(f"config.model.stack_order {m.stack_order!r} is not one of {', '.join(lstm.ORDERS)}")
     return Seq2Seq(
         vocab_size=vocab_size,
         num_genres=num_genres,
@@ -409,4 +473,5 @@ def from_config(config: ml_collections.ConfigDict, vocab_size: int, num_genres: 
         embed_dim=m.get("embed_dim", 0),
         dtype=DTYPES[m.dtype],
         num_keys=key_input.NUM_KEYS if m.get("key_input", False) else 0,
+        stack_order=m.get("stack_order", "auto"),
     )

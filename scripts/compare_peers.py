@@ -17,6 +17,9 @@ with that same embedding (`embed_dim=H`, identical FLOPs). Each (round, framewor
 is a process of its own, rounds interleave the frameworks so machine noise falls on
 all alike, and the table gives medians and ratios to jaxmusic_embed.
 
+`jaxmusic_wavefront` and `jaxmusic_layers` are `jaxmusic` with its stacks' order
+forced (`model.stack_order`; `jaxmusic` itself runs "auto", the platform's choice).
+
 Sampling (notes/s at batch 1 and 64, 256 notes from one primer) compares jaxmusic's
 jitted sampler with a step-by-step PyTorch loop (no_grad, one nn.LSTM step, softmax
 and torch.multinomial per note; the best of 3 runs) in two modes: `phrases`, what
@@ -34,7 +37,15 @@ import subprocess
 import sys
 import time
 
-FRAMEWORKS = ("jaxmusic", "jaxmusic_embed", "flax_nn_rnn", "pytorch", "keras")
+FRAMEWORKS = (
+    "jaxmusic",
+    "jaxmusic_embed",
+    "jaxmusic_wavefront",
+    "jaxmusic_layers",
+    "flax_nn_rnn",
+    "pytorch",
+    "keras",
+)
 SAMPLED_NOTES = 256
 SAMPLING_MODES = ("phrases", "decode_only")  # re-encode every --seq notes, or encode once
 
@@ -67,7 +78,7 @@ def _data(args):
 # ---------------------------------------------------------------- workers ----
 
 
-def run_jaxmusic(args, onehot: bool) -> dict:
+def run_jaxmusic(args, onehot: bool, order: str = "auto") -> dict:
     import jax
 
     from configs import default
@@ -76,11 +87,11 @@ def run_jaxmusic(args, onehot: bool) -> dict:
     c = default.get_config()
     c.batch_size, c.encoder_len, c.decoder_len = args.batch, args.seq, args.seq
     c.model.hidden, c.model.dropout, c.model.embed_dim = args.hidden, 0.0, 0 if onehot else args.hidden
-    c.model.dtype = args.dtype
+    c.model.dtype, c.model.stack_order = args.dtype, order
     r, model, params = bench.bench_train(c, vocab_size=args.vocab, num_genres=1, steps=args.steps)
     out = {"step_seconds": r["step_seconds_median"], "flops_per_step": r["flops_per_step"],
            "device": jax.devices()[0].device_kind}  # fmt: skip
-    if onehot:
+    if onehot and order == "auto":  # sampling runs no whole stack: the same program either way
         for mode in SAMPLING_MODES:
             for b in (1, 64):
                 out[f"sampler_{mode}_notes_per_second_batch{b}"] = bench.bench_sampler(
@@ -236,6 +247,8 @@ def worker(args) -> None:
     result = {
         "jaxmusic": lambda: run_jaxmusic(args, onehot=True),
         "jaxmusic_embed": lambda: run_jaxmusic(args, onehot=False),
+        "jaxmusic_wavefront": lambda: run_jaxmusic(args, onehot=True, order="wavefront"),
+        "jaxmusic_layers": lambda: run_jaxmusic(args, onehot=True, order="layers"),
         "flax_nn_rnn": lambda: run_flax(args),
         "pytorch": lambda: run_pytorch(args),
         "keras": lambda: run_keras(args),

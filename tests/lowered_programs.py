@@ -64,6 +64,8 @@ def main() -> None:
         "devices": jax.device_count(),
         "per_device_batch": b // jax.device_count(),
         "hidden": config.model.hidden,
+        "encoder_len": te,
+        "decoder_len": td,
         "param_count": int(sum(x.size for x in jax.tree.leaves(state.params))),
         "param_sizes": sorted(int(x.size) for x in jax.tree.leaves(state.params)),
         "state_leaves": len(leaves),

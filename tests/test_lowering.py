@@ -69,6 +69,14 @@ def loop_carries(text: str) -> list[list[str]]:
     return [re.findall(r"tensor<[^>]*>", types) for types in loops]
 
 
+def loop_trip_counts(text: str) -> list[int]:
+    """The trip count of every stablehlo.while whose condition is `i < constant` (a
+    scan or fori_loop of known length), in program order."""
+    pattern = (r"stablehlo\.while\(.*?cond \{\s*(%[\w#]+) = stablehlo\.constant dense<(\d+)> : "
+               r"tensor<i32>\s*%[\w#]+ = stablehlo\.compare\s+LT, %[\w#]+, \1")  # fmt: skip
+    return [int(n) for _, n in re.findall(pattern, text, re.S)]
+
+
 def _functions(text: str) -> dict[str, str]:
     """Each func.func's body by name (the module's functions follow one another)."""
     parts = re.split(r"^\s*func\.func (?:public|private) @([\w.$-]+)\(", text, flags=re.M)
@@ -119,7 +127,9 @@ def test_products_take_bfloat16_and_return_float32(lowered, platform, name):
     text = texts[name, platform]
     assert "f64" not in text
     signatures = dot_signatures(text)
-    assert len(signatures) >= 7  # every layer's products are there
+    # Every layer's products are there: at least one per layer of each stack (the
+    # wavefront's upper layers take [x, h] in one product) and the head's.
+    assert len(signatures) >= 5
     for operands, result in signatures:
         assert operands == ["bf16", "bf16"] and result == "f32", (operands, result)
 
@@ -169,6 +179,54 @@ def test_no_runtime_conditional(lowered, platform, name):
     assert runtime_conditionals(lowered[1][name, platform]) == []
 
 
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_each_stack_is_one_wavefront_scan(lowered, platform):
+    """On a TPU or GPU each stack runs as one wavefront scan forward and one backward:
+    Te + 1 and Td + 1 steps for two layers, not one scan of Te or Td steps per layer."""
+    meta, texts = lowered
+    te, td = meta["encoder_len"], meta["decoder_len"]
+    assert sorted(loop_trip_counts(texts["train_step", platform])) == sorted([te + 1, td + 1] * 2)
+    assert sorted(loop_trip_counts(texts["eval_step", platform])) == sorted([te + 1, td + 1])
+
+
+def _default_step_loops(platform: str, order: str) -> list[int]:
+    """Trip counts of the default config's train step lowered for a platform."""
+    import jax
+
+    from configs import default
+    from jaxmusic import batching, models, parallel, steps
+
+    config = default.get_config()
+    config.model.hidden, config.model.stack_order = 32, order  # the schedule does not depend on H
+    model = models.from_config(config, 40, 2)
+    tx, _ = steps.make_optimizer(config)
+    mesh = parallel.make_mesh()
+    state = jax.eval_shape(lambda: steps.init_state(model, tx, config, jax.random.key(0)))
+    batch = batching.abstract(config.batch_size, config.encoder_len, config.decoder_len)
+    step = steps.make_train_step(model, tx, mesh, jax.random.key(1))
+    return loop_trip_counts(step.trace(state, batch).lower(lowering_platforms=(platform,)).as_text())
+
+
+@pytest.mark.parametrize(
+    ("platform", "order", "stacked"),
+    [("tpu", "auto", True), ("cuda", "auto", True), ("cpu", "auto", False), ("cpu", "wavefront", True),
+     ("tpu", "layers", False)],
+)  # fmt: skip
+def test_sequential_steps_of_the_default_train_step(platform, order, stacked):
+    """Sequential recurrent steps of a train step (forward and backward): 2 (Te + Td + 2)
+    as wavefronts, 2 (2 Te + 2 Td) layer by layer; "auto" picks the wavefront on a TPU
+    or GPU and the layers on a CPU (docs/performance.md)."""
+    from configs import default
+
+    te, td = default.get_config().encoder_len, default.get_config().decoder_len
+    # Only the recurrences: on a CPU the dropout's threefry is a loop of 5 rounds too.
+    loops = [n for n in _default_step_loops(platform, order) if n >= min(te, td)]
+    if stacked:
+        assert sum(loops) == 2 * (te + td + 2) and len(loops) == 4, loops
+    else:
+        assert sum(loops) == 2 * (2 * te + 2 * td) and len(loops) == 8, loops
+
+
 def test_the_checks_catch_what_they_guard():
     """The parsers find a bfloat16 product result, a bfloat16 carry, a bfloat16
     all-reduce and a runtime branch in hand-written StableHLO."""
@@ -186,9 +244,16 @@ def test_the_checks_catch_what_they_guard():
     %4 = "stablehlo.case"(%c) ({
       stablehlo.return %x : tensor<f32>
     }) : (tensor<i32>) -> tensor<f32>
+    %5:2 = stablehlo.while(%iterArg = %x, %iterArg_2 = %c) : tensor<16x1024xf32>, tensor<i32>
+      cond {
+        %c_9 = stablehlo.constant dense<65> : tensor<i32>
+        %9 = stablehlo.compare  LT, %iterArg_2, %c_9,  SIGNED : (tensor<i32>, tensor<i32>) -> tensor<i1>
+        stablehlo.return %9 : tensor<i1>
+      } do {
     """  # noqa: E501
     assert dot_signatures(text) == [(["bf16", "bf16"], "bf16")]
-    assert loop_carries(text) == [["tensor<16x1024xbf16>", "tensor<i32>"]]
+    assert loop_carries(text)[0] == ["tensor<16x1024xbf16>", "tensor<i32>"]
+    assert loop_trip_counts(text) == [65]
     assert all_reduces(text) == [(1024 * 4096, "bf16")]
     bad = runtime_conditionals(text)
     assert len(bad) == 1 and "%flag" in bad[0]

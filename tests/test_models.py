@@ -151,11 +151,15 @@ def test_outputs_and_gradients_equal_a_plain_reference(fused):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("column_from", [10**6, 1])  # the row and the column layout
-def test_fused_and_scan_models_share_parameters_and_outputs(monkeypatch, column_from):
+# The row and the column layout layer by layer (a CPU's "auto"), and the wavefront.
+STACKS = [(10**6, "auto"), (1, "auto"), (10**6, "wavefront")]
+
+
+@pytest.mark.parametrize(("column_from", "order"), STACKS)
+def test_fused_and_scan_models_share_parameters_and_outputs(monkeypatch, column_from, order):
     monkeypatch.setattr(models, "COLUMN_LAYOUT_FROM_HIDDEN", column_from)
     batch = _batch(jax.random.key(15))
-    fused = models.Seq2Seq(vocab_size=V, num_genres=G, num_layers=2, hidden=8, fused=True)
+    fused = models.Seq2Seq(vocab_size=V, num_genres=G, num_layers=2, hidden=8, fused=True, stack_order=order)
     plain = models.Seq2Seq(vocab_size=V, num_genres=G, num_layers=2, hidden=8, fused=False)
     params = fused.init(jax.random.key(16), **batch)["params"]
     # The same tree and the same initial values: checkpoints of either form load in the other.
@@ -173,6 +177,33 @@ def test_fused_and_scan_models_share_parameters_and_outputs(monkeypatch, column_
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), ga, gb)
     assert float(jnp.abs(ga["decoder_layers_1"]["x"]["bias"]).sum()) > 0
     assert float(jnp.abs(ga["encoder_genre"]["embedding"]).sum()) > 0
+
+
+@pytest.mark.parametrize("num_layers", [2, 3])
+def test_wavefront_trains_as_the_layers_do(num_layers):
+    """In training, with dropout between the layers of both stacks and a key input: the
+    wavefront draws the same dropout masks and gives the same logits and gradients as
+    the layers one after another."""
+    batch = dict(_batch(jax.random.key(30)), key=jnp.array([0, 5, 13, 23]))
+    kw = dict(vocab_size=V, num_genres=G, num_layers=num_layers, hidden=8, dropout=0.3, decoder_dropout=0.2,
+              num_keys=24)  # fmt: skip
+    wave, layers = (models.Seq2Seq(**kw, stack_order=o) for o in ("wavefront", "layers"))
+    params = wave.init(jax.random.key(31), **batch)["params"]
+    jax.tree.map(np.testing.assert_array_equal, params, layers.init(jax.random.key(31), **batch)["params"])
+
+    def loss(m):
+        def value(p):
+            logits = m.apply({"params": p}, **batch, train=True, rngs={"dropout": jax.random.key(32)})
+            return (logits * jnp.arange(V) / V).sum(), logits
+
+        return value
+
+    (_, a), ga = jax.value_and_grad(loss(wave), has_aux=True)(params)
+    (_, b), gb = jax.value_and_grad(loss(layers), has_aux=True)(params)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), ga, gb)
+    dropped = wave.apply({"params": params}, **batch, train=True, rngs={"dropout": jax.random.key(33)})
+    assert float(jnp.abs(dropped - a).max()) > 1e-3  # dropout is on: another key, other logits
 
 
 def test_embed_dim_adds_an_embedding_before_the_first_layer():
@@ -197,7 +228,7 @@ models.COLUMN_LAYOUT_FROM_HIDDEN = int(sys.argv[1])
 k = jax.random.split(jax.random.key(0), 3)
 batch = dict(encoder_tokens=jax.random.randint(k[0], (4, 5), 0, 23),
              decoder_inputs=jax.random.randint(k[1], (4, 6), 0, 23), genre=jnp.array([0, 1, 2, 0]))
-model = models.Seq2Seq(vocab_size=23, num_genres=3, num_layers=2, hidden=8)
+model = models.Seq2Seq(vocab_size=23, num_genres=3, num_layers=2, hidden=8, stack_order=sys.argv[2])
 params = model.init(k[2], **batch)["params"]
 loss = lambda p, b: (model.apply({"params": p}, **b) * jnp.arange(23) / 23).sum()
 mesh = jax.make_mesh((2,), ("data",))
@@ -211,14 +242,14 @@ print("equal", float(jnp.abs(got["decoder_layers_1"]["recurrence"]["h"]["kernel"
 """
 
 
-@pytest.mark.parametrize("column_from", [10**6, 1])  # the row and the column layout
-def test_gradients_under_shard_map_equal_one_device(column_from):
+@pytest.mark.parametrize(("column_from", "order"), STACKS)
+def test_gradients_under_shard_map_equal_one_device(column_from, order):
     """The fused layer's parameters are cast to vary over the mesh inside shard_map;
     the summed per-device gradients equal the one-device gradient."""
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", _SHARDED_GRADIENTS, str(column_from)],
+    proc = subprocess.run([sys.executable, "-c", _SHARDED_GRADIENTS, str(column_from), order],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.stdout.strip().endswith("equal True"), proc.stderr[-3000:]
 
@@ -239,15 +270,17 @@ def _scan_carry_dtypes(fn, *args) -> set:
     return found
 
 
-@pytest.mark.parametrize("fused", [True, False])
-@pytest.mark.parametrize("column_from", [10**6, 1])
-def test_bfloat16_follows_the_mixed_precision_policy(monkeypatch, fused, column_from):
+@pytest.mark.parametrize(
+    ("fused", "column_from", "order"),
+    [(True, *s) for s in STACKS] + [(False, 10**6, "auto"), (False, 1, "auto")],
+)
+def test_bfloat16_follows_the_mixed_precision_policy(monkeypatch, fused, column_from, order):
     """bfloat16 as the input of products only: logits and every gradient within
     bfloat16 tolerance of float32, and every scan carries float32 alone."""
     monkeypatch.setattr(models, "COLUMN_LAYOUT_FROM_HIDDEN", column_from)
     batch = _batch(jax.random.key(21), b=4, te=9, td=11)
-    f32, bf16 = (models.Seq2Seq(vocab_size=V, num_genres=G, num_layers=2, hidden=32, fused=fused, dtype=d)
-                 for d in (jnp.float32, jnp.bfloat16))  # fmt: skip
+    f32, bf16 = (models.Seq2Seq(vocab_size=V, num_genres=G, num_layers=2, hidden=32, fused=fused, dtype=d,
+                                stack_order=order) for d in (jnp.float32, jnp.bfloat16))  # fmt: skip
     params = f32.init(jax.random.key(22), **batch)["params"]
     targets = jax.random.randint(jax.random.key(23), batch["decoder_inputs"].shape, 0, V)
 
