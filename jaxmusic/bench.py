@@ -216,9 +216,8 @@ def bench_sampler(model: models.Seq2Seq, params, config, *, vocab_size: int, num
     @jax.jit
     def one_note(params, carries, token, genre, key):
         carries, logits = step(params, carries, token, genre)
-        nxt = sampler.next_token(
-            logits, key, temperature=1.0, top_k=0, top_p=1.0, greedy=False, banned=banned
-        )
+        u = sampler.uniforms(key, (logits.shape[0], 1))
+        nxt = sampler.next_token(logits, u, temperature=1.0, top_k=0, top_p=1.0, greedy=False, banned=banned)
         return carries, nxt
 
     window = jnp.asarray([sampler.primer_window([], config.encoder_len)] * batch, jnp.int32)

@@ -74,8 +74,7 @@ def _stack_args(num_layers: int, dropout: bool, t: int = 6, b: int = 3, h: int =
     )
 
 
-@pytest.mark.parametrize("num_layers", [1, 2, 3])
-@pytest.mark.parametrize("dropout", [False, True])
+@pytest.mark.parametrize(("num_layers", "dropout"), [(1, False), (2, False), (3, True)])
 def test_wavefront_equals_the_layers_one_after_another(num_layers, dropout):
     """Outputs, final states and every gradient (weights, biases, initial states, the
     first layer's gates and bias) of the wavefront equal the layer-by-layer stack."""

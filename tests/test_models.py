@@ -155,7 +155,7 @@ def test_outputs_and_gradients_equal_a_plain_reference(fused):
 STACKS = [(10**6, "auto"), (1, "auto"), (10**6, "wavefront")]
 
 
-@pytest.mark.parametrize(("column_from", "order"), STACKS)
+@pytest.mark.parametrize(("column_from", "order"), STACKS[:2])  # the wavefront: the next test
 def test_fused_and_scan_models_share_parameters_and_outputs(monkeypatch, column_from, order):
     monkeypatch.setattr(models, "COLUMN_LAYOUT_FROM_HIDDEN", column_from)
     batch = _batch(jax.random.key(15))
@@ -179,7 +179,7 @@ def test_fused_and_scan_models_share_parameters_and_outputs(monkeypatch, column_
     assert float(jnp.abs(ga["encoder_genre"]["embedding"]).sum()) > 0
 
 
-@pytest.mark.parametrize("num_layers", [2, 3])
+@pytest.mark.parametrize("num_layers", [3])  # a middle layer reads and is read
 def test_wavefront_trains_as_the_layers_do(num_layers):
     """In training, with dropout between the layers of both stacks and a key input: the
     wavefront draws the same dropout masks and gives the same logits and gradients as

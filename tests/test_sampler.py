@@ -313,8 +313,28 @@ def test_draws_follow_the_distribution():
     probs = np.array([0.0, 0.0, 0.1, 0.0, 0.2, 0.7])  # zero-probability ids among them
     logits = jnp.log(jnp.asarray(np.tile(probs, (20_000, 1))))
     banned = jnp.zeros(6, bool)
-    drawn = np.asarray(sampler.next_token(logits, jax.random.key(0), temperature=1.0, top_k=0, top_p=1.0,
+    u = sampler.uniforms(jax.random.key(0), (20_000, 1))
+    drawn = np.asarray(sampler.next_token(logits, u, temperature=1.0, top_k=0, top_p=1.0,
                                           greedy=False, banned=banned))  # fmt: skip
     freq = np.bincount(drawn, minlength=6) / drawn.size
     assert freq[[0, 1, 3]].sum() == 0
     np.testing.assert_allclose(freq, probs, atol=0.01)
+
+
+@pytest.mark.parametrize("vocab", [6, 64, 200])  # under a block, one block, blocks and a remainder
+def test_inverse_cdf_by_blocks_equals_one_prefix_sum(vocab):
+    """The draw by blocks is the first id whose cumulative weight exceeds u x total, as a
+    prefix sum over the whole vocabulary gives, and never an id of weight 0, even at
+    u next to 1."""
+    rng = np.random.default_rng(vocab)
+    weights = rng.random((300, vocab)).astype(np.float32) * (rng.random((300, vocab)) < 0.3)
+    weights[:, rng.integers(vocab)] += 0.5  # at least one id of weight > 0 in every row
+    u = rng.random((300, 1)).astype(np.float32)
+    u[:5] = np.float32(1 - 2**-24)  # the largest uniform below 1
+    got = np.asarray(sampler.inverse_cdf(jnp.asarray(weights), jnp.asarray(u), block=64))
+    cdf = np.cumsum(weights.astype(np.float64), -1)
+    want = (cdf < u * cdf[:, -1:]).sum(-1)
+    assert (weights[np.arange(300), got] > 0).all()
+    # Equal, but for u within float32 rounding of a boundary between two ids.
+    near = np.abs(cdf[np.arange(300), np.minimum(want, vocab - 1)] - u[:, 0] * cdf[:, -1]) < 1e-5 * cdf[:, -1]
+    assert ((got == want) | near).all() and (got == want).mean() > 0.95
