@@ -1,7 +1,9 @@
 """The LSTM recurrence and its hand-written backward pass, in plain JAX (no Flax).
 
-`recurrence` runs one LSTM layer over precomputed input gates; `models.LSTMLayer`
-holds the parameters and calls it. What makes it fast, without changing the
+`recurrence` runs one LSTM layer over precomputed input gates; `wavefront` runs a
+stack of layers as one scan (layer k at time t - k: T + L - 1 sequential steps instead
+of L x T); `stack` picks one of the two orders per platform. `models` holds the
+parameters and calls `stack`. What makes it fast, without changing the
 mathematics:
 - one recurrent product per step forward (h @ W_h) and one backward
   (dgates @ W_h^T); the recurrent weight gradient as one product over all steps
@@ -337,6 +339,9 @@ def _wave_backward(w_h, w_x, c0, h0, keep, saved, d_top, d_c, d_h):
     if keep:
         inputs = [x * m for x, m in zip(inputs, keep, strict=True)]
     d_w_x = tuple(dw(inputs[k - 1], d_gates[k], w_x[k - 1].dtype) for k in range(1, num_layers))
+    # Bias gradients as reductions over [T, B, 4H] after the loop, not in its carry as
+    # `recurrence` does for XLA:CPU: the wavefront is the TPU and GPU order, where such
+    # a reduction is one fast kernel.
     d_b_x = tuple(d_gates[k].sum((0, 1)) for k in range(1, num_layers))
     return d_gates[0], d_w_h, d_w_x, d_b_x, dc0, dh0, d_gates[0].sum(0)
 
@@ -432,7 +437,7 @@ def stack(
       measurements (docs/performance.md). On a TPU or GPU a step's cost is mostly
       its launch and the matrix unit's fill, so halving the sequential steps wins; on
       XLA:CPU the small per-step products are the cost, and the layers' hoisted input
-      projections run them faster (at hidden 256 about equal, at 1024 1.7x).
+      projections run them faster (at hidden 256 about equal, at 1024 1.6x).
     column: the layers' [4H, B] layout, on a CPU only (`recurrence`).
 
     A single step (sampling) always goes layer by layer in the row layout: the wavefront
