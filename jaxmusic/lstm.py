@@ -250,15 +250,11 @@ def _active(num_layers: int, steps: int) -> jax.Array:
     return (s >= k) & (s - k < steps)
 
 
-def _wave_forward(gates_x, w_h, w_x, b_x, c0, h0, gate_bias, keep):
-    """Weights (w_h, w_x) are already in the compute dtype; everything else float32."""
+def _wave_forward(gates_x, w_h, w_xh, b_x, c0, h0, gate_bias, keeps):
+    """Weights (w_h, w_xh) are already in the compute dtype; everything else float32.
+    w_xh: [W_x; W_h] of each upper layer; keeps: the dropout multipliers, skewed."""
     num_layers, steps = len(w_h), gates_x.shape[0]
     gx = _skew(gates_x, 0, num_layers - 1)
-    keeps = tuple(_skew(m, k + 1, num_layers - 2 - k) for k, m in enumerate(keep)) if keep else ()
-
-    # Layer k > 0 reads [x, h] through [W_x; W_h]: one product with twice the depth,
-    # which runs faster than two (measured on XLA:CPU; docs/performance.md).
-    w_xh = tuple(jnp.concatenate([w_x[k - 1], w_h[k]], 0) for k in range(1, num_layers))
 
     def step(carry, xs):
         cs, hs = carry
@@ -266,7 +262,7 @@ def _wave_forward(gates_x, w_h, w_x, b_x, c0, h0, gate_bias, keep):
         out_c, out_h, saved = [], [], []
         for k in range(num_layers):
             if k == 0:
-                gates = matmul(hs[k], w_h[k], w_h[k].dtype) + gx_s + gate_bias
+                gates = matmul(hs[0], w_h[0], w_h[0].dtype) + gx_s + gate_bias
             else:
                 x = hs[k - 1] * keep_s[k - 1] if keep_s else hs[k - 1]
                 xh = jnp.concatenate([x, hs[k]], -1)
@@ -282,13 +278,11 @@ def _wave_forward(gates_x, w_h, w_x, b_x, c0, h0, gate_bias, keep):
     return (top, c, h), saved
 
 
-def _wave_backward(w_h, w_x, c0, h0, keep, saved, d_top, d_c, d_h):
-    """Gradients of the stack's inputs, float32; the weights enter products only."""
-    num_layers = len(w_h)
-    steps = d_top.shape[0]
-    w_h_t = tuple(w.T for w in w_h)
-    w_xh_t = tuple(jnp.concatenate([w_x[k - 1], w_h[k]], 0).T for k in range(1, num_layers))
-    keeps = tuple(_skew(m, k + 1, num_layers - 2 - k) for k, m in enumerate(keep)) if keep else ()
+def _wave_backward(w_h, w_xh, c0, h0, keeps, saved, d_top, d_c, d_h):
+    """Gradients of the stack's inputs, float32; the weights (in the compute dtype, as
+    `_wave_forward` takes them) enter products only."""
+    num_layers, steps, dtype = len(w_h), d_top.shape[0], w_h[0].dtype
+    w0_t, w_xh_t = w_h[0].T, tuple(w.T for w in w_xh)  # transposed once, outside the loop
     hs, cs, tanh_cs, acts = (tuple(layer[j] for layer in saved) for j in range(4))
     c_prev = tuple(jnp.concatenate([c0[k][None], cs[k][:-1]], 0) for k in range(num_layers))
 
@@ -311,9 +305,9 @@ def _wave_backward(w_h, w_x, c0, h0, keep, saved, d_top, d_c, d_h):
             )
             dgates = jnp.where(active[k], dgates, 0.0)
             if k == 0:
-                back = matmul(dgates, w_h_t[k], w_h[k].dtype)
+                back = matmul(dgates, w0_t, dtype)
             else:
-                down, back = jnp.split(matmul(dgates, w_xh_t[k - 1], w_h[k].dtype), 2, -1)
+                down, back = jnp.split(matmul(dgates, w_xh_t[k - 1], dtype), 2, -1)
                 out_dx.append(down * keep_s[k - 1] if keep_s else down)
             out_dh.append(jnp.where(active[k], back, dh_next[k]))
             out_dc.append(jnp.where(active[k], dc * f, dc_next[k]))
@@ -327,18 +321,18 @@ def _wave_backward(w_h, w_x, c0, h0, keep, saved, d_top, d_c, d_h):
 
     # Weight gradients: one product over every step per weight, accumulated in float32.
     # Layer k's steps are k .. k + T - 1 of the skewed arrays.
-    def dw(inputs, dg, dtype):
+    def dw(inputs, dg):
         return jnp.einsum(
             "tbh,tbg->hg", inputs.astype(dtype), dg.astype(dtype), preferred_element_type=jnp.float32
         )
 
     d_gates = tuple(dgates[k][k : k + steps] for k in range(num_layers))
     h_prev = tuple(jnp.concatenate([h0[k][None], hs[k][k : k + steps - 1]], 0) for k in range(num_layers))
-    d_w_h = tuple(dw(h_prev[k], d_gates[k], w_h[k].dtype) for k in range(num_layers))
+    d_w_h = tuple(dw(h_prev[k], d_gates[k]) for k in range(num_layers))
     inputs = [hs[k][k : k + steps] for k in range(num_layers - 1)]  # layer k's outputs
-    if keep:
-        inputs = [x * m for x, m in zip(inputs, keep, strict=True)]
-    d_w_x = tuple(dw(inputs[k - 1], d_gates[k], w_x[k - 1].dtype) for k in range(1, num_layers))
+    if keeps:  # layer k + 1's multipliers, at its steps k + 1 .. k + T
+        inputs = [x * m[k + 1 : k + 1 + steps] for k, (x, m) in enumerate(zip(inputs, keeps, strict=True))]
+    d_w_x = tuple(dw(inputs[k - 1], d_gates[k]) for k in range(1, num_layers))
     # Bias gradients as reductions over [T, B, 4H] after the loop, not in its carry as
     # `recurrence` does for XLA:CPU: the wavefront is the TPU and GPU order, where such
     # a reduction is one fast kernel.
@@ -381,18 +375,25 @@ def wavefront(
 
 
 def _wavefront_fwd(gates_x, w_h, w_x, b_x, c0, h0, gate_bias, keep, dtype):
-    w_h, w_x = tuple(w.astype(dtype) for w in w_h), tuple(w.astype(dtype) for w in w_x)
-    out, saved = _wave_forward(gates_x, w_h, w_x, b_x, c0, h0, gate_bias, keep)
-    return out, (w_h, w_x, c0, h0, keep, saved)
+    num_layers = len(w_h)
+    # Layer k > 0 reads [x, h] through [W_x; W_h]: one product per step instead of two
+    # (fewer launches); concatenated and cast once, for both passes.
+    w_xh = tuple(jnp.concatenate([w_x[k - 1], w_h[k]], 0).astype(dtype) for k in range(1, num_layers))
+    w_h = tuple(w.astype(dtype) for w in w_h)
+    # Layer k reads its multipliers at steps k .. k + T - 1.
+    keeps = tuple(_skew(m, k + 1, num_layers - 2 - k) for k, m in enumerate(keep))
+    out, saved = _wave_forward(gates_x, w_h, w_xh, b_x, c0, h0, gate_bias, keeps)
+    return out, (w_h, w_xh, c0, h0, keeps, saved)
 
 
 def _wavefront_bwd(dtype, residuals, cotangents):
-    w_h, w_x, c0, h0, keep, saved = residuals
+    w_h, w_xh, c0, h0, keeps, saved = residuals
     d_top, d_c, d_h = cotangents
     d_gx, d_w_h, d_w_x, d_b_x, d_c0, d_h0, d_bias = _wave_backward(
-        w_h, w_x, c0, h0, keep, saved, d_top, d_c, d_h
+        w_h, w_xh, c0, h0, keeps, saved, d_top, d_c, d_h
     )
-    d_keep = tuple(jnp.zeros_like(m) for m in keep)
+    # keep is not differentiated: zeros of its shape, varying over a mesh as it does.
+    d_keep = tuple(jnp.zeros_like(m[: d_top.shape[0]]) for m in keeps)
     return d_gx, d_w_h, d_w_x, d_b_x, d_c0, d_h0, d_bias, d_keep
 
 
