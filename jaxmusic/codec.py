@@ -34,6 +34,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -172,6 +173,16 @@ class Codec:
             out[:, 3] = _onset_bins_with_feedback(notes["start"], np.asarray(self.onset_values))
         return out
 
+    @property
+    def grid_size(self) -> int:
+        """Tuples the bins can make (the length of `tuple_counts`)."""
+        return int(np.prod(self._grid_shape))
+
+    def tuple_counts(self, tuples: np.ndarray) -> np.ndarray:
+        """int64[grid_size]: how often each tuple occurs in `quantize`'s int[n, 4] rows."""
+        return np.bincount(np.ravel_multi_index(tuple(np.asarray(tuples).T), self._grid_shape),
+                           minlength=self.grid_size)  # fmt: skip
+
     def encode(self, notes: np.ndarray, *, unknown: str = "nearest") -> np.ndarray:
         """Encodes notes.
 
@@ -184,9 +195,14 @@ class Codec:
         Returns:
           int32[n] ids.
         """
+        return self.ids_of(self._checked_quantize(notes), unknown=unknown)
+
+    def ids_of(self, tuples: np.ndarray, *, unknown: str = "nearest") -> np.ndarray:
+        """int32[n]: the ids of `quantize`'s int[n, 4] rows (`encode` after the binning;
+        `unknown` as there)."""
         if unknown not in ("nearest", "unk"):
             raise CodecError(f"unknown= must be 'nearest' or 'unk', got {unknown!r}")
-        q = self._checked_quantize(notes)
+        q = np.asarray(tuples, np.int64).reshape(-1, 4)
         ids = self._exact_table[tuple(q.T)]
         unseen = ids == UNK
         if unknown == "nearest" and unseen.any():
@@ -275,9 +291,13 @@ class Codec:
         """A short hash of the vocabulary and bins: equal iff the codecs decode alike."""
         return self.to_dict()["fingerprint"]
 
+    def to_json(self) -> str:
+        """The text of codec.json."""
+        return json.dumps(self.to_dict(), indent=1)
+
     def save(self, path: str | os.PathLike) -> None:
         """Writes the codec as JSON (atomically: whole or not at all)."""
-        atomic_write(path, json.dumps(self.to_dict(), indent=1))
+        atomic_write(path, self.to_json())
 
 
 def _fingerprint(body: dict) -> str:
@@ -313,9 +333,10 @@ def from_dict(d: dict, *, source: str = "codec") -> Codec:
 
 
 def load(path: str | os.PathLike, *, expected_fingerprint: str | None = None) -> Codec:
-    """Loads `codec.json`; with `expected_fingerprint`, refuses any other codec."""
+    """Loads `codec.json` (a local path, or a path object of any file system, such as
+    `etils.epath.Path("gs://...")`); with `expected_fingerprint`, refuses any other codec."""
     try:
-        d = json.loads(Path(path).read_text())
+        d = json.loads((path if hasattr(path, "read_text") else Path(path)).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise CodecError(f"{path}: cannot read codec: {e}") from None
     codec = from_dict(d, source=str(path))
@@ -364,65 +385,234 @@ def _onset_bins_with_feedback(start: np.ndarray, values: np.ndarray) -> np.ndarr
     return out
 
 
-def _quantile_bins(x: np.ndarray, num_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inner edges at quantiles of x and each bin's median (duplicate edges merged).
+class Counts:
+    """Exact counts of distinct float64 values: a distribution that merges without
+    holding its samples (what a build of any size keeps of the notes' times).
+
+    Attributes:
+      values: float64[k] distinct values, ascending.
+      counts: int64[k] how often each occurs (> 0).
+    """
+
+    def __init__(self, values: np.ndarray | None = None, counts: np.ndarray | None = None):
+        self.values = np.zeros(0, np.float64) if values is None else np.asarray(values, np.float64)
+        self.counts = np.zeros(0, np.int64) if counts is None else np.asarray(counts, np.int64)
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> Counts:
+        """The counts of the samples x float[n]."""
+        values, counts = np.unique(np.asarray(x, np.float64), return_counts=True)
+        return cls(values, counts)
+
+    def merge(self, *others: Counts) -> Counts:
+        """These counts and the others' added (a new Counts)."""
+        values, inverse = np.unique(np.concatenate([self.values, *(o.values for o in others)]),
+                                    return_inverse=True)  # fmt: skip
+        counts = np.zeros(values.shape[0], np.int64)
+        np.add.at(counts, inverse, np.concatenate([self.counts, *(o.counts for o in others)]))
+        return Counts(values, counts)
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    def select(self, mask: np.ndarray) -> Counts:
+        return Counts(self.values[mask], self.counts[mask])
+
+    def ranked(self, ranks: np.ndarray) -> np.ndarray:
+        """float64[...]: the samples at 0-based ranks (int[...]) of their sorted order."""
+        return self.values[np.searchsorted(np.cumsum(self.counts), ranks, side="right")]
+
+    def quantile(self, q: np.ndarray) -> np.ndarray:
+        """`np.quantile(samples, q)` (its default "linear" method), bit for bit.
+
+        Args:
+          q: float64[m] in [0, 1].
+        """
+        n = self.total
+        virtual = (n - 1) * np.asarray(q, np.float64)
+        below = np.floor(virtual).astype(np.int64)
+        last = virtual >= n - 1
+        below = np.where(last, n - 1, below)
+        above = np.where(last, n - 1, below + 1)
+        return _lerp(self.ranked(below), self.ranked(above), virtual - below)
+
+    def median(self) -> float:
+        """`np.median(samples)`, bit for bit."""
+        n = self.total
+        middle = self.ranked(np.array([(n - 1) // 2, n // 2]))
+        return float(np.mean(middle[:1] if n % 2 else middle))
+
+    def clipped(self, top: float) -> Counts:
+        """The counts of `np.minimum(samples, top)`."""
+        keep = self.values < top
+        over = self.counts[~keep].sum()
+        if not over:
+            return self
+        return Counts(np.append(self.values[keep], top), np.append(self.counts[keep], over))
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """NumPy's quantile interpolation (numpy.lib._function_base_impl._lerp), so that
+    `Counts.quantile` equals `np.quantile` to the bit (tests/test_codec.py holds it to it)."""
+    diff = b - a
+    out = a + diff * t
+    return np.where(t >= 0.5, b - diff * (1 - t), out)
+
+
+class NoteStats:
+    """Everything `fit_bins` needs of the training notes, gathered piece by piece
+    (`add`) or merged from parts (`merge`, for a parallel or Beam build), in memory
+    that grows with the distinct durations and gaps, not with the notes.
+
+    Velocities are held as counts over 0..127, durations and onset gaps as exact
+    `Counts` on their natural grid (seconds rounded to TIME_DECIMALS, as `fit`
+    rounds them), so bins fitted from merged statistics equal bins fitted from all
+    the notes at once.
+    """
+
+    _PENDING = 1 << 18  # values held before they are folded into the counts
+    _NAMES = ("velocities", "durations", "gaps")
+
+    def __init__(self):
+        self.notes = 0
+        self._counts = {name: Counts() for name in self._NAMES}
+        self._raw: dict[str, list[np.ndarray]] = {name: [] for name in self._NAMES}
+        self._merged: dict[str, list[Counts]] = {name: [] for name in self._NAMES}
+        self._pending = 0
+
+    def add(self, notes: np.ndarray) -> NoteStats:
+        """Counts one piece's notes (NOTE_DTYPE[n], sorted by start); returns self."""
+        if not notes.shape[0]:
+            return self
+        self.notes += int(notes.shape[0])
+        self._raw["velocities"].append(notes["velocity"].astype(np.float64))
+        self._raw["durations"].append(durations(notes))
+        self._raw["gaps"].append(np.round(np.diff(notes["start"]), TIME_DECIMALS))
+        return self._added(3 * notes.shape[0])
+
+    def merge(self, other: NoteStats) -> NoteStats:
+        """Adds another's statistics to these; returns self."""
+        other._fold()
+        self.notes += other.notes
+        for k in self._NAMES:
+            self._merged[k].append(other._counts[k])
+        return self._added(sum(c.values.shape[0] for c in other._counts.values()))
+
+    def _added(self, size: int) -> NoteStats:
+        # Folded in batches: a fold per piece would cost the size of all the counts each time.
+        self._pending += size
+        if self._pending > self._PENDING:
+            self._fold()
+        return self
+
+    def _fold(self) -> None:
+        if not self._pending:
+            return
+        for k in self._NAMES:
+            raw = [Counts.of(np.concatenate(self._raw[k]))] if self._raw[k] else []
+            self._counts[k] = self._counts[k].merge(*raw, *self._merged[k])
+        self._raw = {k: [] for k in self._NAMES}
+        self._merged = {k: [] for k in self._NAMES}
+        self._pending = 0
+
+    @property
+    def velocities(self) -> Counts:
+        """Counts of the notes' velocities."""
+        self._fold()
+        return self._counts["velocities"]
+
+    @property
+    def durations(self) -> Counts:
+        """Counts of the notes' durations, seconds."""
+        self._fold()
+        return self._counts["durations"]
+
+    @property
+    def gaps(self) -> Counts:
+        """Counts of the gaps between consecutive starts within a piece, seconds."""
+        self._fold()
+        return self._counts["gaps"]
+
+    def __getstate__(self):  # pickled folded (worker processes, Beam)
+        self._fold()
+        return self.__dict__
+
+
+def _quantile_bins(x: Counts, num_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inner edges at quantiles of the samples and each bin's median (duplicate edges merged).
 
     Returns:
       (edges float[k-1], values float[k]) with k <= num_bins.
     """
     if num_bins < 1:
         raise CodecError(f"number of bins must be >= 1, got {num_bins}")
-    edges = np.unique(np.quantile(x, np.arange(1, num_bins) / num_bins))
+    edges = np.unique(x.quantile(np.arange(1, num_bins) / num_bins))
     # Two edges between the same pair of samples make an empty bin: drop its lower
     # edge; an edge at or below the minimum leaves bin 0 empty: drop it.
-    occupied = np.bincount(np.digitize(x, edges), minlength=edges.shape[0] + 1) > 0
+    occupied = np.bincount(np.digitize(x.values, edges), weights=x.counts, minlength=edges.shape[0] + 1) > 0
     edges = edges[occupied[1:]]
-    edges = edges[edges > x.min()]
-    bins = np.digitize(x, edges)
-    values = np.array([np.median(x[bins == b]) for b in range(edges.shape[0] + 1)])
+    edges = edges[edges > x.values[0]]
+    bins = np.digitize(x.values, edges)
+    values = np.array([x.select(bins == b).median() for b in range(edges.shape[0] + 1)])
     return edges, values
 
 
-def _fill_farthest(x: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
+def _fill_farthest(x: Counts, values: np.ndarray, k: int) -> np.ndarray:
     """Adds values (up to k in all) at the samples farthest from every value.
 
     Quantile bins merge when few samples are spread over many bins (a rare long
     rest joins the bin of short gaps); this gives such samples a value of their own.
 
     Args:
-      x: float[n] samples.
+      x: the samples.
       values: float[m] values, m <= k.
       k: the number of values wanted.
 
     Returns:
       float[k'] ascending values, m <= k' <= k (fewer when x has fewer distinct values).
     """
-    x = np.unique(x)
     values = list(values)
     while len(values) < k:
-        distance = np.abs(x[:, None] - np.asarray(values)[None, :]).min(1)
+        distance = np.abs(x.values[:, None] - np.asarray(values)[None, :]).min(1)
         if distance.max() <= 0:
             break
-        values.append(float(x[distance.argmax()]))
+        values.append(float(x.values[distance.argmax()]))
     return np.sort(values)
 
 
-def _lloyd_values(x: np.ndarray, values: np.ndarray, iterations: int = 100) -> np.ndarray:
+def _running_sums(x: Counts, chunk: int = 1 << 20) -> np.ndarray:
+    """float64[k + 1]: the sum of the sorted samples before each distinct value (and of
+    all), added one sample at a time as `np.cumsum` of the samples adds them, so
+    that sums of whole runs of equal values equal the sums over the samples to the bit."""
+    out = np.zeros(x.values.shape[0] + 1)
+    acc = 0.0
+    for i, (v, c) in enumerate(zip(x.values.tolist(), x.counts.tolist(), strict=True)):
+        while c:
+            step = min(c, chunk)
+            acc = float(np.cumsum(np.concatenate([[acc], np.full(step, v)]))[-1])
+            c -= step
+        out[i + 1] = acc
+    return out
+
+
+def _lloyd_values(x: Counts, values: np.ndarray, iterations: int = 100) -> np.ndarray:
     """Refines 1-D quantizer values by Lloyd iterations (k-means on a line).
 
     Args:
-      x: float[n] samples.
+      x: the samples.
       values: float[k] initial values, ascending.
 
     Returns:
       float[k] values, ascending: each the mean of the samples nearest to it.
     """
-    x = np.sort(x)
-    csum = np.concatenate([[0.0], np.cumsum(x)])
+    csum = _running_sums(x)
+    before = np.concatenate([[0], np.cumsum(x.counts)])  # samples before each distinct value
     values = np.asarray(values, np.float64).copy()
     for _ in range(iterations):
-        cuts = np.concatenate([[0], np.searchsorted(x, (values[1:] + values[:-1]) / 2), [x.size]])
-        counts = np.diff(cuts)
+        cuts = np.concatenate([[0], np.searchsorted(x.values, (values[1:] + values[:-1]) / 2),
+                               [x.values.size]])  # fmt: skip
+        counts = np.diff(before[cuts])
         sums = csum[cuts[1:]] - csum[cuts[:-1]]
         new = np.where(counts > 0, sums / np.maximum(counts, 1), values)
         if np.allclose(new, values, rtol=0, atol=1e-9):
@@ -431,8 +621,31 @@ def _lloyd_values(x: np.ndarray, values: np.ndarray, iterations: int = 100) -> n
     return np.sort(values)
 
 
-def fit(
-    pieces: Iterable[np.ndarray],
+def fit(pieces: Iterable[np.ndarray], **settings: Any) -> Codec:
+    """Fits bins and vocabulary on training pieces held in memory. A dataset build of
+    any size runs the same steps over its files: `NoteStats`, `fit_bins`,
+    `Codec.tuple_counts`, `with_vocabulary`.
+
+    Args:
+      pieces: NOTE_DTYPE[n_i] arrays, each sorted by start.
+      **settings: `fit_bins`'s keyword arguments (bins, min_count, genres, ...).
+
+    Returns:
+      The fitted `Codec`.
+    """
+    pieces = [p for p in pieces if p.shape[0]]
+    stats = NoteStats()
+    for p in pieces:
+        stats.add(p)
+    bins = fit_bins(stats, **settings)
+    counts = np.zeros(bins.grid_size, np.int64)
+    for p in pieces:
+        counts += bins.tuple_counts(bins.quantize(p))
+    return with_vocabulary(bins, counts)
+
+
+def fit_bins(
+    stats: NoteStats,
     *,
     duration_bins: int = 4,
     velocity_bins: int = 4,
@@ -442,10 +655,12 @@ def fit(
     min_count: int = 2,
     genres: Sequence[str] = (),
 ) -> Codec:
-    """Fits bins and vocabulary on training pieces.
+    """The bins of a codec from the statistics of its training notes: a codec with an
+    empty vocabulary, to quantize the pieces with and count their tuples
+    (`Codec.tuple_counts`, then `with_vocabulary`).
 
     Args:
-      pieces: NOTE_DTYPE[n_i] arrays, each sorted by start.
+      stats: the training notes' `NoteStats`.
       duration_bins: duration bins at quantiles (the seed: 4).
       velocity_bins: velocity bins at quantiles.
       onset_bins: bins for positive onset gaps, beside the "with the previous
@@ -461,10 +676,9 @@ def fit(
       genres: genre names, each given an id.
 
     Returns:
-      The fitted `Codec`.
+      The bins, as a `Codec` without vocabulary.
     """
-    pieces = [p for p in pieces if p.shape[0]]
-    if not pieces:
+    if not stats.notes:
         raise CodecError("cannot fit a codec on no notes")
     if onset_bins < 0 or min_count < 1 or chord_tolerance < 0:
         raise CodecError(
@@ -475,23 +689,20 @@ def fit(
         raise CodecError(f"onset_fit must be 'quantile' or 'lloyd', got {onset_fit!r}")
     if len(set(genres)) != len(genres):
         raise CodecError(f"genre names repeat: {list(genres)}")
-    notes = np.concatenate(pieces)
-    v_edges, v_values = _quantile_bins(notes["velocity"].astype(np.float64), velocity_bins)
-    d_edges, d_values = _quantile_bins(durations(notes), duration_bins)
+    v_edges, v_values = _quantile_bins(stats.velocities, velocity_bins)
+    d_edges, d_values = _quantile_bins(stats.durations, duration_bins)
     o_values = np.zeros(0)
     if onset_bins:
-        gaps = np.round(np.concatenate([np.diff(p["start"]) for p in pieces]), TIME_DECIMALS)
-        positive = gaps[gaps >= chord_tolerance]
-        if positive.size:
+        positive = stats.gaps.select(stats.gaps.values >= chord_tolerance)
+        if positive.total:
             _, o_values = _quantile_bins(positive, onset_bins)
             if onset_fit == "lloyd":
                 o_values = _fill_farthest(positive, o_values, onset_bins)
                 # Clipped: squared error would spend values on a few rests of minutes.
-                o_values = _lloyd_values(
-                    np.minimum(positive, np.quantile(positive, 0.995, method="higher")), o_values
-                )
+                top = positive.ranked(np.ceil((positive.total - 1) * 0.995).astype(np.int64))  # "higher"
+                o_values = _lloyd_values(positive.clipped(float(top)), o_values)
         o_values = np.concatenate([[0.0], o_values])
-    bins = Codec(
+    return Codec(
         velocity_edges=tuple(v_edges.tolist()),
         velocity_values=tuple(round(v) for v in v_values.tolist()),
         duration_edges=tuple(d_edges.tolist()),
@@ -502,7 +713,13 @@ def fit(
         genres=tuple(genres),
         min_count=min_count,
     )
-    q = np.concatenate([bins.quantize(p) for p in pieces])
-    counts = np.bincount(np.ravel_multi_index(tuple(q.T), bins._grid_shape), minlength=bins._exact_table.size)
-    seen = np.argwhere(counts.reshape(bins._grid_shape) >= min_count)  # row-major: sorted tuples
+
+
+def with_vocabulary(bins: Codec, counts: np.ndarray) -> Codec:
+    """`bins` with the vocabulary of every tuple counted at least `bins.min_count` times.
+
+    Args:
+      counts: int64[bins.grid_size], `Codec.tuple_counts` summed over the training pieces.
+    """
+    seen = np.argwhere(np.asarray(counts).reshape(bins._grid_shape) >= bins.min_count)  # sorted tuples
     return dataclasses.replace(bins, vocabulary=seen.astype(np.int16))

@@ -105,7 +105,69 @@ def test_rare_long_gap_gets_a_bin_of_its_own():
 
 def test_lloyd_values_are_cluster_means():
     x = np.concatenate([np.full(50, 0.1), np.full(50, 0.12), np.full(100, 1.0)])
-    np.testing.assert_allclose(codec._lloyd_values(x, np.array([0.05, 0.5])), [0.11, 1.0])
+    np.testing.assert_allclose(codec._lloyd_values(codec.Counts.of(x), np.array([0.05, 0.5])), [0.11, 1.0])
+
+
+def _lloyd_over_samples(x, values, iterations=100):
+    """The Lloyd refinement over the samples themselves (the codec's before its
+    statistics became counts): what `_lloyd_values` over counts must equal."""
+    x = np.sort(x)
+    csum = np.concatenate([[0.0], np.cumsum(x)])
+    values = np.asarray(values, np.float64).copy()
+    for _ in range(iterations):
+        cuts = np.concatenate([[0], np.searchsorted(x, (values[1:] + values[:-1]) / 2), [x.size]])
+        counts = np.diff(cuts)
+        new = np.where(counts > 0, (csum[cuts[1:]] - csum[cuts[:-1]]) / np.maximum(counts, 1), values)
+        if np.allclose(new, values, rtol=0, atol=1e-9):
+            break
+        values = new
+    return np.sort(values)
+
+
+_GRID = [0.0, 0.01, 1 / 3, 0.25, 0.5, 0.1 + 0.2, 2.0, 7.25]
+_grid_samples = hnp.arrays(np.float64, st.integers(1, 300), elements=st.sampled_from(_GRID))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(x=_grid_samples, noise=st.integers(0, 2**31))
+def test_counts_give_numpys_quantiles_medians_and_sums_to_the_bit(x, noise):
+    # Repeated values (what counts fold) plus a few distinct ones near them.
+    x = np.concatenate([x, x[: x.size // 3] + np.random.default_rng(noise).normal(0, 1e-7, x.size // 3)])
+    counts = codec.Counts.of(x)
+    q = np.array([0.0, 0.1, 0.25, 1 / 3, 0.5, 0.75, 0.995, 1.0])
+    assert counts.quantile(q).tobytes() == np.quantile(x, q).tobytes()
+    assert counts.median() == np.median(x)
+    higher = np.quantile(x, 0.995, method="higher")
+    assert counts.ranked(np.ceil((x.size - 1) * 0.995).astype(np.int64)) == higher
+    start = np.quantile(x, [0.2, 0.5, 0.8])
+    assert codec._lloyd_values(counts, start).tobytes() == _lloyd_over_samples(x, start).tobytes()
+    halves = codec.Counts.of(x[::2]).merge(codec.Counts.of(x[1::2]))
+    assert halves.values.tobytes() == counts.values.tobytes()
+    assert halves.counts.tolist() == counts.counts.tolist()
+
+
+def test_a_codec_fitted_from_merged_statistics_equals_one_fitted_on_all_the_pieces():
+    rng = np.random.default_rng(0)
+    pieces = []
+    for n in rng.integers(1, 400, 12):
+        start = np.cumsum(rng.choice([0.0, 0.0, 0.125, 0.25, 0.5, 1 / 3, 3.0], n))
+        pieces.append(_notes(start, rng.choice([0.1, 0.25, 0.5, 1.5], n), rng.integers(40, 80, n),
+                             rng.integers(1, 128, n)))  # fmt: skip
+    whole = codec.fit(pieces, genres=["a", "b"])
+    parts = [codec.NoteStats(), codec.NoteStats()]
+    for i, p in enumerate(pieces):
+        parts[i % 2].add(p)
+    parts[1]._PENDING = 0  # fold at every piece in one part, never in the other
+    stats = codec.NoteStats().merge(parts[1]).merge(parts[0])
+    assert stats.notes == sum(p.shape[0] for p in pieces)
+    bins = codec.fit_bins(stats, genres=["a", "b"])
+    counts = sum(bins.tuple_counts(bins.quantize(p)) for p in pieces)
+    merged = codec.with_vocabulary(bins, counts)
+    assert merged.fingerprint == whole.fingerprint
+    assert merged.vocab_size > 50
+    assert merged.onset_values == (0.0, 0.125, 0.25, 0.333333, 0.5, 3.0)  # "with the previous" + 5 gaps
+    with pytest.raises(codec.CodecError, match="no notes"):
+        codec.fit_bins(codec.NoteStats())
 
 
 def test_specials_and_genres_in_decode():
