@@ -196,19 +196,25 @@ def read(
 
 
 def read_hashed(
-    path: str | os.PathLike, *, reader: str = "miditoolkit", limits: Limits = LIMITS
+    path: str | os.PathLike,
+    *,
+    reader: str = "miditoolkit",
+    limits: Limits = LIMITS,
+    data: bytes | None = None,
 ) -> tuple[str, MidiRead | MidiError]:
     """(sha1 of the file's bytes, its `read` or the `MidiError`), reading the file once.
 
     For parallel workers: an error is returned, not raised (it crosses a process
     boundary), and the hash is "" only when the file cannot be opened. An
     unexpected exception comes back as an `InternalReadError`, as `read` raises it.
+    `data`: the file's bytes, already read (from a bucket); `path` then only names it.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        return "", MidiError(path, f"cannot open: {e.strerror or e}")
+    if data is None:
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            return "", MidiError(path, f"cannot open: {e.strerror or e}")
     sha1 = hashlib.sha1(data).hexdigest()
     try:
         _check_size(path, len(data), limits)

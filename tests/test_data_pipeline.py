@@ -169,3 +169,97 @@ def test_build_rejects_a_malformed_file_and_counts_internal_errors(tmp_path, mon
     assert rows["pop/long_delta.mid"]["status"] == "rejected"
     assert "variable-length quantity longer than 4 bytes" in rows["pop/long_delta.mid"]["reason"]
     assert rows["pop/trigger.mid"]["reason"].startswith("internal error: OverflowError")
+
+
+def test_no_spill_is_left_in_the_dataset(built):
+    _, out, _ = built
+    assert not (out / ".spill").exists()
+    assert not list(out.parent.glob("*incomplete*"))
+
+
+def _to_bucket(root, url):
+    """A copy of a folder on TensorFlow's in-memory file system: a stand-in for a bucket."""
+    import tensorflow as tf
+
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        tf.io.gfile.makedirs(f"{url}/{path.parent.relative_to(root).as_posix()}")
+        with tf.io.gfile.GFile(f"{url}/{path.relative_to(root).as_posix()}", "wb") as f:
+            f.write(path.read_bytes())
+    return url
+
+
+def _assert_same_dataset(out, other):
+    assert (other / builder.CODEC_FILE).read_bytes() == (out / builder.CODEC_FILE).read_bytes()
+    assert (other / builder.MANIFEST_FILE).read_bytes() == (out / builder.MANIFEST_FILE).read_bytes()
+    a, b = _examples(out), _examples(other)
+    assert a.keys() == b.keys() == {"train", "validation", "test"}
+    for split in a:
+        assert a[split].keys() == b[split].keys()
+        for sha in a[split]:
+            np.testing.assert_array_equal(b[split][sha]["ids"], a[split][sha]["ids"])
+            assert b[split][sha]["path"] == a[split][sha]["path"]
+
+
+def test_beam_build_and_a_build_from_a_bucket_equal_the_local_build(built, collection, tmp_path):
+    """The DirectRunner build writes the local build's codec, manifest and examples
+    (the same per-file functions, combined by Beam), here from a bucket-like URL
+    (TensorFlow's ram:// file system), as the local build does from it."""
+    _, out, summary = built
+    bucket = _to_bucket(collection[0], "ram://test_beam_corpus")
+    assert [label.split("ram://test_beam_corpus/")[1] for label, _ in builder.find_sources(bucket)] == [
+        p.relative_to(collection[0]).as_posix() for p in midi_io.find_midi_files(collection[0])
+    ]
+    kwargs = dict(name="fixture", midi_dir=bucket, validation_percent=25, test_percent=25,
+                  codec_kwargs={"min_count": 1})  # fmt: skip
+    beam_out, beam_summary = build.build(tmp_path / "beam", beam_runner="DirectRunner", **kwargs)
+    assert beam_summary == summary
+    _assert_same_dataset(out, beam_out)
+    local_out, _ = build.build(tmp_path / "local", workers=2, **kwargs)  # forked workers read ram:// too
+    _assert_same_dataset(out, local_out)
+    with pytest.raises(builder.BuildError, match="the local build writes to a local folder"):
+        build.build("gs://no-such-bucket/data", **kwargs)
+
+
+def test_beam_bad_input_is_one_line_and_leaves_no_dataset(collection, tmp_path, capsys, monkeypatch):
+    root, _ = collection
+    args = ["--midi_dir", str(root), "--data_dir", str(tmp_path), "--name", "beam"]
+    cases = [
+        (["--beam_runner", "NoSuchRunner"], "--beam_runner NoSuchRunner: not a runner Beam knows"),
+        (["--beam_runner", "DirectRunner", "--beam_options=--no_such_option=1"],
+         "not options Beam knows: --no_such_option"),
+        (["--beam_runner", "DirectRunner", "--beam_options=--direct_num_workers=x"],
+         "argument --direct_num_workers: invalid int value: 'x'"),
+        (["--beam_options=--direct_num_workers=2"], "--beam_options needs --beam_runner"),
+        (["--beam_runner", "DirectRunner", "--validation_percent", "100", "--test_percent", "0"],
+         "no readable piece fell in the train split (17 readable in all)"),
+    ]  # fmt: skip
+    for extra, message in cases:
+        assert build.main([*args, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err, err
+        assert "Traceback" not in err
+    assert not list(tmp_path.glob("midi_pieces/beam/*"))  # nothing a later run could take for a dataset
+    monkeypatch.setitem(__import__("sys").modules, "apache_beam", None)  # as if the extra were not installed
+    assert build.main([*args, "--beam_runner", "DirectRunner"]) == 2
+    assert "Apache Beam is not installed (pip install -e '.[beam]')" in capsys.readouterr().err
+
+
+def test_make_corpus_is_reproducible_and_meets_the_build(tmp_path):
+    """scripts/make_corpus.py: file i depends on (seed, i) only; its broken files
+    are rejected and its copies counted as duplicates by a build."""
+    from scripts import make_corpus
+
+    args = ["--files", "48", "--seed", "3", "--broken_percent", "15", "--duplicate_percent", "10"]
+    assert make_corpus.main(["--out", str(tmp_path / "a"), "--workers", "1", *args]) == 0
+    assert make_corpus.main(["--out", str(tmp_path / "b"), "--workers", "2", *args]) == 0
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.mid"))
+    assert len(files) == 48 and {f.parts[0] for f in files} == set(make_corpus.GENRES)
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+    assert make_corpus.main(["--out", str(tmp_path / "a"), *args]) == 2  # not over a corpus
+    kinds = [make_corpus.write_file(tmp_path / "c", 3, i, make_corpus.GENRES, 0.15, 0.10) for i in range(48)]
+    _, summary = build.build(tmp_path / "data", name="synthetic", midi_dir=tmp_path / "a", workers=1)
+    assert summary["rejected"] == sum(k in make_corpus.BROKEN_KINDS for k in kinds) > 0
+    assert summary["duplicate"] == kinds.count("duplicate") > 0
+    whole = [f for f in files if kinds[int(f.stem)] == "ok"]
+    sizes = [midi_io.read(tmp_path / "a" / f, include_drums=True).notes.shape[0] for f in whole]
+    assert min(sizes) >= 150 and max(sizes) <= 4000
