@@ -140,10 +140,7 @@ def _row(row: dict) -> dict:
 def _duplicates(kv) -> list[dict]:
     pieces = sorted(kv[1], key=lambda piece: piece[0]["index"])
     first = pieces[0][0]["path"]
-    return [
-        {**_row(p[0]), "status": "duplicate", "reason": f"same bytes as {first}", "notes": 0}
-        for p in pieces[1:]
-    ]
+    return [{**_row(p[0]), **builder_lib.duplicate_of(first)} for p in pieces[1:]]
 
 
 def _write_manifest(rows: list[dict], data_dir: str, rejected_sources) -> None:
@@ -153,9 +150,7 @@ def _write_manifest(rows: list[dict], data_dir: str, rejected_sources) -> None:
         row = dict(row)
         row.pop("index")
         lines.append(json.dumps(row))
-    for label, genre, reason in rejected_sources:
-        lines.append(json.dumps({"path": label, "sha1": "", "genre": genre, "split": "", "status": "rejected",
-                                 "reason": reason, "notes": 0}))  # fmt: skip
+    lines += [json.dumps(builder_lib.rejected_source_row(*source)) for source in rejected_sources]
     epath.Path(data_dir, builder_lib.MANIFEST_FILE).write_text("".join(line + "\n" for line in lines))
 
 
@@ -184,8 +179,8 @@ class _StatsCombine(beam.CombineFn):
 
 def _fit_bins(acc, codec_kwargs: dict) -> codec_lib.Codec:
     genres, kept, stats = acc
-    if not stats.notes:  # the local build's words
-        raise builder_lib.BuildError(f"no readable piece fell in the train split ({kept} readable in all)")
+    if not stats.notes:
+        raise builder_lib.no_train_piece(kept)
     return codec_lib.fit_bins(stats, genres=sorted(genres), **codec_kwargs)
 
 
@@ -198,10 +193,7 @@ class _WithoutBadInputTraceback(logging.Filter):
 
 
 def _tuple_counts(piece, bins: codec_lib.Codec) -> dict[int, int]:
-    tuples = bins.quantize(piece[0]["notes_array"])
-    if not tuples.shape[0]:
-        return {}
-    cells, counts = np.unique(np.ravel_multi_index(tuple(tuples.T), bins._grid_shape), return_counts=True)
+    cells, counts = bins.tuple_cells(bins.quantize(piece[0]["notes_array"]))
     return dict(zip(cells.tolist(), counts.tolist(), strict=True))
 
 

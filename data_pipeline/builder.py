@@ -220,7 +220,7 @@ class MidiPieces(tfds.core.GeneratorBasedBuilder):
             results = ordered_map(read_source, jobs, config.workers)
             for row, piece_stats in tqdm.tqdm(results, total=len(jobs), desc="read MIDI", unit="file"):
                 if row["status"] == "ok" and row["sha1"] in first_of:
-                    row.update(status="duplicate", reason=f"same bytes as {first_of[row['sha1']]}", notes=0)
+                    row.update(duplicate_of(first_of[row["sha1"]]))
                     Path(spill, f"{row['index']}.npy").unlink(missing_ok=True)
                 elif row["status"] == "ok":
                     first_of[row["sha1"]] = row["path"]
@@ -229,10 +229,8 @@ class MidiPieces(tfds.core.GeneratorBasedBuilder):
                         stats.merge(piece_stats)
                 row.pop("index")
                 manifest.write(json.dumps(row) + "\n")
-            for label, genre, reason in config.rejected_sources:
-                row = {"path": label, "sha1": "", "genre": genre, "split": "", "status": "rejected",
-                       "reason": reason, "notes": 0}  # fmt: skip
-                manifest.write(json.dumps(row) + "\n")
+            for source in config.rejected_sources:
+                manifest.write(json.dumps(rejected_source_row(*source)) + "\n")
         return stats, kept
 
     def _read_jobs(self, spill: Path | None) -> list[ReadJob]:
@@ -251,7 +249,7 @@ class MidiPieces(tfds.core.GeneratorBasedBuilder):
         its notes in `spill`) and counts the train pieces' tuples."""
         config: MidiPiecesConfig = self.builder_config
         if not any(k.split == "train" for k in kept):
-            raise BuildError(f"no readable piece fell in the train split ({len(kept)} readable in all)")
+            raise no_train_piece(len(kept))
         genres = sorted({k.genre for k in kept})
         bins = codec_lib.fit_bins(stats, genres=genres, **config.codec_kwargs)
         counts = np.zeros(bins.grid_size, np.int64)
@@ -367,9 +365,24 @@ def quantize_piece(job: QuantizeJob) -> tuple[np.ndarray, np.ndarray]:
     path = Path(job.spill, f"{job.index}.npy")
     tuples = job.bins.quantize(np.load(path))
     np.save(path, tuples.astype(np.int16))
-    if not job.count or not tuples.shape[0]:
+    if not job.count:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.unique(np.ravel_multi_index(tuple(tuples.T), job.bins._grid_shape), return_counts=True)
+    return job.bins.tuple_cells(tuples)
+
+
+def duplicate_of(first: str) -> dict:
+    """What a manifest row of a file with the same bytes as `first` (its label) changes."""
+    return {"status": "duplicate", "reason": f"same bytes as {first}", "notes": 0}
+
+
+def rejected_source_row(label: str, genre: str, reason: str) -> dict:
+    """The manifest row of an input rejected before the build (`rejected_sources`)."""
+    return {"path": label, "sha1": "", "genre": genre, "split": "", "status": "rejected", "reason": reason,
+            "notes": 0}  # fmt: skip
+
+
+def no_train_piece(readable: int) -> BuildError:
+    return BuildError(f"no readable piece fell in the train split ({readable} readable in all)")
 
 
 def example(codec: codec_lib.Codec, tuples: np.ndarray, genre: str, path: str, sha1: str) -> dict:

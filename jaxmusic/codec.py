@@ -183,6 +183,13 @@ class Codec:
         return np.bincount(np.ravel_multi_index(tuple(np.asarray(tuples).T), self._grid_shape),
                            minlength=self.grid_size)  # fmt: skip
 
+    def tuple_cells(self, tuples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`tuple_counts` in sparse form, for a piece that touches few of the grid's cells:
+        (cells int64[k], counts int64[k]), the cells' indices into `tuple_counts`."""
+        return np.unique(
+            np.ravel_multi_index(tuple(np.asarray(tuples).T), self._grid_shape), return_counts=True
+        )
+
     def encode(self, notes: np.ndarray, *, unknown: str = "nearest") -> np.ndarray:
         """Encodes notes.
 
