@@ -21,8 +21,8 @@ Reports, for the latest checkpoint of the workdir, on a split of its dataset:
      early, with EOS, is reported beside how often real pieces do). For each
      statistic, Yang & Lerch's overlap area and KL divergence of the real set's
      intra-set distances against the real-to-generated distances; and the share of
-     degenerate samples (silence, or one pseudo-note over half the notes) beside the
-     real continuations' share;
+     degenerate samples (silence, or one pseudo-note over half the notes; each sample
+     judged as written, uncut) beside the real continuations' share;
   4. genre adherence: a logistic regression on those statistics, fit on the train
      split's continuations, classifies the samples; how often a sample asked for
      genre G is classified G, beside the classifier's accuracy on the split's real
@@ -223,6 +223,13 @@ class _Continuations:
     genres: np.ndarray  # the genre each sample was asked for
     sample_ids: list[np.ndarray]  # cut to the length of their piece's real continuation
     ended: list[bool]  # wrote EOS before num_notes
+    written: list[np.ndarray]  # the samples as written, uncut
+
+    def degenerate_share(self) -> float:
+        """The share of degenerate samples (`music_stats.is_degenerate`), each judged as
+        written: the cut copies serve the length-matched statistics, and a cut to a
+        2-note real continuation says nothing of the sample."""
+        return float(np.mean([music_stats.is_degenerate(ids) for ids in self.written]))
 
 
 def _check(f) -> tuple[list[int], sampler.Settings]:
@@ -287,8 +294,8 @@ def _continuations(f, loaded, pieces, primer_notes: int, settings: sampler.Setti
     # Length-dependent statistics (pitch range and count, ...) compare like with like:
     # each sample is cut to the length of the real continuation of the piece it continues.
     real_length = dict(zip(real_idx, (ids.shape[0] for ids in real_ids), strict=True))
-    sample_ids = [ids[: real_length[i]] for ids, i in zip(sample_ids, picked, strict=True)]
-    return _Continuations(real_idx, real_ids, picked, primers, genres, sample_ids, ended)
+    cut = [ids[: real_length[i]] for ids, i in zip(sample_ids, picked, strict=True)]
+    return _Continuations(real_idx, real_ids, picked, primers, genres, cut, ended, sample_ids)
 
 
 def _samples_section(f, c: _Continuations, primer_notes: int, settings: sampler.Settings) -> dict:
@@ -303,7 +310,7 @@ def _samples_section(f, c: _Continuations, primer_notes: int, settings: sampler.
         "real_ended_share": float(np.mean([ids.shape[0] < f.num_notes for ids in c.real_ids])),
         "mean_notes_generated": float(np.mean([ids.shape[0] for ids in c.sample_ids])),
         "mean_notes_real": float(np.mean([ids.shape[0] for ids in c.real_ids])),
-        "degenerate_share": float(np.mean([music_stats.is_degenerate(ids) for ids in c.sample_ids])),
+        "degenerate_share": c.degenerate_share(),
         "real_degenerate_share": float(np.mean([music_stats.is_degenerate(ids) for ids in c.real_ids])),
     }
 
@@ -394,7 +401,7 @@ def _sweep_row(f, loaded, pieces, primer_notes: int, settings: sampler.Settings,
         "mean_overlap": float(np.mean(overlap)),
         "min_overlap": float(np.min(overlap)),
         "ended_share": float(np.mean(c.ended)),
-        "degenerate_share": float(np.mean([music_stats.is_degenerate(ids) for ids in c.sample_ids])),
+        "degenerate_share": c.degenerate_share(),
         "key_agreement": key_agreement(codec, c.primers, c.sample_ids),
     }
 

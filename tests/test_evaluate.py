@@ -13,6 +13,16 @@ def _evaluate(workdir, *extra):
                           "--batch", "4", "--long_notes", "36", *extra])  # fmt: skip
 
 
+def test_degenerate_samples_are_judged_as_written():
+    """A sample cut to a 2-note real continuation is judged on all it wrote."""
+    import numpy as np
+
+    written = [np.asarray([9, 9, 10, 11, 12]), np.asarray([7, 7, 7, 8])]
+    cut = [w[:2] for w in written]
+    c = evaluate._Continuations([0, 1], cut, np.asarray([0, 1]), [], np.zeros(2), cut, [False] * 2, written)
+    assert c.degenerate_share() == 0.5  # the second repeats one note over half of what it wrote
+
+
 def test_cli_end_to_end(trained, tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert _evaluate(trained, "--json", str(out), "--plots", str(tmp_path / "plots"),
