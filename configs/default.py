@@ -31,6 +31,11 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.encoder_len = 32  # Te: notes the encoder reads
     c.decoder_len = 32  # Td: notes the decoder predicts
+    # True: truncated BPTT. Each batch row reads a piece window after window, and the
+    # encoder starts from its state after the row's previous window (zeroed at a
+    # piece's start), so the decoder starts from the whole piece so far, in training,
+    # evaluation and sampling alike (needs encoder_len == decoder_len).
+    c.carried_windows = False
     c.transpose = 3  # train-time transposition, up to this many semitones either way
     c.eval_split = "validation"  # the split evaluated during training
     c.eval_batches = 0  # cap on evaluation batches (0: the whole split)

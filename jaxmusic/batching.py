@@ -8,6 +8,8 @@ A batch is a dict of arrays, examples on the first axis:
   targets         int32[B, Td]
   weights         float32[B, Td]  1 for a target to learn, 0 for PAD and BOS
   genre           int32[B]        an index into codec.genres
+  reset           float32[B]      carried windows only: 1 where a row starts a piece
+                                  (its carried state is zeroed), else 0
 """
 
 from __future__ import annotations
@@ -31,11 +33,14 @@ FIELDS: dict[str, tuple[Any, str | None]] = {
 }
 
 
-def from_windows(windows: np.ndarray, genre: np.ndarray, encoder_len: int) -> dict[str, np.ndarray]:
+def from_windows(
+    windows: np.ndarray, genre: np.ndarray, encoder_len: int, reset: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """A batch from int32[B, Te + Td] windows of `[PAD...] [BOS] ids [EOS] [PAD...]` and
-    their genres int32[B]."""
+    their genres int32[B]; with `reset` (bool or 0/1 [B]), a batch of carried windows."""
     targets = windows[:, encoder_len:]
-    return {
+    extra = {} if reset is None else {"reset": np.asarray(reset, np.float32)}
+    return extra | {
         "encoder_tokens": windows[:, :encoder_len],
         "decoder_inputs": windows[:, encoder_len - 1 : -1],
         "targets": targets,
@@ -47,13 +52,14 @@ def from_windows(windows: np.ndarray, genre: np.ndarray, encoder_len: int) -> di
 
 
 def abstract(
-    batch_size: int, encoder_len: int, decoder_len: int, sharding: Any = None
+    batch_size: int, encoder_len: int, decoder_len: int, sharding: Any = None, *, carried: bool = False
 ) -> dict[str, jax.ShapeDtypeStruct]:
     """The batch's shapes and dtypes (for lowering and compiling without data)."""
     lengths = {"encoder": (encoder_len,), "decoder": (decoder_len,), None: ()}
+    fields = FIELDS | ({"reset": (np.float32, None)} if carried else {})
     return {
         name: jax.ShapeDtypeStruct((batch_size, *lengths[axis]), dtype, sharding=sharding)
-        for name, (dtype, axis) in FIELDS.items()
+        for name, (dtype, axis) in fields.items()
     }
 
 

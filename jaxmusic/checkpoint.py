@@ -24,6 +24,7 @@ import orbax.checkpoint as ocp
 
 from jaxmusic import codec as codec_lib
 from jaxmusic import key_input, models
+from jaxmusic import sampler as sampler_lib
 from jaxmusic.cli import Error
 
 
@@ -89,6 +90,16 @@ class Checkpointer:
             step, args=ocp.args.Composite(config=ocp.args.JsonRestore(), codec=ocp.args.JsonRestore())
         )
         return got["config"], got["codec"]
+
+    def carry_rows(self, step: int) -> int | None:
+        """The batch rows of a checkpoint's carried state (`TrainState.carry`); None if it
+        has none, or its metadata cannot be read (`restore` then passes it over)."""
+        try:
+            carry = self.manager.item_metadata(step)["state"].get("carry")
+        except Exception:  # orbax raises many kinds for a damaged folder
+            return None
+        leaves = jax.tree.leaves(carry) if carry else []
+        return int(leaves[0].shape[0]) if leaves else None
 
     def restore(self, target: Any | None) -> Restored | None:
         """The newest readable checkpoint, or None when the workdir has none.
@@ -168,6 +179,20 @@ class ForInference:
     def key_weights(self) -> Any:
         """`key_input.pitch_class_weights` of the codec for a model with a key input, else None."""
         return key_input.weights_for(self.model, self.codec)
+
+    @property
+    def carried(self) -> bool:
+        """Whether the model was trained on carried windows (`config.carried_windows`)."""
+        return bool(self.config.get("carried_windows", False))
+
+    def sampler(self, num_notes: int) -> sampler_lib.Sampler:
+        """The model's `sampler.Sampler` writing phrases of decoder_len notes, at least
+        `num_notes` a call, re-encoding as the model was trained."""
+        return sampler_lib.for_model(
+            self.model, vocab_size=self.codec.vocab_size, first_note_id=self.codec.first_note_id,
+            phrase_len=self.config.decoder_len, num_notes=num_notes, key_weights=self.key_weights,
+            carried=self.carried,
+        )  # fmt: skip
 
 
 def load_for_inference(workdir: str | os.PathLike) -> ForInference:

@@ -66,18 +66,24 @@ def target_genres(pieces) -> np.ndarray:
 
 
 def model_likelihood(config, model, params, pieces, genres: tuple[str, ...], key_weights: Any = None) -> dict:
-    """The model's per-note NLL over every target of `pieces`, overall and per genre."""
+    """The model's per-note NLL over every target of `pieces`, overall and per genre
+    (a model of carried windows reads each piece from its start, as trained)."""
+    import jax
+
     from jaxmusic import input_pipeline, parallel, steps
 
     mesh = parallel.make_mesh()
-    batches = input_pipeline.eval_batches(
-        pieces,
-        batch_size=parallel.global_batch_size(config, mesh.devices.size),
-        encoder_len=config.encoder_len,
-        decoder_len=config.decoder_len,
+    batch_size = parallel.global_batch_size(config, mesh.devices.size)
+    carried = bool(config.get("carried_windows", False))
+    make_batches = input_pipeline.carried_eval_batches if carried else input_pipeline.eval_batches
+    batches = make_batches(
+        pieces, batch_size=batch_size, encoder_len=config.encoder_len, decoder_len=config.decoder_len
     )
-    eval_step = steps.make_eval_step(model, mesh, key_weights)
-    out = steps.evaluate_batches(eval_step, params, batches, mesh, genres)
+    eval_step = steps.make_eval_step(model, mesh, key_weights, carried=carried)
+    carry = None
+    if carried:
+        carry = jax.device_put(steps.zero_carry(model, batch_size), parallel.batch_sharding(mesh))
+    out = steps.evaluate_batches(eval_step, params, batches, mesh, genres, carry)
     result = {"overall": _likelihood_row(out["eval_nll"], out["eval_accuracy"], out["eval_notes"])}
     notes = np.bincount(target_genres(pieces), minlength=len(genres))
     result["per_genre"] = {
@@ -139,16 +145,8 @@ def generate(
     import jax
 
     codec, config = loaded.codec, loaded.config
-    sample = sampler.for_model(
-        loaded.model,
-        vocab_size=codec.vocab_size,
-        first_note_id=codec.first_note_id,
-        phrase_len=config.decoder_len,
-        num_notes=num_notes,
-        key_weights=loaded.key_weights,
-    )
     written = sampler.generate(
-        sample,
+        loaded.sampler(num_notes),
         loaded.params,
         primers,
         genres,

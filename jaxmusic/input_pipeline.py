@@ -274,6 +274,88 @@ def train_batches(
         yield batching.from_windows(batch["windows"], batch["genre"], encoder_len)
 
 
+def carried_train_batches(
+    shards: Pieces | list[Pieces],
+    *,
+    batch_size: int,
+    encoder_len: int,
+    decoder_len: int,
+    seed: int,
+    start_step: int = 0,
+    transpose: np.ndarray | None = None,
+    shard_ids: list[int] | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Endless batches of carried windows (truncated BPTT) for steps start_step, ...
+
+    Each batch row reads its own stream: the pieces of its shard in an order drawn
+    anew every epoch, each piece as its windows in order (`_tiling`: every target,
+    a piece's first note and its EOS included, once an epoch), so that row r of step
+    s + 1 continues row r of step s. `reset` is 1 where a row starts a piece (its
+    carried state is zeroed there). A row's window is a pure function of (seed,
+    shard, row, step), as in `train_batches`; a piece keeps one transposition over
+    all its windows (none if a note of it would leave the vocabulary). Arguments as
+    `train_batches`; encoder_len must equal decoder_len, so that a window's encoder
+    reads exactly the notes after those the carried state has read.
+    """
+    import tensorflow as tf
+
+    shards = [shards] if isinstance(shards, Pieces) else list(shards)
+    shard_ids = list(range(len(shards))) if shard_ids is None else list(shard_ids)
+    if encoder_len != decoder_len or encoder_len < 1:
+        raise DataError(
+            f"carried windows need encoder_len == decoder_len >= 1 (each window's encoder reads the "
+            f"notes after the last window's), got {encoder_len} and {decoder_len}"
+        )
+    rows = batching.layout(batch_size, devices=1, processes=1, data_shards=len(shards)).shard_rows
+    tables = None if transpose is None else np.asarray(transpose, np.int32)
+    offsets = tf.range(encoder_len + decoder_len, dtype=tf.int64)
+    streams = []
+    for p in shards:
+        flat, first, count = _tiling(p, encoder_len, decoder_len)
+        if tables is None:
+            movable = np.ones((len(p), 1), bool)
+        else:  # movable[piece, shift]: every id of the piece has a transposition
+            movable = np.stack([(tables[:, np.unique(seq)] >= 0).all(1) for seq in p.sequences])
+        arrays = (flat, first, count, p.genres, movable)
+        streams.append((*(tf.constant(a) for a in arrays), int(count.sum())))
+    identity = tf.constant(0 if tables is None else tables.shape[0] // 2, tf.int64)
+    tables_t = None if tables is None else tf.constant(tables)
+
+    def make_batch(step):
+        windows, genres, resets = [], [], []
+        for (flat, first, count, genre, movable, total), shard in zip(streams, shard_ids, strict=True):
+            epoch, q = step // total, step % total
+            base = tf.constant(seed, tf.int64) * 1_000_003 + shard
+            order = tf.argsort(tf.random.stateless_uniform([rows, count.shape[0]], tf.stack([base, epoch])),
+                               axis=1)  # fmt: skip
+            counts = tf.gather(count, order)
+            ends = tf.cumsum(counts, axis=1)
+            at = tf.searchsorted(ends, tf.fill([rows, 1], q), side="right")
+            piece = tf.cast(tf.gather(order, at, batch_dims=1)[:, 0], tf.int64)
+            within = q - (tf.gather(ends, at, batch_dims=1) - tf.gather(counts, at, batch_dims=1))[:, 0]
+            w = tf.gather(flat, (tf.gather(first, piece) + within * decoder_len)[:, None] + offsets[None, :])
+            if tables_t is not None:
+                shifts = tf.random.stateless_uniform(
+                    [rows, count.shape[0]], tf.stack([base, epoch + (1 << 40)]), minval=0,
+                    maxval=tables.shape[0], dtype=tf.int64,
+                )  # fmt: skip
+                shift = tf.gather(shifts, piece[:, None], batch_dims=1)[:, 0]
+                shift = tf.where(tf.gather_nd(movable, tf.stack([piece, shift], -1)), shift, identity)
+                shift_rows = tf.broadcast_to(tf.cast(shift[:, None], tf.int32), tf.shape(w))
+                w = tf.gather_nd(tables_t, tf.stack([shift_rows, w], -1))
+            windows.append(w)
+            genres.append(tf.gather(genre, piece))
+            resets.append(within == 0)
+        return {name: tf.concat(parts, 0)
+                for name, parts in (("windows", windows), ("genre", genres), ("reset", resets))}  # fmt: skip
+
+    ds = tf.data.Dataset.range(start_step, 2**62).map(
+        make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    for batch in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+        yield batching.from_windows(batch["windows"], batch["genre"], encoder_len, batch["reset"])
+
+
 def _shard_sampler(pieces: Pieces, encoder_len: int, decoder_len: int):
     """Constants for drawing windows of one shard: (flat, first, cum, genres, total)."""
     import tensorflow as tf
@@ -297,6 +379,29 @@ def transpose_tables(codec: codec_lib.Codec, max_semitones: int) -> np.ndarray |
 # ----------------------------------------------------------------------------
 
 
+def _tiling(pieces: Pieces, encoder_len: int, decoder_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each piece as `Te - 1` PADs + sequence + PADs to whole windows, laid end to end.
+
+    Returns:
+      flat: int32[N] the padded pieces.
+      first: int64[P] where each piece starts in `flat`.
+      count: int64[P] its windows: window i starts at first + i * Td and is
+        Te + Td long; across them every token after BOS is a target exactly once, and
+        with Te == Td window i + 1's encoder reads exactly window i's targets.
+    """
+    window = encoder_len + decoder_len
+    parts, first, count, offset = [], [], [], 0
+    for seq in pieces.sequences:
+        k = -(-(seq.shape[0] - 1) // decoder_len)
+        padded = np.zeros(encoder_len - 1 + (k - 1) * decoder_len + window, np.int32)
+        padded[encoder_len - 1 : encoder_len - 1 + seq.shape[0]] = seq
+        parts.append(padded)
+        first.append(offset)
+        count.append(k)
+        offset += padded.shape[0]
+    return np.concatenate(parts), np.asarray(first, np.int64), np.asarray(count, np.int64)
+
+
 def eval_windows(pieces: Pieces, encoder_len: int, decoder_len: int) -> tuple[np.ndarray, np.ndarray]:
     """Every window of the tiling, in piece order.
 
@@ -304,17 +409,10 @@ def eval_windows(pieces: Pieces, encoder_len: int, decoder_len: int) -> tuple[np
       (windows int32[W, Te + Td], genres int32[W]); across them every token of
       every sequence after its BOS is a target exactly once.
     """
-    window = encoder_len + decoder_len
-    windows, genres = [], []
-    for seq, genre in zip(pieces.sequences, pieces.genres, strict=True):
-        n_targets = seq.shape[0] - 1
-        k = -(-n_targets // decoder_len)
-        padded = np.zeros(encoder_len - 1 + (k - 1) * decoder_len + window, np.int32)
-        padded[encoder_len - 1 : encoder_len - 1 + seq.shape[0]] = seq
-        starts = np.arange(k) * decoder_len
-        windows.append(padded[starts[:, None] + np.arange(window)[None, :]])
-        genres.append(np.full(k, genre, np.int32))
-    return np.concatenate(windows), np.concatenate(genres)
+    flat, first, count = _tiling(pieces, encoder_len, decoder_len)
+    starts = np.concatenate([f + np.arange(k) * decoder_len for f, k in zip(first, count, strict=True)])
+    windows = flat[starts[:, None] + np.arange(encoder_len + decoder_len)[None, :]]
+    return windows, np.repeat(pieces.genres, count).astype(np.int32)
 
 
 def eval_batches(
@@ -342,3 +440,49 @@ def eval_batches(
         batching.from_windows(w[i : i + batch_size], g[i : i + batch_size], encoder_len)
         for i in range(0, w.shape[0], batch_size)
     ]
+
+
+def carried_eval_batches(
+    pieces: Pieces,
+    *,
+    batch_size: int,
+    encoder_len: int,
+    decoder_len: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> list[dict[str, np.ndarray]]:
+    """This host's evaluation batches of carried windows: the same count on every host.
+
+    The split's pieces are dealt to `batch_size * process_count` lanes (longest
+    first, each to the lane with the fewest windows so far); a lane is its pieces'
+    windows in order (`_tiling`), `reset` at each piece's first, so that every
+    target is read once with the whole of its piece before it, as in training. Row r
+    of batch t is window t of lane r (an empty window, weight 0, once the lane ends).
+    Host i feeds lanes i * batch_size to (i + 1) * batch_size - 1.
+    """
+    import heapq
+
+    flat, first, count = _tiling(pieces, encoder_len, decoder_len)
+    lanes_total = batch_size * process_count
+    lanes: list[list[int]] = [[] for _ in range(lanes_total)]
+    heap = [(0, lane) for lane in range(lanes_total)]
+    for piece in sorted(range(len(pieces)), key=lambda p: (-count[p], p)):
+        load, lane = heapq.heappop(heap)
+        lanes[lane].append(piece)
+        heapq.heappush(heap, (load + int(count[piece]), lane))
+    steps = max(int(sum(count[p] for p in lane)) for lane in lanes)
+    window = encoder_len + decoder_len
+    mine = lanes[process_index * batch_size : (process_index + 1) * batch_size]
+    w = np.zeros((steps, batch_size, window), np.int32)
+    g = np.zeros((steps, batch_size), np.int32)
+    reset = np.ones((steps, batch_size), np.float32)
+    for r, lane in enumerate(mine):
+        t = 0
+        for piece in lane:
+            k = int(count[piece])
+            starts = first[piece] + np.arange(k) * decoder_len
+            w[t : t + k, r] = flat[starts[:, None] + np.arange(window)[None, :]]
+            g[t : t + k, r] = pieces.genres[piece]
+            reset[t + 1 : t + k, r] = 0
+            t += k
+    return [batching.from_windows(w[t], g[t], encoder_len, reset[t]) for t in range(steps)]

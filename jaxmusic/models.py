@@ -291,7 +291,13 @@ class Seq2Seq(nn.Module):
         self.head = _Affine(self.vocab_size)  # nn.Dense's parameters; applied by `matmul`
 
     def encode(
-        self, tokens: jax.Array, genre: jax.Array, *, key: jax.Array | None = None, train: bool = False
+        self,
+        tokens: jax.Array,
+        genre: jax.Array,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+        initial: list[Carry] | None = None,
     ) -> list[Carry]:
         """Reads the encoder tokens.
 
@@ -300,15 +306,18 @@ class Seq2Seq(nn.Module):
           genre: int32[B] genre indices (into codec.genres).
           key: int32[B] key indices (`jaxmusic.key_input`); needed when num_keys > 0.
           train: apply dropout (needs a 'dropout' rng).
+          initial: each layer's (c, h) to start from, float32[B, H] each (the state
+            after the notes before `tokens`, for carried windows); None: zeros.
 
         Returns:
           The final (c, h) of each layer, each float32[B, H].
         """
         x: jax.Array = self.encoder_embed(tokens) if self.embed_dim else tokens
-        zero = self.zero_carry(tokens)
+        if initial is None:
+            initial = [self.zero_carry(tokens)] * self.num_layers
         gates = self._conditioning("encoder", genre, key)
-        carries, _ = self._stack(self.encoder_layers, [zero] * self.num_layers, x, gates,
-                                 self.encoder_dropout, train=train)  # fmt: skip
+        carries, _ = self._stack(self.encoder_layers, list(initial), x, gates, self.encoder_dropout,
+                                 train=train)  # fmt: skip
         return carries
 
     def decode(
@@ -438,6 +447,28 @@ class Seq2Seq(nn.Module):
         """
         carries = self.encode(encoder_tokens, genre, key=key, train=train)
         return self.decode(carries, decoder_inputs, genre, key=key, train=train)[1]
+
+    def carried(
+        self,
+        initial: list[Carry],
+        encoder_tokens: jax.Array,
+        decoder_inputs: jax.Array,
+        genre: jax.Array,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[list[Carry], jax.Array]:
+        """Teacher-forced logits of one of a piece's consecutive windows (truncated BPTT).
+
+        The encoder starts from `initial`, its state after the piece's notes before
+        `encoder_tokens`, so the decoder's start holds the whole piece so far.
+
+        Returns:
+          (the encoder's final (c, h) of each layer, the next window's `initial`;
+          logits float32[B, Td, vocab_size]).
+        """
+        carries = self.encode(encoder_tokens, genre, key=key, train=train, initial=initial)
+        return carries, self.decode(carries, decoder_inputs, genre, key=key, train=train)[1]
 
     def zero_carry(self, tokens: jax.Array) -> Carry:
         """Zero (c, h), float32[B, H], for a batch of tokens int32[B, T].

@@ -93,11 +93,8 @@ def generate(f) -> list[dict]:
     primers = _primers(f, config, codec)
     genres = [_genre(f, codec, p["genre"]) for p in primers]
     num_notes = f.num_notes or (SECONDS_CHUNK_NOTES if f.seconds else DEFAULT_NUM_NOTES)
-    sample = sampler.for_model(loaded.model, vocab_size=codec.vocab_size, first_note_id=codec.first_note_id,
-                               phrase_len=config.decoder_len, num_notes=num_notes,
-                               key_weights=loaded.key_weights)  # fmt: skip
     written = sampler.generate(
-        sample, loaded.params, [p["ids"] for p in primers], genres,
+        loaded.sampler(num_notes), loaded.params, [p["ids"] for p in primers], genres,
         encoder_len=config.encoder_len, num_notes=num_notes, settings=settings, key=jax.random.key(f.seed),
         max_calls=MAX_SECONDS_CALLS if f.seconds else 1,
         done=(lambda rows: all(_ended(codec, row, f.seconds) for row in rows)) if f.seconds else None,

@@ -8,6 +8,9 @@ One call generates `num_phrases * phrase_len` tokens for a batch of primers:
 With `carry_state`, the encoder reads the primer once and the decoder's states go on
 from phrase to phrase instead (one decoder step a note, no re-encoding): the memory
 of the whole sample, at half the work when encoder_len == phrase_len.
+A sampler made with `encode_from` (a model trained on carried windows) re-encodes
+as trained: the encoder reads the primer, then each written phrase from where it
+stopped, so each phrase starts from the whole sample so far.
 Each token is drawn from the logits with greedy, temperature, top-k and top-p
 (nucleus) sampling; PAD, BOS, UNK and genre ids are never drawn; after EOS a row
 writes only PAD. The uniforms that draw the tokens of a call are drawn at once from
@@ -41,6 +44,7 @@ from jaxmusic.cli import UsageError
 NEG_INF = -1e30
 
 EncodeFn = Callable[[Any, jax.Array, Any], Any]  # (params, tokens[B, Te], genre[B]) -> carries
+EncodeFromFn = Callable[[Any, Any, jax.Array, Any], Any]  # (params, carries, tokens, genre) -> carries
 StepFn = Callable[[Any, Any, jax.Array, Any], tuple[Any, jax.Array]]  # -> (carries, logits[B, V])
 ConditionFn = Callable[[jax.Array, jax.Array], Any]  # (window[B, Te], genre[B]) -> encode/step's `genre`
 
@@ -240,8 +244,10 @@ class Sampler:
     """
 
     def __init__(self, encode: EncodeFn, step: StepFn, condition: ConditionFn | None = None, *,
-                 vocab_size: int, first_note_id: int, phrase_len: int, num_phrases: int):  # fmt: skip
+                 vocab_size: int, first_note_id: int, phrase_len: int, num_phrases: int,
+                 encode_from: EncodeFromFn | None = None):  # fmt: skip
         self._encode, self._step, self._condition = encode, step, condition
+        self._encode_from = encode_from
         self._banned = banned_ids(vocab_size, first_note_id)
         self._phrase_len, self._num_phrases = phrase_len, num_phrases
         self.notes_per_call = phrase_len * num_phrases
@@ -264,10 +270,12 @@ class Sampler:
                             greedy=mode.greedy)  # fmt: skip
             done0 = jnp.zeros(window.shape[0], jnp.bool_)
 
+            carried_encoder = self._encode_from is not None and not mode.carry_state
+
             def phrase(carry, xs):
                 p, phrase_uniforms = xs
                 window, done, states = carry
-                if not mode.carry_state:
+                if not mode.carry_state and not carried_encoder:
                     states = self._encode(params, window, genre)
 
                 def note(c, xs):
@@ -287,12 +295,16 @@ class Sampler:
 
                 init = (states, window[:, -1], done)
                 notes = (jnp.arange(self._phrase_len), phrase_uniforms)
-                (states, _, done), tokens = lax.scan(note, init, notes)
+                (decoded, _, done), tokens = lax.scan(note, init, notes)
                 tokens = tokens.T  # [B, phrase_len]
                 window = jnp.concatenate([window, tokens], axis=1)[:, -window.shape[1] :]
+                # The next phrase starts from: the decoder's states (carry_state), the
+                # encoder's after reading this phrase too (carried encoder), or (else) a
+                # re-encoding of the window at its start.
+                states = self._encode_from(params, states, tokens, genre) if carried_encoder else decoded
                 return (window, done, states), tokens
 
-            if mode.carry_state:  # the primer's states, read once
+            if mode.carry_state or carried_encoder:  # the primer's states, read once
                 states0 = self._encode(params, window, genre)
             else:  # each phrase encodes its own: a placeholder of their shape
                 shapes = jax.eval_shape(self._encode, params, window, genre)
@@ -316,26 +328,31 @@ def make_sampler(
     first_note_id: int,
     phrase_len: int,
     num_phrases: int,
+    encode_from: EncodeFromFn | None = None,
 ) -> Sampler:
     """A `Sampler`: encode a primer, then write `num_phrases` phrases of `phrase_len` notes.
 
     condition: (window, genre) -> what encode and step take as their `genre`, computed
-    once from the primer's window (None: the genre itself).
+    once from the primer's window (None: the genre itself). encode_from: the encoder
+    going on from given states (carried windows: the encoder reads each phrase once).
     """
     return Sampler(encode, step, condition, vocab_size=vocab_size, first_note_id=first_note_id,
-                   phrase_len=phrase_len, num_phrases=num_phrases)  # fmt: skip
+                   phrase_len=phrase_len, num_phrases=num_phrases, encode_from=encode_from)  # fmt: skip
 
 
 def for_model(model: Any, *, vocab_size: int, first_note_id: int, phrase_len: int, num_notes: int,
-              key_weights: Any = None) -> Sampler:  # fmt: skip
+              key_weights: Any = None, carried: bool = False) -> Sampler:  # fmt: skip
     """A `Sampler` over a `models.Seq2Seq` that writes at least `num_notes` notes a call
-    (whole phrases of `phrase_len`); key_weights as `model_functions`."""
+    (whole phrases of `phrase_len`); key_weights as `model_functions`; carried: the
+    model was trained on carried windows (`config.carried_windows`; phrase_len must
+    then be its encoder_len)."""
     return make_sampler(
         *model_functions(model, key_weights),
         vocab_size=vocab_size,
         first_note_id=first_note_id,
         phrase_len=phrase_len,
         num_phrases=math.ceil(num_notes / phrase_len),
+        encode_from=encode_from_function(model) if carried else None,
     )
 
 
@@ -361,6 +378,18 @@ def model_functions(model: Any, key_weights: Any = None) -> tuple[EncodeFn, Step
         return genre, key_input.estimate(window, key_weights)
 
     return encode, step, condition if model.num_keys else None
+
+
+def encode_from_function(model: Any) -> EncodeFromFn:
+    """A `models.Seq2Seq`'s encoder going on from given states, as `make_sampler`'s
+    encode_from (its `genre` as `model_functions`' condition makes it)."""
+
+    def encode_from(params, carries, tokens, cond):
+        genre, key = (cond[0], {"key": cond[1]}) if model.num_keys else (cond, {})
+        return model.apply({"params": params}, tokens, genre, **key, initial=carries,
+                           method=type(model).encode)  # fmt: skip
+
+    return encode_from
 
 
 def primer_window(ids: jax.Array | list[int], encoder_len: int) -> list[int]:

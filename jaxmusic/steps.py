@@ -23,11 +23,29 @@ from jaxmusic import key_input, models, parallel
 
 @flax.struct.dataclass
 class TrainState:
-    """step: int32[]; params and opt_state: pytrees (replicated)."""
+    """step: int32[]; params and opt_state: pytrees (replicated).
+
+    carry: with carried windows (`config.carried_windows`), each encoder layer's
+    (c, h), float32[B, H] each, split over devices like the batch: every batch row's
+    state after the windows it read so far (saved with the checkpoint, so a resumed
+    run goes on exactly); None otherwise.
+    """
 
     step: jax.Array
     params: Any
     opt_state: Any
+    carry: Any = None
+
+    def saved(self) -> dict:
+        """What a checkpoint holds: step, params, opt_state, and carry only when there is
+        one (so checkpoints of runs without carried windows keep their structure)."""
+        out = {"step": self.step, "params": self.params, "opt_state": self.opt_state}
+        return out if self.carry is None else out | {"carry": self.carry}
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> TrainState:
+        """The inverse of `saved`."""
+        return cls(saved["step"], saved["params"], saved["opt_state"], saved.get("carry"))
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, optax.Schedule]:
@@ -53,6 +71,19 @@ def init_state(
     key = {"key": jnp.zeros((1,), jnp.int32)} if model.num_keys else {}
     params = model.init(rng, enc, dec, jnp.zeros((1,), jnp.int32), **key)["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def zero_carry(model: models.Seq2Seq, batch_size: int) -> tuple:
+    """Each encoder layer's zero (c, h), float32[batch_size, H] each: carried windows'
+    start (`TrainState.carry`)."""
+    zero = jnp.zeros((batch_size, model.hidden), jnp.float32)
+    return tuple((zero, zero) for _ in range(model.num_layers))
+
+
+def _restart(carry: Any, reset: jax.Array) -> list:
+    """The carry with the rows that start a piece (reset float32[B] = 1) zeroed."""
+    keep = (1.0 - reset)[:, None]
+    return [tuple(a * keep for a in layer) for layer in carry]
 
 
 def token_sums(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> tuple[jax.Array, ...]:
@@ -85,28 +116,37 @@ def make_train_step(
     mesh: jax.sharding.Mesh,
     rng: jax.Array,
     key_weights: Any = None,
+    *,
+    carried: bool = False,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """jit(shard_map(step)) with the state donated.
 
     The loss is the mean NLL over every weighted target of the global batch: each
     device sums its share, and the sums (and gradients) are added over devices, so
     1 and N devices compute the same numbers. key_weights: for a model with a key
-    input, `key_input.pitch_class_weights` of the codec.
+    input, `key_input.pitch_class_weights` of the codec. carried: the batches are
+    carried windows (a `reset` field): the encoder starts from `state.carry` (zeroed
+    where a row starts a piece) and the new carry is its final state; gradients stop
+    at the window's start (truncated BPTT).
     """
 
     def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         device_rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), lax.axis_index(parallel.AXIS))
 
         args, kwargs = model_inputs(model, batch, key_weights)
+        initial = _restart(state.carry, batch["reset"]) if carried else None
 
         def loss_fn(params):
-            logits = model.apply(
-                {"params": params}, *args, **kwargs, train=True, rngs={"dropout": device_rng}
-            )
+            variables, rngs = {"params": params}, {"dropout": device_rng}
+            if carried:
+                carry, logits = model.apply(variables, initial, *args, **kwargs, train=True, rngs=rngs,
+                                            method=type(model).carried)  # fmt: skip
+            else:
+                carry, logits = None, model.apply(variables, *args, **kwargs, train=True, rngs=rngs)
             nll, correct, weight = token_sums(logits, batch["targets"], batch["weights"])
-            return nll.sum(), (correct.sum(), weight.sum())
+            return nll.sum(), (correct.sum(), weight.sum(), carry)
 
-        (nll, (correct, weight)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (nll, (correct, weight, carry)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         total = jnp.maximum(lax.psum(weight, parallel.AXIS), 1.0)
         # The parameters are replicated (device-invariant), so shard_map's autodiff
         # already sums their gradients over devices (the transpose of broadcasting
@@ -119,35 +159,45 @@ def make_train_step(
             "accuracy": lax.psum(correct, parallel.AXIS) / total,
             "grad_norm": optax.tree.norm(grads),
         }
-        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        carry = tuple(tuple(layer) for layer in carry) if carried else None
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state, carry=carry), metrics
 
     rep, data = parallel.replicated_spec(), parallel.batch_spec()
-    sharded = parallel.data_parallel(step, mesh, in_specs=(rep, data), out_specs=(rep, rep))
+    state_spec = TrainState(step=rep, params=rep, opt_state=rep, carry=data if carried else None)
+    sharded = parallel.data_parallel(step, mesh, in_specs=(state_spec, data), out_specs=(state_spec, rep))
     return jax.jit(sharded, donate_argnums=0)
 
 
 def make_eval_step(
-    model: models.Seq2Seq, mesh: jax.sharding.Mesh, key_weights: Any = None
-) -> Callable[[Any, dict], dict]:
-    """jit(shard_map(step)): NLL, correct and weight sums, per genre (float32[G])."""
+    model: models.Seq2Seq, mesh: jax.sharding.Mesh, key_weights: Any = None, *, carried: bool = False
+) -> Callable[..., Any]:
+    """jit(shard_map(step)): NLL, correct and weight sums, per genre (float32[G]).
+
+    `step(params, batch)` -> sums; carried (batches of `input_pipeline.carried_eval_batches`):
+    `step(params, batch, carry)` -> (sums, carry), the encoder going on from `carry`
+    as in training.
+    """
     num_genres = max(model.num_genres, 1)
 
-    def step(params, batch):
+    def step(params, batch, carry=None):
         args, kwargs = model_inputs(model, batch, key_weights)
-        logits = model.apply({"params": params}, *args, **kwargs)
+        if carried:
+            initial = _restart(carry, batch["reset"])
+            carry, logits = model.apply({"params": params}, initial, *args, **kwargs,
+                                        method=type(model).carried)  # fmt: skip
+        else:
+            logits = model.apply({"params": params}, *args, **kwargs)
         sums = token_sums(logits, batch["targets"], batch["weights"])
         per_genre = [jax.ops.segment_sum(s, batch["genre"], num_segments=num_genres) for s in sums]
-        return {
+        sums = {
             k: lax.psum(v, parallel.AXIS)
             for k, v in zip(("nll", "correct", "weight"), per_genre, strict=True)
         }
+        return (sums, tuple(tuple(layer) for layer in carry)) if carried else sums
 
-    sharded = parallel.data_parallel(
-        step,
-        mesh,
-        in_specs=(parallel.replicated_spec(), parallel.batch_spec()),
-        out_specs=parallel.replicated_spec(),
-    )
+    rep, data = parallel.replicated_spec(), parallel.batch_spec()
+    in_specs, out_specs = ((rep, data, data), (rep, data)) if carried else ((rep, data), rep)
+    sharded = parallel.data_parallel(step, mesh, in_specs=in_specs, out_specs=out_specs)
     return jax.jit(sharded)
 
 
@@ -157,11 +207,19 @@ def evaluate_batches(
     batches: Iterable[dict],
     mesh: jax.sharding.Mesh,
     genres: tuple[str, ...],
+    carry: Any = None,
 ) -> dict[str, float]:
-    """Per-note NLL (nats), perplexity and accuracy, overall and per genre."""
+    """Per-note NLL (nats), perplexity and accuracy, overall and per genre.
+
+    carry: for a carried eval step, the starting carry (`zero_carry` of the global
+    batch, split over devices like it), threaded through the batches in order.
+    """
     total = None
     for batch in batches:
-        sums = eval_step(params, parallel.global_batch(batch, mesh))
+        if carry is None:
+            sums = eval_step(params, parallel.global_batch(batch, mesh))
+        else:
+            sums, carry = eval_step(params, parallel.global_batch(batch, mesh), carry)
         total = sums if total is None else jax.tree.map(jnp.add, total, sums)
     total = jax.device_get(total)
     out = {}

@@ -111,9 +111,11 @@ class _Stop:
 
 
 def _check_resume(
-    restored_config: dict, restored_codec: dict, config, codec: codec_lib.Codec, workdir
-) -> None:
-    """A workdir's checkpoint must match the run's codec and model shape."""
+    restored_config: dict, restored_codec: dict, config, codec: codec_lib.Codec, workdir,
+    saved_rows: int | None = None, rows: int | None = None,
+) -> None:  # fmt: skip
+    """A workdir's checkpoint must match the run's codec, model shape and, with carried
+    windows, its batch rows (saved_rows: the rows of the saved carry, None if unknown)."""
     fingerprint = restored_codec.get("fingerprint")
     if fingerprint != codec.fingerprint:
         raise TrainingError(
@@ -127,6 +129,17 @@ def _check_resume(
                 f"workdir {workdir}: its checkpoint has model.{key}={then}, this run asks for {now}; "
                 "use a new workdir for a different model"
             )
+    then, now = (bool(c.get("carried_windows", False)) for c in (restored_config, config))
+    if then != now:
+        raise TrainingError(
+            f"workdir {workdir}: its checkpoint has carried_windows={then}, this run asks for {now}; "
+            "use a new workdir to change it"
+        )
+    if now and saved_rows is not None and saved_rows != rows:
+        raise TrainingError(
+            f"workdir {workdir}: its checkpoint carries the state of {saved_rows} batch rows, this run "
+            f"has {rows} (a global batch of carried windows cannot change size mid-run); use a new workdir"
+        )
 
 
 @contextlib.contextmanager
@@ -197,8 +210,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
     # host's equal share of the shards: what one epoch is.
     train_targets = sum(seq.shape[0] - 1 for p in train_shards for seq in p.sequences) * jax.process_count()
     targets_per_step = layout.global_size * config.decoder_len
+    carried = bool(config.get("carried_windows", False))
     eval_pieces = input_pipeline.load_pieces(config.data_dir, config.eval_split)
-    eval_batches = input_pipeline.eval_batches(
+    make_eval_batches = input_pipeline.carried_eval_batches if carried else input_pipeline.eval_batches
+    eval_batches = make_eval_batches(
         eval_pieces,
         batch_size=layout.host_size,
         encoder_len=config.encoder_len,
@@ -214,18 +229,30 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
     tx, schedule = steps_lib.make_optimizer(config)
     root_rng = jax.random.key(config.seed)
     params_rng, dropout_rng = jax.random.split(root_rng)
-    abstract = jax.eval_shape(lambda: steps_lib.init_state(model, tx, config, params_rng))
-    rep = parallel.replicated(mesh)
-    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), abstract)
+    rep, rows = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+
+    def fresh_state() -> steps_lib.TrainState:
+        state = steps_lib.init_state(model, tx, config, params_rng)
+        carry = steps_lib.zero_carry(model, layout.global_size) if carried else None
+        return state.replace(carry=carry)
+
+    abstract = jax.eval_shape(fresh_state)
+    # Everything replicated but the carried state, which is split like the batch.
+    shardings = jax.tree.map(lambda _: rep, abstract).replace(
+        carry=jax.tree.map(lambda _: rows, abstract.carry)
+    )
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
+                          shardings)  # fmt: skip
     ckpt = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.max_to_keep)
     if ckpt.steps():
         saved_config, saved_codec = ckpt.read_json(ckpt.steps()[-1])
-        _check_resume(saved_config, saved_codec, config, codec, workdir)
-    restored = ckpt.restore(target)
+        saved_rows = ckpt.carry_rows(ckpt.steps()[-1]) if carried else None
+        _check_resume(saved_config, saved_codec, config, codec, workdir, saved_rows, layout.global_size)
+    restored = ckpt.restore(target.saved())
     if restored is None:
-        state = jax.device_put(steps_lib.init_state(model, tx, config, params_rng), rep)
+        state = jax.jit(fresh_state, out_shardings=shardings)()
     else:
-        state = restored.state
+        state = steps_lib.TrainState.from_saved(restored.state)
         for step, reason in restored.skipped:
             print(
                 f"checkpoint {step} is unreadable ({reason}); resumed from {restored.step}", file=sys.stderr
@@ -234,9 +261,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
     config_dict, codec_dict = config.to_dict(), codec.to_dict()
 
     key_weights = key_input.weights_for(model, codec)
-    train_step = steps_lib.make_train_step(model, tx, mesh, dropout_rng, key_weights)
-    eval_step = steps_lib.make_eval_step(model, mesh, key_weights)
-    batches = input_pipeline.train_batches(
+    train_step = steps_lib.make_train_step(model, tx, mesh, dropout_rng, key_weights, carried=carried)
+    eval_step = steps_lib.make_eval_step(model, mesh, key_weights, carried=carried)
+    eval_carry = None
+    if carried:
+        eval_carry = jax.jit(lambda: steps_lib.zero_carry(model, layout.global_size), out_shardings=rows)()
+    make_batches = input_pipeline.carried_train_batches if carried else input_pipeline.train_batches
+    batches = make_batches(
         train_shards,
         batch_size=layout.host_size,
         encoder_len=config.encoder_len,
@@ -259,7 +290,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
     def save(step: int) -> None:
         pending.check()  # only states whose every loss was checked reach disk
         check_finite(state.params, step)
-        ckpt.save(step, state, config_dict, codec_dict)
+        ckpt.save(step, state.saved(), config_dict, codec_dict)
 
     try:
         step = start
@@ -283,7 +314,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
                 save(step)
             if step % config.eval_every == 0 or last:
                 last_eval = steps_lib.evaluate_batches(
-                    eval_step, state.params, eval_batches, mesh, codec.genres
+                    eval_step, state.params, eval_batches, mesh, codec.genres, eval_carry
                 )
                 writer.write(step, last_eval)
                 rate.restart(step)  # keep evaluation out of steps/s

@@ -42,6 +42,14 @@ def main() -> None:
     b, te, td = parallel.global_batch_size(config), config.encoder_len, config.decoder_len
     batch = batching.abstract(b, te, td, sharding=data)
     train_step = steps.make_train_step(model, tx, mesh, jax.random.key(1))
+    # Carried windows (truncated BPTT): the state holds each row's encoder state, split
+    # over devices like the batch.
+    carry = jax.eval_shape(lambda: steps.zero_carry(model, b))
+    carried_state = state.replace(
+        carry=jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=data), carry)
+    )
+    carried_step = steps.make_train_step(model, tx, mesh, jax.random.key(1), carried=True)
+    carried_batch = batching.abstract(b, te, td, data, carried=True)
     eval_step = steps.make_eval_step(model, mesh)
     sample = sampler.make_sampler(*sampler.model_functions(model), vocab_size=VOCAB,
                                   first_note_id=4 + GENRES, phrase_len=td, num_phrases=2)  # fmt: skip
@@ -49,6 +57,7 @@ def main() -> None:
     sample_args = (state.params, window, jax.ShapeDtypeStruct((8,), jnp.int32), jax.random.key(0), 1.0, 0.9)
     programs = {
         "train_step": (train_step, (state, batch)),
+        "carried_train_step": (carried_step, (carried_state, carried_batch)),
         "eval_step": (eval_step, (state.params, batch)),
         "sampler_nucleus": (sample.jitted(sampler.Mode(nucleus=True, min_notes=1)), sample_args),
         "sampler_top_k": (sample.jitted(sampler.Mode(top_k=20, min_notes=1)), sample_args),
@@ -69,6 +78,7 @@ def main() -> None:
         "param_count": int(sum(x.size for x in jax.tree.leaves(state.params))),
         "param_sizes": sorted(int(x.size) for x in jax.tree.leaves(state.params)),
         "state_leaves": len(leaves),
+        "carry_leaves": len(jax.tree.leaves(carry)),
     }
     (args.out / "meta.json").write_text(json.dumps(meta))
 

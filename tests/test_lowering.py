@@ -26,7 +26,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PLATFORMS = ("tpu", "cuda")
-PROGRAMS = ("train_step", "eval_step", "sampler_nucleus", "sampler_top_k", "sampler_greedy")
+PROGRAMS = ("train_step", "carried_train_step", "eval_step", "sampler_nucleus", "sampler_top_k",
+            "sampler_greedy")  # fmt: skip
 
 
 @pytest.fixture(scope="module", params=[1, 8], ids=["1device", "8devices"])
@@ -150,24 +151,25 @@ def test_lstm_state_is_float32_in_every_loop(lowered, platform, name):
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_gradients_all_reduced_once_in_float32(lowered, platform):
     meta, texts = lowered
-    reduces = all_reduces(texts["train_step", platform])
-    if meta["devices"] == 1:
-        return  # one device: nothing to reduce (the 8-device program is the check)
-    assert {dtype for _, dtype in reduces} == {"f32"}
-    # Every parameter's gradient once (each leaf its own all-reduce, which XLA's
-    # all-reduce combiner merges), plus the scalar sums of loss, accuracy and weight.
-    assert sum(n for n, _ in reduces) == meta["param_count"] + 3
-    assert sorted(n for n, _ in reduces if n > 1) == meta["param_sizes"]
+    for name in ("train_step", "carried_train_step"):  # a carried state is never all-reduced
+        reduces = all_reduces(texts[name, platform])
+        if meta["devices"] == 1:
+            return  # one device: nothing to reduce (the 8-device program is the check)
+        assert {dtype for _, dtype in reduces} == {"f32"}
+        # Every parameter's gradient once (each leaf its own all-reduce, which XLA's
+        # all-reduce combiner merges), plus the scalar sums of loss, accuracy and weight.
+        assert sum(n for n, _ in reduces) == meta["param_count"] + 3
+        assert sorted(n for n, _ in reduces if n > 1) == meta["param_sizes"]
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_train_state_is_donated_and_nothing_calls_the_host(lowered, platform):
     meta, texts = lowered
-    text = texts["train_step", platform]
-    main = re.search(r"func\.func public @main\((.*?)\) -> ", text, re.S).group(1)
-    args = re.split(r", (?=%arg\d+:)", main)
-    donated = [a for a in args if "jax.buffer_donor = true" in a or "tf.aliasing_output" in a]
-    assert len(donated) == meta["state_leaves"]  # the state, and not the batch
+    for name, leaves in (("train_step", 0), ("carried_train_step", meta["carry_leaves"])):
+        main = re.search(r"func\.func public @main\((.*?)\) -> ", texts[name, platform], re.S).group(1)
+        args = re.split(r", (?=%arg\d+:)", main)
+        donated = [a for a in args if "jax.buffer_donor = true" in a or "tf.aliasing_output" in a]
+        assert len(donated) == meta["state_leaves"] + leaves  # the state (and its carry), not the batch
     host = r"custom_call @\w*callback|stablehlo\.(send|recv|outfeed)"
     for name in PROGRAMS:
         assert not re.search(host, texts[name, platform])

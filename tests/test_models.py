@@ -299,3 +299,44 @@ def test_bfloat16_follows_the_mixed_precision_policy(monkeypatch, fused, column_
         assert err < 0.03, (jax.tree_util.keystr(path), err)
     assert _scan_carry_dtypes(jax.grad(loss(bf16)), params) == {"float32"}
     assert _scan_carry_dtypes(jax.grad(loss(f32)), params) == {"float32"}
+
+
+def test_carried_windows_read_as_one_long_window():
+    """The encoder started from its state after window 1 and reading window 2 ends where
+    one encoder reading both ends; the carried train and eval steps start from the carry,
+    or from zeros where `reset` is 1, and hand on the encoder's final state."""
+    model = models.Seq2Seq(vocab_size=V, num_genres=G, num_layers=2, hidden=8, dropout=0.0)
+    batch = _batch(jax.random.key(0), b=4, te=4, td=4)
+    params = model.init(jax.random.key(1), **batch)["params"]
+    tokens = jax.random.randint(jax.random.key(2), (4, 8), 0, V)
+    apply = lambda *a, **k: model.apply({"params": params}, *a, method=models.Seq2Seq.encode, **k)  # noqa: E731
+    whole = apply(tokens, batch["genre"])
+    carried = apply(tokens[:, 4:], batch["genre"], initial=apply(tokens[:, :4], batch["genre"]))
+    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(carried), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+    mesh = parallel.make_mesh()
+    data = {**batch, "targets": batch["decoder_inputs"], "weights": jnp.ones((4, 4), jnp.float32),
+            "reset": jnp.asarray([1.0, 0.0, 1.0, 0.0])}  # fmt: skip
+    data = parallel.global_batch({k: np.asarray(v) for k, v in data.items()}, mesh)
+    eval_step = steps.make_eval_step(model, mesh, carried=True)
+    noise = jax.tree.map(lambda a: a + 1.0, steps.zero_carry(model, 4))
+    sums, carry = eval_step(params, data, noise)
+    rows = {}
+    for r in range(4):  # each row alone, from zeros (reset) or from the noise
+        row = {k: v[r : r + 1] for k, v in data.items()}
+        start = [tuple(a[r : r + 1] * (1 - row["reset"][0]) for a in layer) for layer in noise]
+        args = (row["encoder_tokens"], row["decoder_inputs"], row["genre"])
+        rows[r] = model.apply({"params": params}, start, *args, method=models.Seq2Seq.carried)
+        for a, b in zip(jax.tree.leaves(rows[r][0]), jax.tree.leaves(carry), strict=True):
+            np.testing.assert_allclose(np.asarray(a)[0], np.asarray(b)[r], rtol=1e-5, atol=1e-6)
+    xent = optax.softmax_cross_entropy_with_integer_labels
+    nll = sum(float(xent(rows[r][1], data["targets"][r : r + 1]).sum()) for r in range(4))
+    assert float(sums["nll"].sum()) == pytest.approx(nll, rel=1e-5)
+
+    tx = optax.sgd(0.0)
+    state = steps.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), noise)
+    state, metrics = steps.make_train_step(model, tx, mesh, jax.random.key(3), carried=True)(state, data)
+    assert float(metrics["loss"]) == pytest.approx(nll / 16, rel=1e-5)
+    for a, b in zip(jax.tree.leaves(carry), jax.tree.leaves(state.carry), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)

@@ -77,6 +77,34 @@ def test_carried_state_equals_a_step_by_step_reference():
     assert (again[:, 3:] != want[:, 3:]).any()
 
 
+def test_carried_encoder_equals_a_phrase_by_phrase_reference():
+    """A sampler of carried windows: the encoder reads the primer, then each phrase
+    written, from where it stopped; each phrase's decoder starts from the encoder."""
+    encode, step = _counting_model()
+
+    def encode_from(params, count, tokens, genre):  # weighs notes read twice: tells the paths apart
+        return count + 2 * (tokens >= FIRST).sum(-1)
+
+    window = jnp.asarray([[0, 1, 7, 8], [1, 9, 10, 11]], jnp.int32)
+    genre = jnp.zeros(2, jnp.int32)
+    state, token, want = encode(None, window, genre), window[:, -1], []
+    for _ in range(4):  # phrases of 3
+        count, phrase = state, []
+        for _ in range(3):
+            count, logits = step(None, count, token, genre)
+            token = jnp.argmax(logits, -1)
+            phrase.append(np.asarray(token))
+        state = encode_from(None, state, jnp.asarray(np.stack(phrase, 1)), genre)
+        want += phrase
+    fn = sampler.make_sampler(encode, step, vocab_size=V, first_note_id=FIRST, phrase_len=3, num_phrases=4,
+                              encode_from=encode_from)  # fmt: skip
+    got = fn(None, window, genre, jax.random.key(0), sampler.Settings(greedy=True))
+    np.testing.assert_array_equal(np.asarray(got), np.stack(want, 1))
+    plain = sampler.make_sampler(encode, step, vocab_size=V, first_note_id=FIRST, phrase_len=3, num_phrases=4)
+    assert (np.asarray(plain(None, window, genre, jax.random.key(0), sampler.Settings(greedy=True)))
+            != np.stack(want, 1)).any()  # fmt: skip
+
+
 def random_logits(token):
     return jax.vmap(lambda t: jax.random.normal(jax.random.fold_in(jax.random.key(42), t), (V,)))(token) * 3
 

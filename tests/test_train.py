@@ -82,6 +82,33 @@ def test_stop_and_resume_equals_an_uninterrupted_run(built, tmp_path):
     _assert_trees_equal(_params(tmp_path / "straight", 20), _params(tmp_path / "resumed", 20))
 
 
+def test_carried_windows_resume_exactly_and_refuse_a_changed_run(built, tmp_path):
+    """A run of carried windows saves each row's state with its checkpoint: stopped and
+    resumed, it ends where an uninterrupted run does; a workdir is not resumed with
+    carried windows switched, or with another batch size."""
+    config = _config(built[0], carried_windows=True, encoder_len=4, checkpoint_every=7, num_train_steps=14)
+    straight = train.train_and_evaluate(config, tmp_path / "straight")
+    train.train_and_evaluate(config, tmp_path / "resumed", stop_at=9)
+    assert checkpoint.Checkpointer(tmp_path / "resumed", read_only=True).carry_rows(9) == 8
+    resumed = train.train_and_evaluate(config, tmp_path / "resumed")
+    _assert_trees_equal(_params(tmp_path / "straight", 14), _params(tmp_path / "resumed", 14))
+    assert resumed["eval_nll"] == straight["eval_nll"]
+    # jaxmusic.evaluate reads the pieces as the training evaluation did: the same NLL.
+    from jaxmusic import evaluate, input_pipeline
+
+    loaded = checkpoint.load_for_inference(tmp_path / "straight")
+    pieces = input_pipeline.load_pieces(built[0], "validation")
+    got = evaluate.model_likelihood(loaded.config, loaded.model, loaded.params, pieces, loaded.codec.genres,
+                                    loaded.key_weights)["overall"]  # fmt: skip
+    assert got["nll_nats"] == pytest.approx(straight["eval_nll"], rel=1e-5)
+    assert loaded.carried and loaded.sampler(8)._encode_from is not None
+    with pytest.raises(train.TrainingError, match="carried_windows=True, this run asks for False"):
+        train.train_and_evaluate(_config(built[0], encoder_len=4, num_train_steps=20), tmp_path / "straight")
+    with pytest.raises(train.TrainingError, match="state of 8 batch rows, this run has 4"):
+        train.train_and_evaluate(_config(built[0], carried_windows=True, encoder_len=4, batch_size=4,
+                                         num_train_steps=20), tmp_path / "straight")  # fmt: skip
+
+
 def test_corrupt_latest_checkpoint_falls_back(built, tmp_path, capsys):
     data_dir, _, _ = built
     train.train_and_evaluate(_config(data_dir), tmp_path)
