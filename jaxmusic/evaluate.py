@@ -391,13 +391,15 @@ def _sweep_row(f, loaded, pieces, primer_notes: int, settings: sampler.Settings,
     codec = loaded.codec
     c = _continuations(f, loaded, pieces, primer_notes, settings)
     stats = music_stats.statistics([codec.decode(ids) for ids in c.sample_ids])
-    overlap = [
-        music_stats.compare_sets(real_stats[n], stats[n])["overlap_area"] for n in music_stats.STATISTICS
-    ]
+    overlap = {
+        n: float(music_stats.compare_sets(real_stats[n], stats[n])["overlap_area"])
+        for n in music_stats.STATISTICS
+    }
     return {
         "settings": settings.to_dict(),
-        "mean_overlap": float(np.mean(overlap)),
-        "min_overlap": float(np.min(overlap)),
+        "mean_overlap": float(np.mean(list(overlap.values()))),
+        "min_overlap": float(np.min(list(overlap.values()))),
+        "overlap": overlap,  # per statistic
         "ended_share": float(np.mean(c.ended)),
         "degenerate_share": c.degenerate_share(),
         "key_agreement": key_agreement(codec, c.primers, c.sample_ids),

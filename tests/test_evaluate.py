@@ -85,6 +85,9 @@ def test_cli_end_to_end(trained, tmp_path, capsys):
     assert report["sweep"][2]["mean_overlap"] == pytest.approx(
         sum(st["overlap_area"] for st in report["statistics"].values()) / len(report["statistics"])
     )  # the default temperature without carried state: the report's own samples
+    assert report["sweep"][2]["overlap"] == pytest.approx(
+        {name: st["overlap_area"] for name, st in report["statistics"].items()}
+    )
     assert "temperature 0.5, top_k 0, top_p 0.9, carried" in printed
 
     pngs = sorted(p.name for p in (tmp_path / "plots").iterdir())
