@@ -75,10 +75,8 @@ def model_likelihood(config, model, params, pieces, genres: tuple[str, ...], key
     mesh = parallel.make_mesh()
     batch_size = parallel.global_batch_size(config, mesh.devices.size)
     carried = bool(config.get("carried_windows", False))
-    make_batches = input_pipeline.carried_eval_batches if carried else input_pipeline.eval_batches
-    batches = make_batches(
-        pieces, batch_size=batch_size, encoder_len=config.encoder_len, decoder_len=config.decoder_len
-    )
+    batches = input_pipeline.eval_batches(pieces, batch_size=batch_size, encoder_len=config.encoder_len,
+                                          decoder_len=config.decoder_len, carried=carried)  # fmt: skip
     eval_step = steps.make_eval_step(model, mesh, key_weights, carried=carried)
     carry = None
     if carried:

@@ -212,6 +212,7 @@ def train_batches(
     start_step: int = 0,
     transpose: np.ndarray | None = None,
     shard_ids: list[int] | None = None,
+    carried: bool = False,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Endless training batches for steps start_step, start_step + 1, ...
 
@@ -225,6 +226,8 @@ def train_batches(
       transpose: int32[S, vocab] id tables, one per shift (`transpose_tables`);
         each window takes one uniformly. None: no transposition.
       shard_ids: the global index of each shard (keys its random draws).
+      carried: carried windows (truncated BPTT; `_carried_windows`) instead of
+        windows drawn anywhere; the batches then have a `reset` field.
 
     Yields:
       dicts of numpy arrays as the module doc describes, prefetched by tf.data.
@@ -236,6 +239,22 @@ def train_batches(
     if encoder_len < 1 or decoder_len < 1:
         raise DataError(f"encoder_len and decoder_len must be >= 1, got {encoder_len}, {decoder_len}")
     rows = batching.layout(batch_size, devices=1, processes=1, data_shards=len(shards)).shard_rows
+    tables = None if transpose is None else np.asarray(transpose, np.int32)
+    make_batch = (_carried_windows if carried else _drawn_windows)(
+        shards, shard_ids, rows, encoder_len, decoder_len, seed, tables
+    )
+    ds = tf.data.Dataset.range(start_step, 2**62).map(
+        make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    for batch in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+        yield batching.from_windows(batch["windows"], batch["genre"], encoder_len, batch.get("reset"))
+
+
+def _drawn_windows(shards, shard_ids, rows, encoder_len, decoder_len, seed, tables):
+    """make_batch(step) of windows drawn anywhere: row r of a shard's rows draws,
+    uniformly over every window of the shard, with a stateless key of (seed, shard, step)."""
+    import tensorflow as tf
+
     window = encoder_len + decoder_len
     longest = max(seq.shape[0] for p in shards for seq in p.sequences)
     if window > longest:
@@ -243,7 +262,7 @@ def train_batches(
             f"a window of {encoder_len} + {decoder_len} tokens is longer than every piece "
             f"(the longest has {longest} with BOS and EOS): lower encoder_len or decoder_len"
         )
-    tables = None if transpose is None else tf.constant(np.asarray(transpose, np.int32))
+    tables = None if tables is None else tf.constant(tables)
     offsets = tf.range(window, dtype=tf.int64)
     draws = [_shard_sampler(p, encoder_len, decoder_len) for p in shards]
 
@@ -267,47 +286,29 @@ def train_batches(
             genres.append(tf.gather(genres_t, piece))
         return {"windows": tf.concat(windows, 0), "genre": tf.concat(genres, 0)}
 
-    ds = tf.data.Dataset.range(start_step, 2**62).map(
-        make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
-    for batch in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
-        yield batching.from_windows(batch["windows"], batch["genre"], encoder_len)
+    return make_batch
 
 
-def carried_train_batches(
-    shards: Pieces | list[Pieces],
-    *,
-    batch_size: int,
-    encoder_len: int,
-    decoder_len: int,
-    seed: int,
-    start_step: int = 0,
-    transpose: np.ndarray | None = None,
-    shard_ids: list[int] | None = None,
-) -> Iterator[dict[str, np.ndarray]]:
-    """Endless batches of carried windows (truncated BPTT) for steps start_step, ...
+def _carried_windows(shards, shard_ids, rows, encoder_len, decoder_len, seed, tables):
+    """make_batch(step) of carried windows (truncated BPTT).
 
     Each batch row reads its own stream: the pieces of its shard in an order drawn
     anew every epoch, each piece as its windows in order (`_tiling`: every target,
     a piece's first note and its EOS included, once an epoch), so that row r of step
     s + 1 continues row r of step s. `reset` is 1 where a row starts a piece (its
     carried state is zeroed there). A row's window is a pure function of (seed,
-    shard, row, step), as in `train_batches`; a piece keeps one transposition over
-    all its windows (none if a note of it would leave the vocabulary). Arguments as
-    `train_batches`; encoder_len must equal decoder_len, so that a window's encoder
-    reads exactly the notes after those the carried state has read.
+    shard, row, step); a piece keeps one transposition over all its windows (none if
+    a note of it would leave the vocabulary). encoder_len must equal decoder_len, so
+    that a window's encoder reads exactly the notes after those the carried state
+    has read.
     """
     import tensorflow as tf
 
-    shards = [shards] if isinstance(shards, Pieces) else list(shards)
-    shard_ids = list(range(len(shards))) if shard_ids is None else list(shard_ids)
-    if encoder_len != decoder_len or encoder_len < 1:
+    if encoder_len != decoder_len:
         raise DataError(
-            f"carried windows need encoder_len == decoder_len >= 1 (each window's encoder reads the "
+            f"carried windows need encoder_len == decoder_len (each window's encoder reads the "
             f"notes after the last window's), got {encoder_len} and {decoder_len}"
         )
-    rows = batching.layout(batch_size, devices=1, processes=1, data_shards=len(shards)).shard_rows
-    tables = None if transpose is None else np.asarray(transpose, np.int32)
     offsets = tf.range(encoder_len + decoder_len, dtype=tf.int64)
     streams = []
     for p in shards:
@@ -349,11 +350,7 @@ def carried_train_batches(
         return {name: tf.concat(parts, 0)
                 for name, parts in (("windows", windows), ("genre", genres), ("reset", resets))}  # fmt: skip
 
-    ds = tf.data.Dataset.range(start_step, 2**62).map(
-        make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
-    for batch in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
-        yield batching.from_windows(batch["windows"], batch["genre"], encoder_len, batch["reset"])
+    return make_batch
 
 
 def _shard_sampler(pieces: Pieces, encoder_len: int, decoder_len: int):
@@ -423,12 +420,17 @@ def eval_batches(
     decoder_len: int,
     process_index: int = 0,
     process_count: int = 1,
+    carried: bool = False,
 ) -> list[dict[str, np.ndarray]]:
     """This host's evaluation batches: the same count on every host.
 
     `pieces` is the whole split (every host reads it: evaluation splits are small
-    and dealing windows, not pieces, keeps hosts in step).
+    and dealing windows, not pieces, keeps hosts in step). carried: batches of
+    carried windows (`_carried_eval_batches`).
     """
+    if carried:
+        lanes = (batch_size, process_index, process_count)
+        return _carried_eval_batches(pieces, encoder_len, decoder_len, *lanes)
     windows, genres = eval_windows(pieces, encoder_len, decoder_len)
     per_host = -(-windows.shape[0] // process_count)
     n_batches = -(-per_host // batch_size)
@@ -442,14 +444,13 @@ def eval_batches(
     ]
 
 
-def carried_eval_batches(
+def _carried_eval_batches(
     pieces: Pieces,
-    *,
-    batch_size: int,
     encoder_len: int,
     decoder_len: int,
-    process_index: int = 0,
-    process_count: int = 1,
+    batch_size: int,
+    process_index: int,
+    process_count: int,
 ) -> list[dict[str, np.ndarray]]:
     """This host's evaluation batches of carried windows: the same count on every host.
 

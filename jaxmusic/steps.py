@@ -173,7 +173,7 @@ def make_eval_step(
 ) -> Callable[..., Any]:
     """jit(shard_map(step)): NLL, correct and weight sums, per genre (float32[G]).
 
-    `step(params, batch)` -> sums; carried (batches of `input_pipeline.carried_eval_batches`):
+    `step(params, batch)` -> sums; carried (batches of `input_pipeline.eval_batches(carried=True)`):
     `step(params, batch, carry)` -> (sums, carry), the encoder going on from `carry`
     as in training.
     """

@@ -212,14 +212,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
     targets_per_step = layout.global_size * config.decoder_len
     carried = bool(config.get("carried_windows", False))
     eval_pieces = input_pipeline.load_pieces(config.data_dir, config.eval_split)
-    make_eval_batches = input_pipeline.carried_eval_batches if carried else input_pipeline.eval_batches
-    eval_batches = make_eval_batches(
+    eval_batches = input_pipeline.eval_batches(
         eval_pieces,
         batch_size=layout.host_size,
         encoder_len=config.encoder_len,
         decoder_len=config.decoder_len,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        carried=carried,
     )
     if config.eval_batches:
         eval_batches = eval_batches[: config.eval_batches]
@@ -266,8 +266,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
     eval_carry = None
     if carried:
         eval_carry = jax.jit(lambda: steps_lib.zero_carry(model, layout.global_size), out_shardings=rows)()
-    make_batches = input_pipeline.carried_train_batches if carried else input_pipeline.train_batches
-    batches = make_batches(
+    batches = input_pipeline.train_batches(
         train_shards,
         batch_size=layout.host_size,
         encoder_len=config.encoder_len,
@@ -276,6 +275,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
         start_step=start,
         transpose=input_pipeline.transpose_tables(codec, config.transpose),
         shard_ids=shard_ids,
+        carried=carried,
     )
     writer = MetricWriter(workdir, enabled=is_main)
 

@@ -137,7 +137,7 @@ def test_carried_windows_read_each_piece_in_order_once_an_epoch():
     td = 4
     epoch = sum(-(-(s.shape[0] - 1) // td) for s in pieces.sequences)  # windows a row reads an epoch
     kw = dict(batch_size=4, encoder_len=td, decoder_len=td, seed=5)
-    batches = list(itertools.islice(ip.carried_train_batches(pieces, **kw), epoch))
+    batches = list(itertools.islice(ip.train_batches(pieces, carried=True, **kw), epoch))
     segments = _lanes(batches)
     # Every row read every piece whole, first note to EOS, one after another.
     want = sorted(tuple(s[1:]) for s in pieces.sequences)
@@ -145,11 +145,11 @@ def test_carried_windows_read_each_piece_in_order_once_an_epoch():
     for r in range(4):
         assert sorted(tuple(s) for s in segments[r * len(pieces) : (r + 1) * len(pieces)]) == want
     assert any(len(set(b["reset"])) > 1 for b in batches)  # rows read in their own orders
-    resumed = next(ip.carried_train_batches(pieces, start_step=7, **kw))
+    resumed = next(ip.train_batches(pieces, start_step=7, carried=True, **kw))
     for k in resumed:
         np.testing.assert_array_equal(resumed[k], batches[7][k])
     with pytest.raises(ip.DataError, match="encoder_len == decoder_len"):
-        next(ip.carried_train_batches(pieces, **{**kw, "encoder_len": 6}))
+        next(ip.train_batches(pieces, carried=True, **{**kw, "encoder_len": 6}))
 
 
 def test_carried_windows_keep_one_transposition_a_piece():
@@ -159,8 +159,8 @@ def test_carried_windows_keep_one_transposition_a_piece():
     tables = np.stack([np.where(ids >= 10, ids + s, ids) for s in (-1, 0, 1)]).astype(np.int32)
     pieces.sequences[0][1] = 55  # a note of the first piece only, which cannot move up
     tables[2, 55] = -1
-    kw = dict(batch_size=4, encoder_len=4, decoder_len=4, seed=2, transpose=tables)
-    batches = list(itertools.islice(ip.carried_train_batches(pieces, **kw), 2 * (3 + 5 + 8)))  # 2 epochs
+    kw = dict(batch_size=4, encoder_len=4, decoder_len=4, seed=2, transpose=tables, carried=True)
+    batches = list(itertools.islice(ip.train_batches(pieces, **kw), 2 * (3 + 5 + 8)))  # 2 epochs
     shifts = {0: set(), 1: set(), 2: set()}
     for seg in _lanes(batches):
         i = next(i for i, s in enumerate(pieces.sequences) if s.shape[0] - 1 == seg.shape[0])
@@ -174,11 +174,11 @@ def test_carried_windows_keep_one_transposition_a_piece():
 
 def test_carried_eval_batches_cover_every_note_once_from_its_piece_start():
     pieces = _pieces([1, 3, 4, 9, 25, 12])
-    kw = dict(encoder_len=4, decoder_len=4)
-    whole = ip.carried_eval_batches(pieces, batch_size=4, **kw)
+    kw = dict(encoder_len=4, decoder_len=4, carried=True)
+    whole = ip.eval_batches(pieces, batch_size=4, **kw)
     assert sorted(tuple(s) for s in _lanes(whole) if s.size) == sorted(tuple(s[1:]) for s in pieces.sequences)
     # Two hosts of 2 rows feed the same lanes, in the same number of batches.
-    shares = [ip.carried_eval_batches(pieces, batch_size=2, process_index=i, process_count=2, **kw)
+    shares = [ip.eval_batches(pieces, batch_size=2, process_index=i, process_count=2, **kw)
               for i in range(2)]  # fmt: skip
     assert len(shares[0]) == len(shares[1]) == len(whole)
     for t, b in enumerate(whole):
