@@ -68,8 +68,6 @@ def target_genres(pieces) -> np.ndarray:
 def model_likelihood(config, model, params, pieces, genres: tuple[str, ...], key_weights: Any = None) -> dict:
     """The model's per-note NLL over every target of `pieces`, overall and per genre
     (a model of carried windows reads each piece from its start, as trained)."""
-    import jax
-
     from jaxmusic import input_pipeline, parallel, steps
 
     mesh = parallel.make_mesh()
@@ -78,9 +76,7 @@ def model_likelihood(config, model, params, pieces, genres: tuple[str, ...], key
     batches = input_pipeline.eval_batches(pieces, batch_size=batch_size, encoder_len=config.encoder_len,
                                           decoder_len=config.decoder_len, carried=carried)  # fmt: skip
     eval_step = steps.make_eval_step(model, mesh, key_weights, carried=carried)
-    carry = None
-    if carried:
-        carry = jax.device_put(steps.zero_carry(model, batch_size), parallel.batch_sharding(mesh))
+    carry = steps.zero_carry(model, batch_size, mesh) if carried else None
     out = steps.evaluate_batches(eval_step, params, batches, mesh, genres, carry)
     result = {"overall": _likelihood_row(out["eval_nll"], out["eval_accuracy"], out["eval_notes"])}
     notes = np.bincount(target_genres(pieces), minlength=len(genres))

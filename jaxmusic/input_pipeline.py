@@ -313,13 +313,11 @@ def _carried_windows(shards, shard_ids, rows, encoder_len, decoder_len, seed, ta
     streams = []
     for p in shards:
         flat, first, count = _tiling(p, encoder_len, decoder_len)
-        if tables is None:
-            movable = np.ones((len(p), 1), bool)
-        else:  # movable[piece, shift]: every id of the piece has a transposition
-            movable = np.stack([(tables[:, np.unique(seq)] >= 0).all(1) for seq in p.sequences])
-        arrays = (flat, first, count, p.genres, movable)
-        streams.append((*(tf.constant(a) for a in arrays), int(count.sum())))
-    identity = tf.constant(0 if tables is None else tables.shape[0] // 2, tf.int64)
+        movable = None  # movable[piece, shift]: every id of the piece has a transposition
+        if tables is not None:
+            movable = tf.constant(np.stack([(tables[:, np.unique(s)] >= 0).all(1) for s in p.sequences]))
+        arrays = [tf.constant(a) for a in (flat, first, count, p.genres)]
+        streams.append((*arrays, movable, int(count.sum())))
     tables_t = None if tables is None else tf.constant(tables)
 
     def make_batch(step):
@@ -341,6 +339,7 @@ def _carried_windows(shards, shard_ids, rows, encoder_len, decoder_len, seed, ta
                     maxval=tables.shape[0], dtype=tf.int64,
                 )  # fmt: skip
                 shift = tf.gather(shifts, piece[:, None], batch_dims=1)[:, 0]
+                identity = tables.shape[0] // 2  # the shift by 0 semitones
                 shift = tf.where(tf.gather_nd(movable, tf.stack([piece, shift], -1)), shift, identity)
                 shift_rows = tf.broadcast_to(tf.cast(shift[:, None], tf.int32), tf.shape(w))
                 w = tf.gather_nd(tables_t, tf.stack([shift_rows, w], -1))
@@ -406,10 +405,16 @@ def eval_windows(pieces: Pieces, encoder_len: int, decoder_len: int) -> tuple[np
       (windows int32[W, Te + Td], genres int32[W]); across them every token of
       every sequence after its BOS is a target exactly once.
     """
+    windows, count = _tiled_windows(pieces, encoder_len, decoder_len)
+    return windows, np.repeat(pieces.genres, count).astype(np.int32)
+
+
+def _tiled_windows(pieces: Pieces, encoder_len: int, decoder_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """(int32[W, Te + Td] every window of `_tiling`, piece after piece; int64[P] each
+    piece's window count)."""
     flat, first, count = _tiling(pieces, encoder_len, decoder_len)
     starts = np.concatenate([f + np.arange(k) * decoder_len for f, k in zip(first, count, strict=True)])
-    windows = flat[starts[:, None] + np.arange(encoder_len + decoder_len)[None, :]]
-    return windows, np.repeat(pieces.genres, count).astype(np.int32)
+    return flat[starts[:, None] + np.arange(encoder_len + decoder_len)[None, :]], count
 
 
 def eval_batches(
@@ -463,7 +468,8 @@ def _carried_eval_batches(
     """
     import heapq
 
-    flat, first, count = _tiling(pieces, encoder_len, decoder_len)
+    windows, count = _tiled_windows(pieces, encoder_len, decoder_len)
+    first = np.concatenate([[0], np.cumsum(count)[:-1]])  # each piece's first window
     lanes_total = batch_size * process_count
     lanes: list[list[int]] = [[] for _ in range(lanes_total)]
     heap = [(0, lane) for lane in range(lanes_total)]
@@ -472,17 +478,15 @@ def _carried_eval_batches(
         lanes[lane].append(piece)
         heapq.heappush(heap, (load + int(count[piece]), lane))
     steps = max(int(sum(count[p] for p in lane)) for lane in lanes)
-    window = encoder_len + decoder_len
     mine = lanes[process_index * batch_size : (process_index + 1) * batch_size]
-    w = np.zeros((steps, batch_size, window), np.int32)
+    w = np.zeros((steps, batch_size, windows.shape[1]), np.int32)
     g = np.zeros((steps, batch_size), np.int32)
     reset = np.ones((steps, batch_size), np.float32)
     for r, lane in enumerate(mine):
         t = 0
         for piece in lane:
             k = int(count[piece])
-            starts = first[piece] + np.arange(k) * decoder_len
-            w[t : t + k, r] = flat[starts[:, None] + np.arange(window)[None, :]]
+            w[t : t + k, r] = windows[first[piece] : first[piece] + k]
             g[t : t + k, r] = pieces.genres[piece]
             reset[t + 1 : t + k, r] = 0
             t += k

@@ -457,7 +457,7 @@ class Seq2Seq(nn.Module):
         *,
         key: jax.Array | None = None,
         train: bool = False,
-    ) -> tuple[list[Carry], jax.Array]:
+    ) -> tuple[tuple[Carry, ...], jax.Array]:
         """Teacher-forced logits of one of a piece's consecutive windows (truncated BPTT).
 
         The encoder starts from `initial`, its state after the piece's notes before
@@ -468,7 +468,10 @@ class Seq2Seq(nn.Module):
           logits float32[B, Td, vocab_size]).
         """
         carries = self.encode(encoder_tokens, genre, key=key, train=train, initial=initial)
-        return carries, self.decode(carries, decoder_inputs, genre, key=key, train=train)[1]
+        logits = self.decode(carries, decoder_inputs, genre, key=key, train=train)[1]
+        # Tuples, as `steps.zero_carry` makes them: the carry's structure stays one
+        # pytree from step to step.
+        return tuple(tuple(layer) for layer in carries), logits
 
     def zero_carry(self, tokens: jax.Array) -> Carry:
         """Zero (c, h), float32[B, H], for a batch of tokens int32[B, T].

@@ -73,17 +73,21 @@ def init_state(
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
-def zero_carry(model: models.Seq2Seq, batch_size: int) -> tuple:
+def zero_carry(model: models.Seq2Seq, batch_size: int, mesh: jax.sharding.Mesh | None = None) -> tuple:
     """Each encoder layer's zero (c, h), float32[batch_size, H] each: carried windows'
-    start (`TrainState.carry`)."""
-    zero = jnp.zeros((batch_size, model.hidden), jnp.float32)
-    return tuple((zero, zero) for _ in range(model.num_layers))
+    start (`TrainState.carry`); with `mesh`, split over its devices like the batch."""
+
+    def zeros() -> tuple:
+        zero = jnp.zeros((batch_size, model.hidden), jnp.float32)
+        return tuple((zero, zero) for _ in range(model.num_layers))
+
+    return zeros() if mesh is None else jax.jit(zeros, out_shardings=parallel.batch_sharding(mesh))()
 
 
-def _restart(carry: Any, reset: jax.Array) -> list:
+def _restart(carry: Any, reset: jax.Array) -> tuple:
     """The carry with the rows that start a piece (reset float32[B] = 1) zeroed."""
     keep = (1.0 - reset)[:, None]
-    return [tuple(a * keep for a in layer) for layer in carry]
+    return tuple(tuple(a * keep for a in layer) for layer in carry)
 
 
 def token_sums(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> tuple[jax.Array, ...]:
@@ -159,7 +163,6 @@ def make_train_step(
             "accuracy": lax.psum(correct, parallel.AXIS) / total,
             "grad_norm": optax.tree.norm(grads),
         }
-        carry = tuple(tuple(layer) for layer in carry) if carried else None
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state, carry=carry), metrics
 
     rep, data = parallel.replicated_spec(), parallel.batch_spec()
@@ -193,7 +196,7 @@ def make_eval_step(
             k: lax.psum(v, parallel.AXIS)
             for k, v in zip(("nll", "correct", "weight"), per_genre, strict=True)
         }
-        return (sums, tuple(tuple(layer) for layer in carry)) if carried else sums
+        return (sums, carry) if carried else sums
 
     rep, data = parallel.replicated_spec(), parallel.batch_spec()
     in_specs, out_specs = ((rep, data, data), (rep, data)) if carried else ((rep, data), rep)

@@ -263,9 +263,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
     key_weights = key_input.weights_for(model, codec)
     train_step = steps_lib.make_train_step(model, tx, mesh, dropout_rng, key_weights, carried=carried)
     eval_step = steps_lib.make_eval_step(model, mesh, key_weights, carried=carried)
-    eval_carry = None
-    if carried:
-        eval_carry = jax.jit(lambda: steps_lib.zero_carry(model, layout.global_size), out_shardings=rows)()
+    eval_carry = steps_lib.zero_carry(model, layout.global_size, mesh) if carried else None
     batches = input_pipeline.train_batches(
         train_shards,
         batch_size=layout.host_size,
