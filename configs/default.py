@@ -56,6 +56,10 @@ def get_config() -> ml_collections.ConfigDict:
     # True: the Krumhansl-Schmuckler key of the encoder's notes is one more input of
     # the first layers, like the genre; sampling holds the primer's key (jaxmusic.key_input).
     c.model.key_input = True
+    # What the key input reads in training and evaluation: "piece" (the piece from its
+    # start through the encoder's last note: a key that holds beyond one window) or
+    # "window" (the encoder's notes only; configs from before this field).
+    c.model.key_context = "piece"
     # How a stack's layers are scheduled: "wavefront" (all advance together in one
     # scan, layer k at time t - k: T + L - 1 sequential steps instead of L x T),
     # "layers" (one after another), "auto" (wavefront on TPUs and GPUs, layers on CPUs,

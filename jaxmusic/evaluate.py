@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from jaxmusic import checkpoint as checkpoint_lib
-from jaxmusic import cli, music_stats, ngram, sampler
+from jaxmusic import cli, key_input, music_stats, ngram, sampler
 from jaxmusic import codec as codec_lib
 
 
@@ -73,8 +73,10 @@ def model_likelihood(config, model, params, pieces, genres: tuple[str, ...], key
     mesh = parallel.make_mesh()
     batch_size = parallel.global_batch_size(config, mesh.devices.size)
     carried = bool(config.get("carried_windows", False))
+    piece_keys = None if key_weights is None or key_input.context(config) != "piece" else key_weights
     batches = input_pipeline.eval_batches(pieces, batch_size=batch_size, encoder_len=config.encoder_len,
-                                          decoder_len=config.decoder_len, carried=carried)  # fmt: skip
+                                          decoder_len=config.decoder_len, carried=carried,
+                                          key_weights=piece_keys)  # fmt: skip
     eval_step = steps.make_eval_step(model, mesh, key_weights, carried=carried)
     carry = steps.zero_carry(model, batch_size, mesh) if carried else None
     out = steps.evaluate_batches(eval_step, params, batches, mesh, genres, carry)

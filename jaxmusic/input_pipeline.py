@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmusic import batching
+from jaxmusic import batching, key_input
 from jaxmusic import codec as codec_lib
 from jaxmusic.cli import Error
 
@@ -213,6 +213,7 @@ def train_batches(
     transpose: np.ndarray | None = None,
     shard_ids: list[int] | None = None,
     carried: bool = False,
+    key_weights: np.ndarray | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Endless training batches for steps start_step, start_step + 1, ...
 
@@ -228,6 +229,10 @@ def train_batches(
       shard_ids: the global index of each shard (keys its random draws).
       carried: carried windows (truncated BPTT; `_carried_windows`) instead of
         windows drawn anywhere; the batches then have a `reset` field.
+      key_weights: `key_input.pitch_class_weights` of the codec: the batches then
+        have a `key` field, the key of each window's piece from its start through the
+        encoder's last note (`key_input.prefix_keys`), moved with the window's
+        transposition. None: no such field (a key input reads the encoder's notes only).
 
     Yields:
       dicts of numpy arrays as the module doc describes, prefetched by tf.data.
@@ -241,18 +246,45 @@ def train_batches(
     rows = batching.layout(batch_size, devices=1, processes=1, data_shards=len(shards)).shard_rows
     tables = None if transpose is None else np.asarray(transpose, np.int32)
     make_batch = (_carried_windows if carried else _drawn_windows)(
-        shards, shard_ids, rows, encoder_len, decoder_len, seed, tables
+        shards, shard_ids, rows, encoder_len, decoder_len, seed, tables, key_weights
     )
     ds = tf.data.Dataset.range(start_step, 2**62).map(
         make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
     for batch in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
-        yield batching.from_windows(batch["windows"], batch["genre"], encoder_len, batch.get("reset"))
+        yield batching.from_windows(batch["windows"], batch["genre"], encoder_len, batch.get("reset"),
+                                    key=batch.get("key"))  # fmt: skip
 
 
-def _drawn_windows(shards, shard_ids, rows, encoder_len, decoder_len, seed, tables):
+def _window_keys(flat, first, key_weights):
+    """int8[N] `key_input.prefix_keys` of a shard's flat pieces, as a tf constant (None
+    without key_weights): a window starting at i takes the key at i + Te - 1."""
+    import tensorflow as tf
+
+    return None if key_weights is None else tf.constant(_prefix_keys(flat, first, key_weights))
+
+
+def _prefix_keys(flat, first, key_weights) -> np.ndarray:
+    """`key_input.prefix_keys`, its complaint about ids a DataError."""
+    try:
+        return key_input.prefix_keys(flat, first, np.asarray(key_weights, np.float32))
+    except ValueError as e:
+        raise DataError(str(e)) from None
+
+
+def _moved_keys(keys, shift, identity: int):
+    """tf: window keys int8[R] moved by their transposition tables' index `shift` int64[R]
+    (identity: the index of the shift by 0), as int32[R]."""
+    import tensorflow as tf
+
+    keys = tf.cast(keys, tf.int64)
+    return tf.cast(key_input.transposed(keys, tf.cast(shift, tf.int64) - identity, xp=tf), tf.int32)
+
+
+def _drawn_windows(shards, shard_ids, rows, encoder_len, decoder_len, seed, tables, key_weights=None):
     """make_batch(step) of windows drawn anywhere: row r of a shard's rows draws,
-    uniformly over every window of the shard, with a stateless key of (seed, shard, step)."""
+    uniformly over every window of the shard, with a stateless key of (seed, shard, step);
+    with key_weights, each window's key of its piece so far."""
     import tensorflow as tf
 
     window = encoder_len + decoder_len
@@ -262,34 +294,42 @@ def _drawn_windows(shards, shard_ids, rows, encoder_len, decoder_len, seed, tabl
             f"a window of {encoder_len} + {decoder_len} tokens is longer than every piece "
             f"(the longest has {longest} with BOS and EOS): lower encoder_len or decoder_len"
         )
+    identity = 0 if tables is None else tables.shape[0] // 2  # the shift by 0 semitones
     tables = None if tables is None else tf.constant(tables)
     offsets = tf.range(window, dtype=tf.int64)
-    draws = [_shard_sampler(p, encoder_len, decoder_len) for p in shards]
+    draws = [_shard_sampler(p, encoder_len, decoder_len, key_weights) for p in shards]
 
     def make_batch(step):
-        windows, genres = [], []
-        for (flat_t, first_t, cum_t, genres_t, total), shard in zip(draws, shard_ids, strict=True):
+        windows, genres, keys = [], [], []
+        for (flat_t, first_t, cum_t, genres_t, total, keys_t), shard in zip(draws, shard_ids, strict=True):
             key = tf.stack([tf.constant(seed, tf.int64) * 1_000_003 + shard, step])
             u = tf.random.stateless_uniform([rows], key, minval=0, maxval=total, dtype=tf.int64)
             piece = tf.searchsorted(cum_t, u, side="right")
             before = tf.where(piece > 0, tf.gather(cum_t, tf.maximum(piece - 1, 0)), tf.zeros_like(u))
-            w = tf.gather(flat_t, (tf.gather(first_t, piece) + u - before)[:, None] + offsets[None, :])
+            start = tf.gather(first_t, piece) + u - before
+            w = tf.gather(flat_t, start[:, None] + offsets[None, :])
+            shift = tf.fill([rows], tf.constant(identity, tf.int64))
             if tables is not None:
-                shift = tf.random.stateless_uniform(
+                drawn = tf.random.stateless_uniform(
                     [rows], key + tf.constant([0, 1 << 40], tf.int64), minval=0, maxval=tables.shape[0],
                     dtype=tf.int64,
                 )  # fmt: skip
-                shift_rows = tf.broadcast_to(tf.cast(shift[:, None], tf.int32), tf.shape(w))
+                shift_rows = tf.broadcast_to(tf.cast(drawn[:, None], tf.int32), tf.shape(w))
                 moved = tf.gather_nd(tables, tf.stack([shift_rows, w], -1))  # tables[shift, id]
-                w = tf.where(tf.reduce_all(moved >= 0, axis=1, keepdims=True), moved, w)
+                movable = tf.reduce_all(moved >= 0, axis=1)
+                w = tf.where(movable[:, None], moved, w)
+                shift = tf.where(movable, drawn, shift)
             windows.append(w)
             genres.append(tf.gather(genres_t, piece))
-        return {"windows": tf.concat(windows, 0), "genre": tf.concat(genres, 0)}
+            if keys_t is not None:
+                keys.append(_moved_keys(tf.gather(keys_t, start + encoder_len - 1), shift, identity))
+        out = {"windows": tf.concat(windows, 0), "genre": tf.concat(genres, 0)}
+        return out | ({"key": tf.concat(keys, 0)} if keys else {})
 
     return make_batch
 
 
-def _carried_windows(shards, shard_ids, rows, encoder_len, decoder_len, seed, tables):
+def _carried_windows(shards, shard_ids, rows, encoder_len, decoder_len, seed, tables, key_weights=None):
     """make_batch(step) of carried windows (truncated BPTT).
 
     Each batch row reads its own stream: the pieces of its shard in an order drawn
@@ -317,12 +357,14 @@ def _carried_windows(shards, shard_ids, rows, encoder_len, decoder_len, seed, ta
         if tables is not None:
             movable = tf.constant(np.stack([(tables[:, np.unique(s)] >= 0).all(1) for s in p.sequences]))
         arrays = [tf.constant(a) for a in (flat, first, count, p.genres)]
-        streams.append((*arrays, movable, int(count.sum())))
+        streams.append((*arrays, movable, int(count.sum()), _window_keys(flat, first, key_weights)))
     tables_t = None if tables is None else tf.constant(tables)
+    identity = 0 if tables is None else tables.shape[0] // 2  # the shift by 0 semitones
 
     def make_batch(step):
-        windows, genres, resets = [], [], []
-        for (flat, first, count, genre, movable, total), shard in zip(streams, shard_ids, strict=True):
+        windows, genres, resets, keys = [], [], [], []
+        for stream, shard in zip(streams, shard_ids, strict=True):
+            flat, first, count, genre, movable, total, keys_t = stream
             epoch, q = step // total, step % total
             base = tf.constant(seed, tf.int64) * 1_000_003 + shard
             order = tf.argsort(tf.random.stateless_uniform([rows, count.shape[0]], tf.stack([base, epoch])),
@@ -332,33 +374,39 @@ def _carried_windows(shards, shard_ids, rows, encoder_len, decoder_len, seed, ta
             at = tf.searchsorted(ends, tf.fill([rows, 1], q), side="right")
             piece = tf.cast(tf.gather(order, at, batch_dims=1)[:, 0], tf.int64)
             within = q - (tf.gather(ends, at, batch_dims=1) - tf.gather(counts, at, batch_dims=1))[:, 0]
-            w = tf.gather(flat, (tf.gather(first, piece) + within * decoder_len)[:, None] + offsets[None, :])
+            start = tf.gather(first, piece) + within * decoder_len
+            w = tf.gather(flat, start[:, None] + offsets[None, :])
+            shift = tf.fill([rows], tf.constant(identity, tf.int64))
             if tables_t is not None:
                 shifts = tf.random.stateless_uniform(
                     [rows, count.shape[0]], tf.stack([base, epoch + (1 << 40)]), minval=0,
                     maxval=tables.shape[0], dtype=tf.int64,
                 )  # fmt: skip
                 shift = tf.gather(shifts, piece[:, None], batch_dims=1)[:, 0]
-                identity = tables.shape[0] // 2  # the shift by 0 semitones
                 shift = tf.where(tf.gather_nd(movable, tf.stack([piece, shift], -1)), shift, identity)
                 shift_rows = tf.broadcast_to(tf.cast(shift[:, None], tf.int32), tf.shape(w))
                 w = tf.gather_nd(tables_t, tf.stack([shift_rows, w], -1))
             windows.append(w)
             genres.append(tf.gather(genre, piece))
             resets.append(within == 0)
-        return {name: tf.concat(parts, 0)
-                for name, parts in (("windows", windows), ("genre", genres), ("reset", resets))}  # fmt: skip
+            if keys_t is not None:
+                keys.append(_moved_keys(tf.gather(keys_t, start + encoder_len - 1), shift, identity))
+        fields = (("windows", windows), ("genre", genres), ("reset", resets), ("key", keys))
+        return {name: tf.concat(parts, 0) for name, parts in fields if parts}
 
     return make_batch
 
 
-def _shard_sampler(pieces: Pieces, encoder_len: int, decoder_len: int):
-    """Constants for drawing windows of one shard: (flat, first, cum, genres, total)."""
+def _shard_sampler(pieces: Pieces, encoder_len: int, decoder_len: int, key_weights=None):
+    """Constants for drawing windows of one shard: (flat, first, cum, genres, total,
+    keys or None)."""
     import tensorflow as tf
 
     flat, first, count = _flat_windows(pieces, encoder_len, decoder_len)
     cum = np.cumsum(count)
-    return tf.constant(flat), tf.constant(first), tf.constant(cum), tf.constant(pieces.genres), int(cum[-1])
+    keys = _window_keys(flat, first, key_weights)
+    return (tf.constant(flat), tf.constant(first), tf.constant(cum), tf.constant(pieces.genres), int(cum[-1]),
+            keys)  # fmt: skip
 
 
 def transpose_tables(codec: codec_lib.Codec, max_semitones: int) -> np.ndarray | None:
@@ -398,23 +446,33 @@ def _tiling(pieces: Pieces, encoder_len: int, decoder_len: int) -> tuple[np.ndar
     return np.concatenate(parts), np.asarray(first, np.int64), np.asarray(count, np.int64)
 
 
-def eval_windows(pieces: Pieces, encoder_len: int, decoder_len: int) -> tuple[np.ndarray, np.ndarray]:
+def eval_windows(
+    pieces: Pieces, encoder_len: int, decoder_len: int, key_weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Every window of the tiling, in piece order.
 
     Returns:
-      (windows int32[W, Te + Td], genres int32[W]); across them every token of
-      every sequence after its BOS is a target exactly once.
+      (windows int32[W, Te + Td], genres int32[W], keys int32[W] or None); across the
+      windows every token of every sequence after its BOS is a target exactly once.
+      keys (with key_weights, as `train_batches`): each window's key of its piece so far.
     """
-    windows, count = _tiled_windows(pieces, encoder_len, decoder_len)
-    return windows, np.repeat(pieces.genres, count).astype(np.int32)
+    windows, count, keys = _tiled_windows(pieces, encoder_len, decoder_len, key_weights)
+    return windows, np.repeat(pieces.genres, count).astype(np.int32), keys
 
 
-def _tiled_windows(pieces: Pieces, encoder_len: int, decoder_len: int) -> tuple[np.ndarray, np.ndarray]:
+def _tiled_windows(
+    pieces: Pieces, encoder_len: int, decoder_len: int, key_weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(int32[W, Te + Td] every window of `_tiling`, piece after piece; int64[P] each
-    piece's window count)."""
+    piece's window count; with key_weights, int32[W] each window's key of its piece
+    through the encoder's last note, else None)."""
     flat, first, count = _tiling(pieces, encoder_len, decoder_len)
     starts = np.concatenate([f + np.arange(k) * decoder_len for f, k in zip(first, count, strict=True)])
-    return flat[starts[:, None] + np.arange(encoder_len + decoder_len)[None, :]], count
+    windows = flat[starts[:, None] + np.arange(encoder_len + decoder_len)[None, :]]
+    if key_weights is None:
+        return windows, count, None
+    keys = _prefix_keys(flat, first, key_weights)
+    return windows, count, keys[starts + encoder_len - 1].astype(np.int32)
 
 
 def eval_batches(
@@ -426,27 +484,30 @@ def eval_batches(
     process_index: int = 0,
     process_count: int = 1,
     carried: bool = False,
+    key_weights: np.ndarray | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """This host's evaluation batches: the same count on every host.
 
     `pieces` is the whole split (every host reads it: evaluation splits are small
     and dealing windows, not pieces, keeps hosts in step). carried: batches of
-    carried windows (`_carried_eval_batches`).
+    carried windows (`_carried_eval_batches`). key_weights: batches with a `key`
+    field, as `train_batches`.
     """
     if carried:
         lanes = (batch_size, process_index, process_count)
-        return _carried_eval_batches(pieces, encoder_len, decoder_len, *lanes)
-    windows, genres = eval_windows(pieces, encoder_len, decoder_len)
+        return _carried_eval_batches(pieces, encoder_len, decoder_len, *lanes, key_weights)
+    windows, genres, keys = eval_windows(pieces, encoder_len, decoder_len, key_weights)
     per_host = -(-windows.shape[0] // process_count)
     n_batches = -(-per_host // batch_size)
     mine = np.arange(process_index, windows.shape[0], process_count)
     w = np.zeros((n_batches * batch_size, windows.shape[1]), np.int32)
     g = np.zeros(n_batches * batch_size, np.int32)
+    k = np.full(n_batches * batch_size, key_input.NO_KEY, np.int32)
     w[: mine.shape[0]], g[: mine.shape[0]] = windows[mine], genres[mine]
-    return [
-        batching.from_windows(w[i : i + batch_size], g[i : i + batch_size], encoder_len)
-        for i in range(0, w.shape[0], batch_size)
-    ]
+    if keys is not None:
+        k[: mine.shape[0]] = keys[mine]
+    rows = [slice(i, i + batch_size) for i in range(0, w.shape[0], batch_size)]
+    return [batching.from_windows(w[r], g[r], encoder_len, key=None if keys is None else k[r]) for r in rows]
 
 
 def _carried_eval_batches(
@@ -456,6 +517,7 @@ def _carried_eval_batches(
     batch_size: int,
     process_index: int,
     process_count: int,
+    key_weights: np.ndarray | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """This host's evaluation batches of carried windows: the same count on every host.
 
@@ -468,7 +530,7 @@ def _carried_eval_batches(
     """
     import heapq
 
-    windows, count = _tiled_windows(pieces, encoder_len, decoder_len)
+    windows, count, keys = _tiled_windows(pieces, encoder_len, decoder_len, key_weights)
     first = np.concatenate([[0], np.cumsum(count)[:-1]])  # each piece's first window
     lanes_total = batch_size * process_count
     lanes: list[list[int]] = [[] for _ in range(lanes_total)]
@@ -482,12 +544,16 @@ def _carried_eval_batches(
     w = np.zeros((steps, batch_size, windows.shape[1]), np.int32)
     g = np.zeros((steps, batch_size), np.int32)
     reset = np.ones((steps, batch_size), np.float32)
+    key = np.full((steps, batch_size), key_input.NO_KEY, np.int32)
     for r, lane in enumerate(mine):
         t = 0
         for piece in lane:
             k = int(count[piece])
             w[t : t + k, r] = windows[first[piece] : first[piece] + k]
             g[t : t + k, r] = pieces.genres[piece]
+            if keys is not None:
+                key[t : t + k, r] = keys[first[piece] : first[piece] + k]
             reset[t + 1 : t + k, r] = 0
             t += k
-    return [batching.from_windows(w[t], g[t], encoder_len, reset[t]) for t in range(steps)]
+    return [batching.from_windows(w[t], g[t], encoder_len, reset[t], key=None if keys is None else key[t])
+            for t in range(steps)]  # fmt: skip

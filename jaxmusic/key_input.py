@@ -10,6 +10,7 @@ primer's once and holds it, so that a long sample keeps its primer's key in view
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import jax
@@ -39,6 +40,22 @@ def weights_for(model: Any, codec: codec_lib.Codec) -> np.ndarray | None:
     return pitch_class_weights(codec) if model.num_keys else None
 
 
+CONTEXTS = ("window", "piece")
+
+
+def context(config: Any) -> str:
+    """config.model.key_context: what a key input reads in training and evaluation,
+    "window" (the encoder's notes; configs from before it, which lack it) or "piece"
+    (the piece from its start through the encoder's last note)."""
+    return config.model.get("key_context", "window")
+
+
+def piece_weights(config: Any, model: Any, codec: codec_lib.Codec) -> np.ndarray | None:
+    """What the input pipeline's `key_weights` takes: `pitch_class_weights` of the codec
+    for a model with a key input of context "piece", else None (no key in the batches)."""
+    return pitch_class_weights(codec) if model.num_keys and context(config) == "piece" else None
+
+
 def _profiles() -> np.ndarray:
     """float32[24, 12]: the major then minor profiles rotated to each tonic, centred and
     scaled to unit length (so a dot product with a centred distribution is Pearson's r
@@ -62,3 +79,38 @@ def estimate(tokens: jax.Array, weights: jax.Array | np.ndarray | None) -> jax.A
     score = (centred[:, None, :] * profiles[None]).sum(-1)
     told = (hist > 0).sum(-1) >= 2
     return jnp.where(told, score.argmax(-1), NO_KEY).astype(jnp.int32)
+
+
+def prefix_keys(flat: np.ndarray, starts: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """int8[N]: at each position of `flat` (int32[N], pieces laid end to end, piece i
+    from `starts[i]` to the next start), the key of its piece's notes from the piece's
+    start through that position (NO_KEY while fewer than two pitch classes have sounded):
+    the key of the piece so far, which a window's last encoder position gives as its
+    key input (`config.model.key_context = "piece"`).
+
+    Numpy, one piece at a time, so that memory follows the longest piece, not the corpus.
+
+    Raises:
+      ValueError: an id is outside the vocabulary of `weights`.
+    """
+    if flat.size and (flat.min() < 0 or flat.max() >= weights.shape[0]):
+        raise ValueError(
+            f"ids {int(flat.min())}..{int(flat.max())} are outside the codec's vocabulary of "
+            f"{weights.shape[0]} (a dataset encoded with another codec.json?)"
+        )
+    out = np.full(flat.shape[0], NO_KEY, np.int8)
+    profiles = _profiles().astype(np.float64)
+    bounds = np.append(np.asarray(starts, np.int64), flat.shape[0])
+    for lo, hi in itertools.pairwise(bounds):
+        hist = np.cumsum(weights[flat[lo:hi]], axis=0, dtype=np.float64)  # [n, 12]
+        score = (hist - hist.mean(-1, keepdims=True)) @ profiles.T  # [n, 24]
+        told = (hist > 0).sum(-1) >= 2
+        out[lo:hi] = np.where(told, score.argmax(-1), NO_KEY)
+    return out
+
+
+def transposed(keys: Any, shift: Any, xp: Any = np) -> Any:
+    """Keys moved by `shift` semitones (broadcast), NO_KEY kept: for windows transposed
+    in training. xp: the array module (numpy, jax.numpy, or tf.experimental.numpy)."""
+    moved = (keys % 12 + shift) % 12 + (keys // 12) * 12
+    return xp.where(keys == NO_KEY, keys, moved)

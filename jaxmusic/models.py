@@ -495,6 +495,10 @@ def from_config(config: ml_collections.ConfigDict, vocab_size: int, num_genres: 
     m = config.model
     if m.dtype not in DTYPES:
         raise UsageError(f"config.model.dtype {m.dtype!r} is not one of {', '.join(DTYPES)}")
+    if m.get("key_context", "window") not in key_input.CONTEXTS:
+        raise UsageError(
+            f"config.model.key_context {m.key_context!r} is not one of {', '.join(key_input.CONTEXTS)}"
+        )
     if m.get("stack_order", "auto") not in lstm.ORDERS:
         raise UsageError(f"config.model.stack_order {m.stack_order!r} is not one of {', '.join(lstm.ORDERS)}")
     return Seq2Seq(

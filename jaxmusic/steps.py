@@ -106,11 +106,14 @@ def token_sums(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> tup
 
 def model_inputs(model: models.Seq2Seq, batch: dict, key_weights: Any) -> tuple[tuple, dict]:
     """The model's positional and keyword inputs for a batch: (encoder tokens, decoder
-    inputs, genre) and, for a model with a key input, the key of each encoder window
-    (`key_input.estimate` with `key_weights`, float32[V, 12]; None: no key known)."""
+    inputs, genre) and, for a model with a key input, the batch's `key` (its piece's so
+    far) or, in a batch without one, the key of each encoder window (`key_input.estimate`
+    with `key_weights`, float32[V, 12]; None: no key known)."""
     args = (batch["encoder_tokens"], batch["decoder_inputs"], batch["genre"])
     if not model.num_keys:
         return args, {}
+    if "key" in batch:
+        return args, {"key": batch["key"]}
     return args, {"key": key_input.estimate(batch["encoder_tokens"], key_weights)}
 
 

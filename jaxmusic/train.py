@@ -129,6 +129,12 @@ def _check_resume(
                 f"workdir {workdir}: its checkpoint has model.{key}={then}, this run asks for {now}; "
                 "use a new workdir for a different model"
             )
+    then, now = restored_config.get("model", {}).get("key_context", "window"), key_input.context(config)
+    if then != now and config.model.get("key_input", False):
+        raise TrainingError(
+            f"workdir {workdir}: its checkpoint has model.key_context={then!r}, this run asks for {now!r} "
+            "(what its key input means); use a new workdir to change it"
+        )
     then, now = (bool(c.get("carried_windows", False)) for c in (restored_config, config))
     if then != now:
         raise TrainingError(
@@ -211,21 +217,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
     train_targets = sum(seq.shape[0] - 1 for p in train_shards for seq in p.sequences) * jax.process_count()
     targets_per_step = layout.global_size * config.decoder_len
     carried = bool(config.get("carried_windows", False))
-    eval_pieces = input_pipeline.load_pieces(config.data_dir, config.eval_split)
-    eval_batches = input_pipeline.eval_batches(
-        eval_pieces,
-        batch_size=layout.host_size,
-        encoder_len=config.encoder_len,
-        decoder_len=config.decoder_len,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        carried=carried,
-    )
-    if config.eval_batches:
-        eval_batches = eval_batches[: config.eval_batches]
+    model = models.from_config(config, codec.vocab_size, len(codec.genres))
+    piece_keys = key_input.piece_weights(config, model, codec)  # None: no key in the batches
 
     # --- Model, optimizer, state (fresh or resumed). ---
-    model = models.from_config(config, codec.vocab_size, len(codec.genres))
     tx, schedule = steps_lib.make_optimizer(config)
     root_rng = jax.random.key(config.seed)
     params_rng, dropout_rng = jax.random.split(root_rng)
@@ -260,6 +255,20 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
     start = int(state.step)
     config_dict, codec_dict = config.to_dict(), codec.to_dict()
 
+    # After the resume checks: a workdir of another codec is refused before its ids are read.
+    eval_pieces = input_pipeline.load_pieces(config.data_dir, config.eval_split)
+    eval_batches = input_pipeline.eval_batches(
+        eval_pieces,
+        batch_size=layout.host_size,
+        encoder_len=config.encoder_len,
+        decoder_len=config.decoder_len,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        carried=carried,
+        key_weights=piece_keys,
+    )
+    if config.eval_batches:
+        eval_batches = eval_batches[: config.eval_batches]
     key_weights = key_input.weights_for(model, codec)
     train_step = steps_lib.make_train_step(model, tx, mesh, dropout_rng, key_weights, carried=carried)
     eval_step = steps_lib.make_eval_step(model, mesh, key_weights, carried=carried)
@@ -274,6 +283,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
         transpose=input_pipeline.transpose_tables(codec, config.transpose),
         shard_ids=shard_ids,
         carried=carried,
+        key_weights=piece_keys,
     )
     writer = MetricWriter(workdir, enabled=is_main)
 

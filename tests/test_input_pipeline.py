@@ -260,3 +260,81 @@ def test_host_shares_are_disjoint_and_complete(built):
     assert len(shares[0]) + len(shares[1]) == len(whole)
     with pytest.raises(ip.DataError, match="split 'dev' is not in the dataset"):
         ip.load_pieces(data_dir, "dev")
+
+
+def _keyed_codec_and_pieces(n_pieces=6):
+    """A codec in which every note moves by +-3 semitones (one velocity and length, and
+    each gap, a piece's first included, at every pitch of 40..95), and pieces in major
+    keys of several tonics."""
+    from jaxmusic import midi_io
+
+    def notes(pitches):
+        start = np.arange(len(pitches)) * 0.5
+        return midi_io.make_notes(start, start + 0.5, np.asarray(pitches), np.full(len(pitches), 80))
+
+    codec = codec_lib.fit([notes(np.arange(40, 96))] + [notes([p]) for p in range(40, 96)], min_count=1)
+    rng = np.random.default_rng(3)
+    scale = np.array([60, 62, 64, 65, 67, 69, 71, 72])
+    seqs = []
+    for tonic, n in zip(rng.integers(-5, 6, n_pieces), rng.integers(8, 30, n_pieces), strict=True):
+        ids = codec.encode(notes(rng.choice(scale + tonic, int(n))))
+        seqs.append(np.concatenate([[codec_lib.BOS], ids, [codec_lib.EOS]]).astype(np.int32))
+    return codec, ip.Pieces(seqs, np.zeros(n_pieces, np.int32))
+
+
+def test_eval_windows_give_the_key_of_their_piece_so_far():
+    from jaxmusic import key_input, music_stats
+
+    codec, pieces = _keyed_codec_and_pieces()
+    weights = key_input.pitch_class_weights(codec)
+    windows, _, keys = ip.eval_windows(pieces, TE, TD, weights)
+    assert ip.eval_windows(pieces, TE, TD)[2] is None
+    i = 0
+    for seq in pieces.sequences:
+        for k in range(-(-(seq.shape[0] - 1) // TD)):
+            # window k's encoder ends at sequence index k * Td: the piece so far is seq[: k * Td + 1]
+            assert windows[i, TE - 1] == seq[k * TD]
+            want = music_stats.estimate_key(codec.decode(seq[: k * TD + 1]))
+            assert keys[i] == (key_input.NO_KEY if want < 0 else want)
+            i += 1
+    assert i == keys.shape[0] and len(set(keys.tolist())) > 3
+    batches = ip.eval_batches(pieces, batch_size=4, encoder_len=TE, decoder_len=TD, key_weights=weights)
+    np.testing.assert_array_equal(np.concatenate([b["key"] for b in batches])[: keys.shape[0]], keys)
+
+
+@pytest.mark.parametrize("carried", [False, True])
+def test_training_keys_follow_the_window_and_its_transposition(carried):
+    """Where a window's encoder reads its piece from the start (drawn windows: its BOS
+    in the encoder; carried windows: the window after a reset), the piece so far is the
+    encoder's notes: the batch's key is then the key of the (transposed) encoder tokens."""
+    import jax.numpy as jnp
+
+    from jaxmusic import key_input
+
+    codec, pieces = _keyed_codec_and_pieces()
+    weights = key_input.pitch_class_weights(codec)
+    te, td = (TD, TD) if carried else (TE, TD)
+    kw = dict(batch_size=48, encoder_len=te, decoder_len=td, seed=2, carried=carried,
+              transpose=ip.transpose_tables(codec, 3), key_weights=weights)  # fmt: skip
+    originals = [np.concatenate([np.zeros(te + td, np.int32), s]) for s in pieces.sequences]
+    checked, moved, after_reset = 0, 0, np.zeros(48, bool)
+    for batch in itertools.islice(ip.train_batches(pieces, **kw), 8):
+        enc = batch["encoder_tokens"]
+        from_tokens = np.asarray(key_input.estimate(jnp.asarray(enc), weights))
+        if carried:  # the second window of a piece reads its first te notes
+            whole, after_reset = after_reset & (batch["reset"] == 0), batch["reset"] > 0
+        else:
+            whole = (enc == codec_lib.BOS).any(1)
+        np.testing.assert_array_equal(batch["key"][whole], from_tokens[whole])
+        checked += int(whole.sum())
+        moved += sum(not any(_is_slice_of(r, o) for o in originals) for r in enc[whole])
+    assert checked > 10 and moved > 3  # rows checked, some of them transposed
+
+
+def test_keys_of_ids_outside_the_codec_are_a_data_error():
+    from jaxmusic import key_input
+
+    codec, pieces = _keyed_codec_and_pieces()
+    small = key_input.pitch_class_weights(codec)[:20]  # a codec of 20 ids: the pieces' are above
+    with pytest.raises(ip.DataError, match="outside the codec's vocabulary of 20"):
+        ip.eval_windows(pieces, TE, TD, small)

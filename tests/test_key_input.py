@@ -89,3 +89,32 @@ def test_sampling_holds_the_primers_key():
         out = np.asarray(fn(None, window, jnp.zeros(2, jnp.int32), jax.random.key(0),
                             sampler.Settings(greedy=True, carry_state=carry)))  # fmt: skip
         np.testing.assert_array_equal(out, np.repeat((codec.first_note_id + want)[:, None], 6, 1))
+
+
+def test_prefix_keys_are_the_key_of_each_piece_so_far():
+    """At every position, the key of its piece's notes through it (music_stats'), the
+    count starting again at each piece."""
+    codec, pieces = _codec_and_pieces()
+    weights = key_input.pitch_class_weights(codec)
+    parts = [np.concatenate([[codec_lib.PAD] * 3, [codec_lib.BOS], codec.encode(p), [codec_lib.EOS]])
+             for p in pieces]  # fmt: skip
+    starts = np.cumsum([0] + [len(p) for p in parts[:-1]])
+    flat = np.concatenate(parts).astype(np.int32)
+    got = key_input.prefix_keys(flat, starts, weights)
+    assert got.dtype == np.int8 and got.shape == flat.shape
+    for part, start in zip(parts, starts, strict=True):
+        for i in range(len(part)):
+            want = music_stats.estimate_key(codec.decode(part[: i + 1]))
+            assert got[start + i] == (key_input.NO_KEY if want < 0 else want)
+    assert got[starts[1] + 3] == key_input.NO_KEY  # a new piece's BOS: nothing heard yet
+    assert len(set(got[starts[1:] - 1].tolist())) > 2  # the pieces end in several keys
+
+
+def test_transposed_keys_move_their_tonic_and_keep_their_mode():
+    names = music_stats.KEY_NAMES
+    keys = np.array([names.index(k) for k in ("C major", "A minor", "B major")] + [key_input.NO_KEY])
+    np.testing.assert_array_equal(
+        key_input.transposed(keys, np.array([2, 3, 1, 5])),
+        [names.index("D major"), names.index("C minor"), names.index("C major"), key_input.NO_KEY],
+    )
+    np.testing.assert_array_equal(key_input.transposed(keys, -12), keys)

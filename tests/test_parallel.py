@@ -20,6 +20,10 @@ from jaxmusic.metric_writer import read_metrics
 
 RUN = Path(__file__).with_name("distributed_run.py")
 TOL = 1e-5
+# Parameters after 20 Adam steps: Adam divides by the root of the second moment, so an
+# element whose gradients are rare and tiny (a rarely used key's or token's row) turns
+# last-bit differences of the device sums into differences of about 1e-5.
+PARAM_TOL = 5e-5
 
 
 def _cmd(data_dir, workdir, devices=1, *extra):
@@ -51,7 +55,7 @@ def _params(workdir, step):
 
 def _assert_close(a, b):
     for x, y in zip(a, b, strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=TOL, atol=TOL)
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=PARAM_TOL, atol=PARAM_TOL)
 
 
 @pytest.fixture(scope="module")
