@@ -181,6 +181,12 @@ class ForInference:
         return key_input.weights_for(self.model, self.codec)
 
     @property
+    def piece_key_weights(self) -> Any:
+        """What `sampler.generate` takes as piece_key_weights: the codec's pitch-class
+        weights for a model whose key input reads the piece so far, else None."""
+        return key_input.piece_weights(self.config, self.model, self.codec)
+
+    @property
     def carried(self) -> bool:
         """Whether the model was trained on carried windows (`config.carried_windows`)."""
         return bool(self.config.get("carried_windows", False))

@@ -151,6 +151,7 @@ def generate(
         settings=settings,
         key=jax.random.key(seed),
         batch=batch,
+        piece_key_weights=loaded.piece_key_weights,
     )
     out = []
     for row in written:

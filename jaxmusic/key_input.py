@@ -109,6 +109,13 @@ def prefix_keys(flat: np.ndarray, starts: np.ndarray, weights: np.ndarray) -> np
     return out
 
 
+def key_of(ids: np.ndarray, weights: np.ndarray) -> int:
+    """The key of a piece's note ids int[n] (NO_KEY with fewer than two pitch classes):
+    `prefix_keys`' last entry, for a primer and what was written after it."""
+    ids = np.asarray(ids, np.int32)
+    return int(prefix_keys(ids, np.zeros(1, np.int64), weights)[-1]) if ids.size else NO_KEY
+
+
 def transposed(keys: Any, shift: Any, xp: Any = np) -> Any:
     """Keys moved by `shift` semitones (broadcast), NO_KEY kept: for windows transposed
     in training. xp: the array module (numpy, jax.numpy, or tf.experimental.numpy)."""

@@ -98,6 +98,7 @@ def generate(f) -> list[dict]:
         encoder_len=config.encoder_len, num_notes=num_notes, settings=settings, key=jax.random.key(f.seed),
         max_calls=MAX_SECONDS_CALLS if f.seconds else 1,
         done=(lambda rows: all(_ended(codec, row, f.seconds) for row in rows)) if f.seconds else None,
+        piece_key_weights=loaded.piece_key_weights,
     )  # fmt: skip
 
     records = []

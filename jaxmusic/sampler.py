@@ -46,7 +46,8 @@ NEG_INF = -1e30
 EncodeFn = Callable[[Any, jax.Array, Any], Any]  # (params, tokens[B, Te], genre[B]) -> carries
 EncodeFromFn = Callable[[Any, Any, jax.Array, Any], Any]  # (params, carries, tokens, genre) -> carries
 StepFn = Callable[[Any, Any, jax.Array, Any], tuple[Any, jax.Array]]  # -> (carries, logits[B, V])
-ConditionFn = Callable[[jax.Array, jax.Array], Any]  # (window[B, Te], genre[B]) -> encode/step's `genre`
+# (window[B, Te], genre[B], known key int32[B] or None) -> encode/step's `genre`
+ConditionFn = Callable[[jax.Array, jax.Array, jax.Array | None], Any]
 
 
 def filter_logits(logits: jax.Array, top_k: int, top_p: jax.Array | float | None) -> jax.Array:
@@ -238,6 +239,9 @@ class Sampler:
       genre: int32[B] genre indices.
       key: a PRNG key.
       settings: a `Settings`; its `Mode` picks the compiled program.
+      known_key: int32[B] the key each row has held so far (`key_input`), for the
+        condition (a model of key_context "piece": its primer's whole and what it wrote
+        before); None: the condition finds it in the window.
 
     Returns:
       int32[B, num_phrases * phrase_len] written tokens (PAD after an EOS).
@@ -252,18 +256,18 @@ class Sampler:
         self._phrase_len, self._num_phrases = phrase_len, num_phrases
         self.notes_per_call = phrase_len * num_phrases
 
-    def __call__(self, params, window, genre, key, settings: Settings) -> jax.Array:
+    def __call__(self, params, window, genre, key, settings: Settings, known_key=None) -> jax.Array:
         return self.jitted(Mode.of(settings))(
-            params, window, genre, key, settings.temperature, settings.top_p
+            params, window, genre, key, settings.temperature, settings.top_p, known_key
         )
 
     @functools.cache  # noqa: B019 - one compiled program per mode, for the sampler's lifetime
     def jitted(self, mode: Mode) -> Callable[..., jax.Array]:
-        """The jitted `f(params, window, genre, key, temperature, top_p)` of one mode."""
+        """The jitted `f(params, window, genre, key, temperature, top_p, known_key)` of one mode."""
 
-        def sample(params, window, genre, key, temperature, top_p):
+        def sample(params, window, genre, key, temperature, top_p, known_key=None):
             if self._condition is not None:  # e.g. the primer's key, held for the whole call
-                genre = self._condition(window, genre)
+                genre = self._condition(window, genre, known_key)
             banned = self._banned.at[codec_lib.EOS].set(True) if mode.fixed_length else self._banned
             eos = jnp.arange(banned.shape[0]) == codec_lib.EOS
             settings = dict(temperature=temperature, top_k=mode.top_k, top_p=top_p if mode.nucleus else None,
@@ -360,8 +364,8 @@ def model_functions(model: Any, key_weights: Any = None) -> tuple[EncodeFn, Step
     """A `models.Seq2Seq`'s encode and decode_step as the plain functions `make_sampler`
     takes. A model with a key input is given its primer's key at every phrase and note
     (`key_input.estimate` of the first window with key_weights, float32[V, 12]; None:
-    no key known), so that a sample holds its primer's key in view: its `genre` is then
-    the pair (genre, key) that `condition` makes."""
+    no key known; or the call's known_key), so that a sample holds its primer's key in
+    view: its `genre` is then the pair (genre, key) that `condition` makes."""
 
     def inputs(cond):
         return (cond[0], {"key": cond[1]}) if model.num_keys else (cond, {})
@@ -374,8 +378,8 @@ def model_functions(model: Any, key_weights: Any = None) -> tuple[EncodeFn, Step
         genre, key = inputs(cond)
         return model.apply({"params": params}, carries, token, genre, **key, method=type(model).decode_step)
 
-    def condition(window, genre):
-        return genre, key_input.estimate(window, key_weights)
+    def condition(window, genre, known_key=None):
+        return genre, key_input.estimate(window, key_weights) if known_key is None else known_key
 
     return encode, step, condition if model.num_keys else None
 
@@ -412,6 +416,7 @@ def generate(
     batch: int | None = None,
     max_calls: int = 1,
     done: Callable[[np.ndarray], bool] | None = None,
+    piece_key_weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Notes continuing each primer: the one sampling driver of the CLIs and the benchmark.
 
@@ -426,6 +431,11 @@ def generate(
     Args:
       primers: note ids per row (any length; the last encoder_len - 1 are read).
       genres: a genre index per row.
+      piece_key_weights: for a model of key_context "piece"
+        (`checkpoint.ForInference.piece_key_weights`): each call is given the key of
+        its row's whole primer and of what the row wrote in the calls before, as the
+        model was trained (the key of the piece so far). None: the key, if the model
+        takes one, is that of the encoder's window.
 
     Returns:
       int32[len(primers), calls * num_notes] written ids (PAD after an EOS).
@@ -445,7 +455,12 @@ def generate(
         for call in range(max_calls):
             k = jax.random.fold_in(key, start * max_calls + call)
             this = settings if call == 0 else dataclasses.replace(settings, min_notes=0)  # rows go on
-            tokens = sample(params, jnp.asarray(window), genre, k, this)
+            known = None
+            if piece_key_weights is not None:
+                rows_so_far = zip(padded, written, strict=True)
+                so_far = [np.concatenate([np.asarray(primers[i], np.int32), row]) for i, row in rows_so_far]
+                known = jnp.asarray([key_input.key_of(ids, piece_key_weights) for ids in so_far], jnp.int32)
+            tokens = sample(params, jnp.asarray(window), genre, k, this, known)
             tokens = np.asarray(tokens)[:, :num_notes]
             written = np.concatenate([written, tokens], axis=1)
             window = np.concatenate([window, tokens], axis=1)[:, -encoder_len:]

@@ -80,8 +80,8 @@ def test_sampling_holds_the_primers_key():
     def step(params, key, token, cond):
         return key, jax.nn.one_hot(codec.first_note_id + cond[1], codec.vocab_size) * 10.0
 
-    def condition(window, genre):
-        return genre, key_input.estimate(window, weights)
+    def condition(window, genre, known_key=None):
+        return genre, key_input.estimate(window, weights) if known_key is None else known_key
 
     for carry in (False, True):
         fn = sampler.make_sampler(encode, step, condition, vocab_size=codec.vocab_size,
@@ -118,3 +118,38 @@ def test_transposed_keys_move_their_tonic_and_keep_their_mode():
         [names.index("D major"), names.index("C minor"), names.index("C major"), key_input.NO_KEY],
     )
     np.testing.assert_array_equal(key_input.transposed(keys, -12), keys)
+
+
+def test_sampling_a_piece_key_model_gives_the_key_of_all_it_has_read():
+    """With piece_key_weights, each call is given the key of its row's whole primer and
+    of what the row wrote in the calls before, not the key of the encoder's window: a
+    stub that writes its key shows which key it was given."""
+    codec, pieces = _codec_and_pieces()
+    weights = key_input.pitch_class_weights(codec)
+
+    def encode(params, tokens, cond):
+        return cond[1]
+
+    def step(params, key, token, cond):
+        return key, jax.nn.one_hot(codec.first_note_id + cond[1], codec.vocab_size) * 10.0
+
+    def condition(window, genre, known_key=None):
+        return genre, key_input.estimate(window, weights) if known_key is None else known_key
+
+    fn = sampler.make_sampler(encode, step, condition, vocab_size=codec.vocab_size,
+                              first_note_id=codec.first_note_id, phrase_len=2, num_phrases=2)  # fmt: skip
+    primers = [codec.encode(p) for p in pieces if len(p) > 12][:3]
+    windows = jnp.asarray([sampler.primer_window(p, 5) for p in primers])
+    by_window = np.asarray(key_input.estimate(windows, weights))
+    by_piece = [key_input.key_of(p, weights) for p in primers]
+    assert list(by_window) != by_piece  # the fixture tells the two apart
+    run = dict(encoder_len=5, num_notes=4, settings=sampler.Settings(greedy=True), key=jax.random.key(0),
+               max_calls=2, done=lambda rows: False)  # fmt: skip
+    written = sampler.generate(fn, None, primers, np.zeros(3, np.int32), piece_key_weights=weights, **run)
+    first, second = written[:, :4] - codec.first_note_id, written[:, 4:] - codec.first_note_id
+    np.testing.assert_array_equal(first, np.repeat(np.asarray(by_piece)[:, None], 4, 1))
+    read = [np.concatenate([p, w[:4]]) for p, w in zip(primers, written, strict=True)]
+    after = [key_input.key_of(ids, weights) for ids in read]
+    np.testing.assert_array_equal(second, np.repeat(np.asarray(after)[:, None], 4, 1))
+    plain = sampler.generate(fn, None, primers, np.zeros(3, np.int32), **run)  # the window's key
+    np.testing.assert_array_equal(plain[:, :4] - codec.first_note_id, np.repeat(by_window[:, None], 4, 1))
