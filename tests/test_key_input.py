@@ -66,13 +66,9 @@ def test_a_model_with_a_key_input_hears_it():
         model.apply({"params": params}, enc, dec, genre)
 
 
-def test_sampling_holds_the_primers_key():
-    """The sampler gives the model the first window's key at every note, with or
-    without re-encoding: a stub that writes its key shows which key it was given."""
-    codec, _ = _codec_and_pieces()
-    weights = key_input.pitch_class_weights(codec)
-    window = jnp.asarray([[0, 1, 7, 8, 9], [1, 9, 10, 11, 12]], jnp.int32) % codec.vocab_size
-    want = np.asarray(key_input.estimate(window, weights))
+def _key_writer(codec, weights, **shape):
+    """A sampler over a stub model that writes, at every note, the key it was given
+    (as the id first_note_id + key), with a condition that finds it as the model's does."""
 
     def encode(params, tokens, cond):
         return cond[1]
@@ -83,9 +79,20 @@ def test_sampling_holds_the_primers_key():
     def condition(window, genre, known_key=None):
         return genre, key_input.estimate(window, weights) if known_key is None else known_key
 
+    return sampler.make_sampler(encode, step, condition, vocab_size=codec.vocab_size,
+                                first_note_id=codec.first_note_id, **shape)  # fmt: skip
+
+
+def test_sampling_holds_the_primers_key():
+    """The sampler gives the model the first window's key at every note, with or
+    without re-encoding: a stub that writes its key shows which key it was given."""
+    codec, _ = _codec_and_pieces()
+    weights = key_input.pitch_class_weights(codec)
+    window = jnp.asarray([[0, 1, 7, 8, 9], [1, 9, 10, 11, 12]], jnp.int32) % codec.vocab_size
+    want = np.asarray(key_input.estimate(window, weights))
+
+    fn = _key_writer(codec, weights, phrase_len=2, num_phrases=3)
     for carry in (False, True):
-        fn = sampler.make_sampler(encode, step, condition, vocab_size=codec.vocab_size,
-                                  first_note_id=codec.first_note_id, phrase_len=2, num_phrases=3)  # fmt: skip
         out = np.asarray(fn(None, window, jnp.zeros(2, jnp.int32), jax.random.key(0),
                             sampler.Settings(greedy=True, carry_state=carry)))  # fmt: skip
         np.testing.assert_array_equal(out, np.repeat((codec.first_note_id + want)[:, None], 6, 1))
@@ -127,17 +134,7 @@ def test_sampling_a_piece_key_model_gives_the_key_of_all_it_has_read():
     codec, pieces = _codec_and_pieces()
     weights = key_input.pitch_class_weights(codec)
 
-    def encode(params, tokens, cond):
-        return cond[1]
-
-    def step(params, key, token, cond):
-        return key, jax.nn.one_hot(codec.first_note_id + cond[1], codec.vocab_size) * 10.0
-
-    def condition(window, genre, known_key=None):
-        return genre, key_input.estimate(window, weights) if known_key is None else known_key
-
-    fn = sampler.make_sampler(encode, step, condition, vocab_size=codec.vocab_size,
-                              first_note_id=codec.first_note_id, phrase_len=2, num_phrases=2)  # fmt: skip
+    fn = _key_writer(codec, weights, phrase_len=2, num_phrases=2)
     primers = [codec.encode(p) for p in pieces if len(p) > 12][:3]
     windows = jnp.asarray([sampler.primer_window(p, 5) for p in primers])
     by_window = np.asarray(key_input.estimate(windows, weights))
