@@ -63,18 +63,11 @@ def from_windows(
 
 
 def abstract(
-    batch_size: int,
-    encoder_len: int,
-    decoder_len: int,
-    sharding: Any = None,
-    *,
-    carried: bool = False,
-    key: bool = False,
+    batch_size: int, encoder_len: int, decoder_len: int, sharding: Any = None, *, carried: bool = False
 ) -> dict[str, jax.ShapeDtypeStruct]:
     """The batch's shapes and dtypes (for lowering and compiling without data)."""
     lengths = {"encoder": (encoder_len,), "decoder": (decoder_len,), None: ()}
     fields = FIELDS | ({"reset": (np.float32, None)} if carried else {})
-    fields |= {"key": (np.int32, None)} if key else {}
     return {
         name: jax.ShapeDtypeStruct((batch_size, *lengths[axis]), dtype, sharding=sharding)
         for name, (dtype, axis) in fields.items()

@@ -184,7 +184,7 @@ class ForInference:
     def piece_key_weights(self) -> Any:
         """What `sampler.generate` takes as piece_key_weights: the codec's pitch-class
         weights for a model whose key input reads the piece so far, else None."""
-        return key_input.piece_weights(self.config, self.model, self.codec)
+        return key_input.piece_weights(self.config, self.key_weights)
 
     @property
     def carried(self) -> bool:

@@ -73,7 +73,7 @@ def model_likelihood(config, model, params, pieces, genres: tuple[str, ...], key
     mesh = parallel.make_mesh()
     batch_size = parallel.global_batch_size(config, mesh.devices.size)
     carried = bool(config.get("carried_windows", False))
-    piece_keys = None if key_weights is None or key_input.context(config) != "piece" else key_weights
+    piece_keys = key_input.piece_weights(config, key_weights)
     batches = input_pipeline.eval_batches(pieces, batch_size=batch_size, encoder_len=config.encoder_len,
                                           decoder_len=config.decoder_len, carried=carried,
                                           key_weights=piece_keys)  # fmt: skip

@@ -50,10 +50,11 @@ def context(config: Any) -> str:
     return config.model.get("key_context", "window")
 
 
-def piece_weights(config: Any, model: Any, codec: codec_lib.Codec) -> np.ndarray | None:
-    """What the input pipeline's `key_weights` takes: `pitch_class_weights` of the codec
-    for a model with a key input of context "piece", else None (no key in the batches)."""
-    return pitch_class_weights(codec) if model.num_keys and context(config) == "piece" else None
+def piece_weights(config: Any, key_weights: np.ndarray | None) -> np.ndarray | None:
+    """What the input pipeline's and `sampler.generate`'s key weights take: a model's
+    `weights_for` (None without a key input) when its key context is "piece", else None
+    (no key in the batches; the key, if any, is the encoder window's)."""
+    return key_weights if context(config) == "piece" else None
 
 
 def _profiles() -> np.ndarray:
@@ -107,13 +108,6 @@ def prefix_keys(flat: np.ndarray, starts: np.ndarray, weights: np.ndarray) -> np
         told = (hist > 0).sum(-1) >= 2
         out[lo:hi] = np.where(told, score.argmax(-1), NO_KEY)
     return out
-
-
-def key_of(ids: np.ndarray, weights: np.ndarray) -> int:
-    """The key of a piece's note ids int[n] (NO_KEY with fewer than two pitch classes):
-    `prefix_keys`' last entry, for a primer and what was written after it."""
-    ids = np.asarray(ids, np.int32)
-    return int(prefix_keys(ids, np.zeros(1, np.int64), weights)[-1]) if ids.size else NO_KEY
 
 
 def transposed(keys: Any, shift: Any, xp: Any = np) -> Any:

@@ -457,9 +457,13 @@ def generate(
             this = settings if call == 0 else dataclasses.replace(settings, min_notes=0)  # rows go on
             known = None
             if piece_key_weights is not None:
-                rows_so_far = zip(padded, written, strict=True)
-                so_far = [np.concatenate([np.asarray(primers[i], np.int32), row]) for i, row in rows_so_far]
-                known = jnp.asarray([key_input.key_of(ids, piece_key_weights) for ids in so_far], jnp.int32)
+                # Each row's primer and what it wrote, PAD after (PAD weighs nothing in a key).
+                read = [np.concatenate([np.asarray(primers[i], np.int32), row])
+                        for i, row in zip(padded, written, strict=True)]  # fmt: skip
+                so_far = np.full((batch, max(r.shape[0] for r in read)), codec_lib.PAD, np.int32)
+                for r, ids in enumerate(read):
+                    so_far[r, : ids.shape[0]] = ids
+                known = key_input.estimate(jnp.asarray(so_far), piece_key_weights)
             tokens = sample(params, jnp.asarray(window), genre, k, this, known)
             tokens = np.asarray(tokens)[:, :num_notes]
             written = np.concatenate([written, tokens], axis=1)

@@ -217,10 +217,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
     train_targets = sum(seq.shape[0] - 1 for p in train_shards for seq in p.sequences) * jax.process_count()
     targets_per_step = layout.global_size * config.decoder_len
     carried = bool(config.get("carried_windows", False))
-    model = models.from_config(config, codec.vocab_size, len(codec.genres))
-    piece_keys = key_input.piece_weights(config, model, codec)  # None: no key in the batches
 
     # --- Model, optimizer, state (fresh or resumed). ---
+    model = models.from_config(config, codec.vocab_size, len(codec.genres))
     tx, schedule = steps_lib.make_optimizer(config)
     root_rng = jax.random.key(config.seed)
     params_rng, dropout_rng = jax.random.split(root_rng)
@@ -255,6 +254,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
     start = int(state.step)
     config_dict, codec_dict = config.to_dict(), codec.to_dict()
 
+    key_weights = key_input.weights_for(model, codec)
+    piece_keys = key_input.piece_weights(config, key_weights)  # None: no key in the batches
     # After the resume checks: a workdir of another codec is refused before its ids are read.
     eval_pieces = input_pipeline.load_pieces(config.data_dir, config.eval_split)
     eval_batches = input_pipeline.eval_batches(
@@ -269,7 +270,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
     )
     if config.eval_batches:
         eval_batches = eval_batches[: config.eval_batches]
-    key_weights = key_input.weights_for(model, codec)
     train_step = steps_lib.make_train_step(model, tx, mesh, dropout_rng, key_weights, carried=carried)
     eval_step = steps_lib.make_eval_step(model, mesh, key_weights, carried=carried)
     eval_carry = steps_lib.zero_carry(model, layout.global_size, mesh) if carried else None
