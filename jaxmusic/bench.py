@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxmusic import batching, cli, models, parallel, sampler
+from jaxmusic import batching, cli, host_memory, models, parallel, sampler
 from jaxmusic import codec as codec_lib
 from jaxmusic import steps as steps_lib
 
@@ -379,6 +379,7 @@ def _define_flags(fv, argv: list[str]) -> None:
 
 @cli.entry_point
 def main(argv: list[str]) -> int:
+    host_memory.keep_freed_memory()
     f, _ = cli.parse_flags(argv, _define_flags, prog="python -m jaxmusic.bench", doc=__doc__)
     config = f.config
     if f.batch is not None:  # a global batch, whatever the config gives

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from jaxmusic import checkpoint as checkpoint_lib
-from jaxmusic import cli, key_input, music_stats, ngram, sampler
+from jaxmusic import cli, host_memory, key_input, music_stats, ngram, sampler
 from jaxmusic import codec as codec_lib
 
 
@@ -624,6 +624,7 @@ def _define_flags(fv, argv: list[str]) -> None:
 
 @cli.entry_point
 def main(argv: list[str]) -> int:
+    host_memory.keep_freed_memory()
     f, _ = cli.parse_flags(
         argv, _define_flags, prog="python -m jaxmusic.evaluate", doc=__doc__, log_level="error"
     )

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from jaxmusic import checkpoint as checkpoint_lib
-from jaxmusic import cli, midi_io, sampler
+from jaxmusic import cli, host_memory, midi_io, sampler
 from jaxmusic import codec as codec_lib
 
 DEFAULT_NUM_NOTES = 256
@@ -182,6 +182,7 @@ def _define_flags(fv, argv: list[str]) -> None:
 
 @cli.entry_point
 def main(argv: list[str]) -> int:
+    host_memory.keep_freed_memory()
     f, _ = cli.parse_flags(
         argv, _define_flags, prog="python -m jaxmusic.sample", doc=__doc__, log_level="error"
     )

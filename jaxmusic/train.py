@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxmusic import batching, cli, key_input, models, parallel
+from jaxmusic import batching, cli, host_memory, key_input, models, parallel
 from jaxmusic import checkpoint as checkpoint_lib
 from jaxmusic import codec as codec_lib
 from jaxmusic import lock as lock_lib
@@ -452,6 +452,7 @@ def _define_flags(fv, argv: list[str]) -> None:
 
 @cli.entry_point
 def main(argv: list[str]) -> int:
+    host_memory.keep_freed_memory()
     f, _ = cli.parse_flags(argv, _define_flags, prog="python -m jaxmusic.train", doc=__doc__)
     parallel.initialize_distributed(
         coordinator=f.coordinator, num_processes=f.num_processes, process_id=f.process_id, auto=f.multihost

@@ -2,7 +2,8 @@
 
   .venv/bin/pip install -e '.[peers]'
   .venv/bin/python scripts/compare_peers.py --hidden 256 [--batch 32] [--steps 10] [--rounds 3] \\
-      [--vocab 2048] [--dtype float32|bfloat16] [--frameworks jaxmusic,pytorch,...] [--json peers.json]
+      [--vocab 2048] [--dtype float32|bfloat16] [--frameworks jaxmusic,pytorch,...] [--json peers.json] \\
+      [--host_malloc jaxmusic|all|default]
 
 Every framework trains the same model on the same shapes: a token embedding of
 size H, a 2-layer LSTM encoder, a 2-layer LSTM decoder started from the encoder's
@@ -15,7 +16,10 @@ jaxmusic and plain Flax run on it (with jax[cuda12]) and PyTorch's nn.LSTM on cu
 layer's gates as a row gather (the seed's model, fewer FLOPs), and `jaxmusic_embed`,
 with that same embedding (`embed_dim=H`, identical FLOPs). Each (round, framework)
 is a process of its own, rounds interleave the frameworks so machine noise falls on
-all alike, and the table gives medians and ratios to jaxmusic_embed.
+all alike, and the table gives medians and ratios to jaxmusic_embed. jaxmusic's runs
+keep host memory as its CLIs do (`jaxmusic.host_memory`: on a CPU, XLA's temporaries
+stay mapped between steps); `--host_malloc all` gives every framework the same
+(PyTorch and Keras glibc's part), `default` none.
 
 `jaxmusic_wavefront` and `jaxmusic_layers` are `jaxmusic` with its stacks' order
 forced (`model.stack_order`; `jaxmusic` itself runs "auto", the platform's choice).
@@ -244,6 +248,13 @@ def run_keras(args) -> dict:
 
 def worker(args) -> None:
     name = args.worker
+    from jaxmusic import host_memory
+
+    # Before any framework starts: what jaxmusic's CLIs do (for Flax too under "all"), or
+    # its glibc part alone for PyTorch and Keras, which allocate in the calling thread.
+    if args.host_malloc == "all" or (args.host_malloc == "jaxmusic" and name.startswith("jaxmusic")):
+        jax_based = name.startswith(("jaxmusic", "flax"))
+        _ = host_memory.keep_freed_memory() if jax_based else host_memory.glibc_keep_freed()
     result = {
         "jaxmusic": lambda: run_jaxmusic(args, onehot=True),
         "jaxmusic_embed": lambda: run_jaxmusic(args, onehot=False),
@@ -267,6 +278,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
+    parser.add_argument("--host_malloc", default="jaxmusic", choices=("jaxmusic", "all", "default"),
+                        help="glibc malloc settings of jaxmusic.host_memory: in jaxmusic's runs only (as "
+                             "its CLIs), in every framework's, or in none")  # fmt: skip
     parser.add_argument("--json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -282,7 +296,8 @@ def main() -> None:
     for r in range(args.rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             cmd = [sys.executable, __file__, "--worker", name] + [
-                f"--{k}={getattr(args, k)}" for k in ("hidden", "batch", "seq", "vocab", "steps", "dtype")
+                f"--{k}={getattr(args, k)}"
+                for k in ("hidden", "batch", "seq", "vocab", "steps", "dtype", "host_malloc")
             ]
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
@@ -298,7 +313,8 @@ def main() -> None:
     shapes = f"hidden {args.hidden}, batch {args.batch}, {args.seq}+{args.seq} notes, vocabulary {args.vocab}"
     devices = sorted({f"{n}: {x['device']}" for n, v in runs.items() for x in v if "device" in x})
     shapes += f" ({'; '.join(devices)})" if devices else ""
-    print(f"\n{shapes}, {args.dtype}, median of {args.rounds} rounds x {args.steps} steps\n")
+    print(f"\n{shapes}, {args.dtype}, median of {args.rounds} rounds x {args.steps} steps, "
+          f"--host_malloc {args.host_malloc}\n")  # fmt: skip
     print("| framework | step (ms) | / jaxmusic_embed |\n|---|---|---|")
     for n, m in medians.items():
         print(f"| {n} | {m * 1e3:.0f} | {m / ref:.2f}x |" if ref else f"| {n} | {m * 1e3:.0f} | |")
