@@ -25,7 +25,7 @@ def test_cli_runs_on_tiny_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "-m", "jaxmusic.bench", "--config", str(ROOT / "configs" / "tiny.py"),
-         "--steps", "3", "--vocab", "64", "--json", str(out)],
+         "--steps", "3", "--vocab", "64", "--sampler_rounds", "2", "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -36,6 +36,11 @@ def test_cli_runs_on_tiny_and_writes_json(tmp_path):
     assert r["steps_per_second"] > 0 and 0 < r["mfu"] < 1
     assert r["sampler_notes_per_second_batch1"] > 0 and r["sampler_notes_per_second_batch64"] > 0
     assert r["sampler_carried_notes_per_second_batch64"] > 0
+    # The carried sampler's ratios, medians of alternated rounds: to the loop at every
+    # batch, to the floor at batch 1 only.
+    assert r["sampler_carried_over_loop_batch1"] > 0 and r["sampler_carried_over_loop_batch64"] > 0
+    assert r["sampler_carried_over_floor_batch1"] > 0 and "sampler_carried_over_floor_batch64" not in r
+    assert "of the floor" in proc.stdout and "x the loop" in proc.stdout
     h, layers = c.model.hidden, c.model.num_layers  # decoder: recurrent + upper input products, head
     assert r["decode_weight_bytes_per_note"] == 4 * ((2 * layers - 1) * h * 4 * h + h * 64)
     assert r["decode_floor_notes_per_second"] > 0 and r["decode_floor_gb_per_second"] > 0
