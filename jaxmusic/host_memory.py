@@ -10,7 +10,7 @@ thread instead (JAX's `jax_cpu_enable_async_dispatch` off), whose arena is glibc
 main one, where mmap can be turned off and trimming too: the block one step frees is
 the block the next step gets, already mapped. (One arena for every thread did the
 same for the step but held the input pipeline's and the compiler's threads to one
-lock: the main job's wall time grew by a fifth.)
+lock: a 300-step training run's wall time grew by a fifth.)
 
 The JAX CLIs (train, sample, evaluate, bench) call it first; a script that runs
 jaxmusic's modules on a CPU can too. It must come before JAX starts its CPU client.
