@@ -272,12 +272,18 @@ def _prefix_keys(flat, first, key_weights) -> np.ndarray:
         raise DataError(str(e)) from None
 
 
-def _moved_keys(keys, shift, identity: int):
-    """tf: window keys int8[R] moved by their transposition tables' index `shift` int64[R]
-    (identity: the index of the shift by 0), as int32[R]."""
+def _no_shift(tables: np.ndarray | None) -> int:
+    """The index of the shift by 0 semitones in transposition tables (0 without them)."""
+    return 0 if tables is None else tables.shape[0] // 2
+
+
+def _window_keys_at(keys_t, start, encoder_len: int, shift, identity: int):
+    """tf int32[R]: the key of each window's piece so far (`_window_keys` at the window's
+    last encoder position, for windows starting at `start` int64[R]), moved by its
+    transposition tables' index `shift` int64[R] (identity: `_no_shift`)."""
     import tensorflow as tf
 
-    keys = tf.cast(keys, tf.int64)
+    keys = tf.cast(tf.gather(keys_t, start + encoder_len - 1), tf.int64)
     return tf.cast(key_input.transposed(keys, tf.cast(shift, tf.int64) - identity, xp=tf), tf.int32)
 
 
@@ -294,7 +300,7 @@ def _drawn_windows(shards, shard_ids, rows, encoder_len, decoder_len, seed, tabl
             f"a window of {encoder_len} + {decoder_len} tokens is longer than every piece "
             f"(the longest has {longest} with BOS and EOS): lower encoder_len or decoder_len"
         )
-    identity = 0 if tables is None else tables.shape[0] // 2  # the shift by 0 semitones
+    identity = _no_shift(tables)
     tables = None if tables is None else tf.constant(tables)
     offsets = tf.range(window, dtype=tf.int64)
     draws = [_shard_sampler(p, encoder_len, decoder_len, key_weights) for p in shards]
@@ -322,7 +328,7 @@ def _drawn_windows(shards, shard_ids, rows, encoder_len, decoder_len, seed, tabl
             windows.append(w)
             genres.append(tf.gather(genres_t, piece))
             if keys_t is not None:
-                keys.append(_moved_keys(tf.gather(keys_t, start + encoder_len - 1), shift, identity))
+                keys.append(_window_keys_at(keys_t, start, encoder_len, shift, identity))
         out = {"windows": tf.concat(windows, 0), "genre": tf.concat(genres, 0)}
         return out | ({"key": tf.concat(keys, 0)} if keys else {})
 
@@ -359,7 +365,7 @@ def _carried_windows(shards, shard_ids, rows, encoder_len, decoder_len, seed, ta
         arrays = [tf.constant(a) for a in (flat, first, count, p.genres)]
         streams.append((*arrays, movable, int(count.sum()), _window_keys(flat, first, key_weights)))
     tables_t = None if tables is None else tf.constant(tables)
-    identity = 0 if tables is None else tables.shape[0] // 2  # the shift by 0 semitones
+    identity = _no_shift(tables)
 
     def make_batch(step):
         windows, genres, resets, keys = [], [], [], []
@@ -390,7 +396,7 @@ def _carried_windows(shards, shard_ids, rows, encoder_len, decoder_len, seed, ta
             genres.append(tf.gather(genre, piece))
             resets.append(within == 0)
             if keys_t is not None:
-                keys.append(_moved_keys(tf.gather(keys_t, start + encoder_len - 1), shift, identity))
+                keys.append(_window_keys_at(keys_t, start, encoder_len, shift, identity))
         fields = (("windows", windows), ("genre", genres), ("reset", resets), ("key", keys))
         return {name: tf.concat(parts, 0) for name, parts in fields if parts}
 

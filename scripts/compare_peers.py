@@ -253,8 +253,10 @@ def worker(args) -> None:
     # Before any framework starts: what jaxmusic's CLIs do (for Flax too under "all"), or
     # its glibc part alone for PyTorch and Keras, which allocate in the calling thread.
     if args.host_malloc == "all" or (args.host_malloc == "jaxmusic" and name.startswith("jaxmusic")):
-        jax_based = name.startswith(("jaxmusic", "flax"))
-        _ = host_memory.keep_freed_memory() if jax_based else host_memory.glibc_keep_freed()
+        if name.startswith(("jaxmusic", "flax")):
+            host_memory.keep_freed_memory()
+        else:
+            host_memory.glibc_keep_freed()
     result = {
         "jaxmusic": lambda: run_jaxmusic(args, onehot=True),
         "jaxmusic_embed": lambda: run_jaxmusic(args, onehot=False),
