@@ -158,13 +158,15 @@ def inverse_cdf(weights: jax.Array, u: jax.Array, block: int = 64) -> jax.Array:
     blocks = jnp.pad(weights, ((0, 0), (0, -v % block))).reshape(b, -1, block)
     sums = blocks.sum(-1)  # [B, V / block]
     ends = jnp.cumsum(sums, -1)
-    target = u * ends[:, -1:]
-    # Neither index goes past the last non-zero weight, should rounding carry the
-    # target past a total.
-    j = jnp.minimum((ends < target).sum(-1, keepdims=True), (ends < ends[:, -1:]).sum(-1, keepdims=True))
+    target = u * ends[:, -1:]  # <= the total, so block j holds a non-zero weight
+    j = (ends < target).sum(-1, keepdims=True)
     rest = target - jnp.take_along_axis(ends - sums, j, -1)  # the mass to go within block j
     inner = jnp.cumsum(jnp.take_along_axis(blocks, j[:, :, None], 1)[:, 0], -1)  # [B, block]
-    i = jnp.minimum((inner < rest).sum(-1), (inner < inner[:, -1:]).sum(-1))
+    # The block's own cumulative sum may round below `rest`: capped at its total, the
+    # index stays at or before the block's last non-zero weight. One count of the
+    # capped target (counts are monotone in it), not the smaller of two counts: the
+    # same index in fewer kernels.
+    i = (inner < jnp.minimum(rest, inner[:, -1:])).sum(-1)
     return (j[:, 0] * block + i).astype(jnp.int32)
 
 

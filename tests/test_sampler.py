@@ -356,7 +356,8 @@ def test_inverse_cdf_by_blocks_equals_one_prefix_sum(vocab):
     u next to 1."""
     rng = np.random.default_rng(vocab)
     weights = rng.random((300, vocab)).astype(np.float32) * (rng.random((300, vocab)) < 0.3)
-    weights[:, rng.integers(vocab)] += 0.5  # at least one id of weight > 0 in every row
+    weights[:50, vocab // 2 + 1 :] = 0  # whole blocks of weight 0 after the last id drawable
+    weights[np.arange(300), rng.integers(vocab // 2 + 1, size=300)] += 0.5  # an id of weight > 0 in every row
     u = rng.random((300, 1)).astype(np.float32)
     u[:5] = np.float32(1 - 2**-24)  # the largest uniform below 1
     got = np.asarray(sampler.inverse_cdf(jnp.asarray(weights), jnp.asarray(u), block=64))
@@ -366,3 +367,17 @@ def test_inverse_cdf_by_blocks_equals_one_prefix_sum(vocab):
     # Equal, but for u within float32 rounding of a boundary between two ids.
     near = np.abs(cdf[np.arange(300), np.minimum(want, vocab - 1)] - u[:, 0] * cdf[:, -1]) < 1e-5 * cdf[:, -1]
     assert ((got == want) | near).all() and (got == want).mean() > 0.95
+
+
+def test_inverse_cdf_stays_in_the_last_block_when_its_sums_round_apart():
+    """Weights over nine decades: a block's total and its own prefix sum round apart
+    (the unguarded index went one past the vocabulary in 4% of these rows); at the
+    largest uniform below 1 the draw is still the block's last id of weight > 0."""
+    rng = np.random.default_rng(0)
+    weights = (10.0 ** rng.uniform(-9, 0, (2000, 64))).astype(np.float32)
+    weights[:1000, 40:] = 0  # and rows whose last ids weigh nothing
+    u = np.full((2000, 1), 1 - 2**-24, np.float32)
+    got = np.asarray(sampler.inverse_cdf(jnp.asarray(weights), jnp.asarray(u), block=64))
+    assert (got < 64).all() and (weights[np.arange(2000), got] > 0).all()
+    after = np.where(np.arange(64) > got[:, None], weights, 0).sum(-1)
+    assert (after <= 1e-5 * weights.sum(-1)).all()  # the draw is at the top end of the mass
