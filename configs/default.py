@@ -48,7 +48,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.num_layers = 2  # LSTM layers in the encoder and in the decoder
     c.model.hidden = 256  # units per layer
     c.model.dropout = 0.2  # between encoder layers (the seed)
-    c.model.decoder_dropout = 0.0  # between decoder layers (not in the seed)
+    # Between decoder layers (not in the seed): music21's train split is seen about 13
+    # times in 3,000 steps, and 0.2 here took the validation NLL from 3.182 to 3.135
+    # with samples as close to the real music (docs/evaluation.md).
+    c.model.decoder_dropout = 0.2
     c.model.dtype = "float32"  # computation dtype; "bfloat16" on GPUs and TPUs
     # 0: one-hot input straight into the first layer's gates (the seed; a row gather).
     # > 0: an embedding of this size, then the input projection (Embedding + LSTM).

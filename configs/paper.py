@@ -27,6 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.decoder_len = 64
     c.model.hidden = 1024  # the seed: 1024 units in every layer
     c.model.dropout = 0.3  # the seed: dropout between the two encoder layers
+    c.model.decoder_dropout = 0.0  # the seed: none in the decoder
     c.model.dtype = "bfloat16"
     c.model.key_input = False  # the seed's model exactly (--config.model.key_input=True adds it)
     c.optimizer.learning_rate = 1e-3

@@ -20,6 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.transpose = 0
     c.model.hidden = 16
     c.model.dropout = 0.0  # so results do not depend on how the batch is split
+    c.model.decoder_dropout = 0.0
     c.optimizer.learning_rate = 1e-2
     c.optimizer.warmup_steps = 2
     c.optimizer.end_learning_rate = 1e-3
