@@ -372,7 +372,8 @@ def test_inverse_cdf_by_blocks_equals_one_prefix_sum(vocab):
 def test_inverse_cdf_stays_in_the_last_block_when_its_sums_round_apart():
     """Weights over nine decades: a block's total and its own prefix sum round apart
     (the unguarded index went one past the vocabulary in 4% of these rows); at the
-    largest uniform below 1 the draw is still the block's last id of weight > 0."""
+    largest uniform below 1 the draw is still an id of weight > 0, at the top end of
+    the mass."""
     rng = np.random.default_rng(0)
     weights = (10.0 ** rng.uniform(-9, 0, (2000, 64))).astype(np.float32)
     weights[:1000, 40:] = 0  # and rows whose last ids weigh nothing
