@@ -327,7 +327,8 @@ def _genre_section(f, codec, pieces, train_pieces, c: _Continuations, primer_not
 
 def _long_form(f, loaded, c: _Continuations, settings: sampler.Settings, real_stats, classifier) -> dict:
     """Samples of --long_notes notes (EOS never drawn) from the same primers: the statistics
-    of their first and last --num_notes notes against the real continuations, and the
+    of their first and last --num_notes notes against the real continuations (overlap,
+    and for a scalar statistic the share of samples outside the real range), and the
     genre the classifier gives each (does a sample hold its music to its end?)."""
     if not f.long_notes:
         return {"skipped": "--long_notes 0"}
@@ -343,6 +344,9 @@ def _long_form(f, loaded, c: _Continuations, settings: sampler.Settings, real_st
             k: music_stats.compare_sets(real_stats[name], s[name])["overlap_area"] for k, s in stats.items()
         }
         out["statistics"][name] = {"first_overlap": overlap["first"], "last_overlap": overlap["last"]}
+        outside = {k: music_stats.outside_range(real_stats[name], s[name]) for k, s in stats.items()}
+        if outside["first"] is not None:
+            out["statistics"][name] |= {"first_outside": outside["first"], "last_outside": outside["last"]}
     gaps = [v["first_overlap"] - v["last_overlap"] for v in out["statistics"].values()]
     out["largest_drop"] = float(max(gaps))
     if classifier is not None:
@@ -556,10 +560,12 @@ def format_report(r: dict) -> str:
         lines.append(f"long samples ({lf['long_notes']} notes, EOS never drawn), overlap with the real "
                      f"continuations of their first / last {lf['window_notes']} notes "
                      f"(largest drop {lf['largest_drop']:.3f}):")  # fmt: skip
-        lines += [
-            f"  {name:<24}{v['first_overlap']:7.3f} /{v['last_overlap']:6.3f}"
-            for name, v in lf["statistics"].items()
-        ]
+        for name, v in lf["statistics"].items():
+            line = f"  {name:<24}{v['first_overlap']:7.3f} /{v['last_overlap']:6.3f}"
+            if "first_outside" in v:
+                first, last = 100 * v["first_outside"], 100 * v["last_outside"]
+                line += f"   outside the real range: {first:4.1f}% / {last:4.1f}%"
+            lines.append(line)
         if "genre_adherence" in lf:
             g = lf["genre_adherence"]
             lines.append(f"  genre adherence: first {100 * g['first']:.1f}%, last {100 * g['last']:.1f}%")

@@ -237,6 +237,23 @@ def is_degenerate(note_ids: np.ndarray) -> bool:
     return bool(np.unique(note_ids, return_counts=True)[1].max() * 2 > note_ids.shape[0])
 
 
+def outside_range(real: np.ndarray, generated: np.ndarray) -> float | None:
+    """The share of generated pieces whose value of a scalar statistic lies outside
+    the real pieces' range (None for a histogram statistic, d > 1).
+
+    An overlap area falls alike when every sample moves a little and when a few go
+    far off; this tells the second kind: samples none of the real music resembles.
+
+    Args:
+      real: float[P, 1] the statistic of the real pieces.
+      generated: float[M, 1] the same of the generated ones.
+    """
+    if real.shape[1] != 1:
+        return None
+    lo, hi = real[:, 0].min(), real[:, 0].max()
+    return float(((generated[:, 0] < lo) | (generated[:, 0] > hi)).mean()) if generated.shape[0] else 0.0
+
+
 # ----------------------------------------------------------------------------
 # Yang & Lerch's comparison of two sets: for a statistic, the distances between
 # pieces within the real set (intra-set) and between real and generated pieces

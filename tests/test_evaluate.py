@@ -74,6 +74,12 @@ def test_cli_end_to_end(trained, tmp_path, capsys):
     assert set(lf["statistics"]) == set(report["statistics"])
     for v in lf["statistics"].values():
         assert 0 <= v["first_overlap"] <= 1 and 0 <= v["last_overlap"] <= 1
+    scalar = {name for name, st in report["statistics"].items() if isinstance(st["real_mean"], float)}
+    assert {name for name, v in lf["statistics"].items() if "last_outside" in v} == scalar
+    for name in scalar:
+        v = lf["statistics"][name]
+        assert 0 <= v["first_outside"] <= 1 and 0 <= v["last_outside"] <= 1
+    assert "outside the real range" in printed
     assert lf["largest_drop"] == max(
         v["first_overlap"] - v["last_overlap"] for v in lf["statistics"].values()
     )

@@ -115,3 +115,12 @@ def test_compare_sets_rewards_the_same_distribution():
     np.testing.assert_allclose(
         music_stats.inter_set_distances(np.array([[0.0, 0.0]]), np.array([[3.0, 4.0], [0.0, 1.0]])), [5, 1]
     )
+
+
+def test_outside_range_counts_samples_beyond_every_real_value():
+    real = np.array([[0.2], [0.3], [0.5]])
+    generated = np.array([[0.2], [0.4], [0.5], [0.55], [0.1], [2.0]])  # the ends count as inside
+    assert music_stats.outside_range(real, generated) == pytest.approx(3 / 6)
+    assert music_stats.outside_range(real, real) == 0.0
+    assert music_stats.outside_range(real, generated[:0]) == 0.0
+    assert music_stats.outside_range(np.ones((3, 12)) / 12, np.ones((2, 12)) / 12) is None  # a histogram
