@@ -6,6 +6,13 @@ Krumhansl-Kessler profiles. A model with a key input (`models.Seq2Seq.num_keys`)
 adds a learned row per key to its first layers' gates, as it does for the genre.
 Training and evaluation read the key of each encoder window; sampling reads the
 primer's once and holds it, so that a long sample keeps its primer's key in view.
+
+With a density input (`models.Seq2Seq.num_densities`), the same index also carries the
+note density (notes a second) of those notes in one of `NUM_DENSITIES` bins: index =
+key + NUM_KEYS x density bin, so that every path a key travels (the batches, their
+transposition, the sampler's held condition) carries the density with it, and a long
+sample holds its primer's pace as it holds its key. Its weights then have two more
+columns: each id's onset gap in seconds, and 1 for a note.
 """
 
 from __future__ import annotations
@@ -22,6 +29,11 @@ from jaxmusic import music_stats
 
 NUM_KEYS = 25  # 0..11 major, 12..23 minor (music_stats.KEY_NAMES), 24: no key to tell
 NO_KEY = NUM_KEYS - 1
+# Note density bins (notes a second; log-spaced, from a slow chorale to dense pop), and
+# one more for fewer than two notes (no pace to tell).
+DENSITY_EDGES = (1.5, 2.5, 3.5, 5.0, 7.0, 10.0, 14.0)
+NUM_DENSITIES = len(DENSITY_EDGES) + 2
+NO_DENSITY = NUM_DENSITIES - 1
 
 
 def pitch_class_weights(codec: codec_lib.Codec) -> np.ndarray:
@@ -34,10 +46,41 @@ def pitch_class_weights(codec: codec_lib.Codec) -> np.ndarray:
     return table
 
 
+def density_weights(codec: codec_lib.Codec) -> np.ndarray:
+    """float32[V, 14]: `pitch_class_weights`, then each pseudo-note's onset gap (seconds
+    after the note before; its duration for a codec without onsets), then 1 for a note."""
+    table = np.zeros((codec.vocab_size, 14), np.float32)
+    table[:, :12] = pitch_class_weights(codec)
+    rows = np.asarray(codec.vocabulary, np.int64)
+    ids = codec.first_note_id + np.arange(rows.shape[0])
+    if codec.has_onsets:
+        table[ids, 12] = np.asarray(codec.onset_values, np.float32)[rows[:, 3]]
+    else:
+        table[ids, 12] = np.asarray(codec.duration_values, np.float32)[rows[:, 2]]
+    table[ids, 13] = 1.0
+    return table
+
+
 def weights_for(model: Any, codec: codec_lib.Codec) -> np.ndarray | None:
-    """`pitch_class_weights` of the codec for a model with a key input (`num_keys` > 0),
+    """What a model's key input reads: `pitch_class_weights` of the codec for a model
+    with a key input (`num_keys` > 0), `density_weights` with a density input as well,
     else None."""
-    return pitch_class_weights(codec) if model.num_keys else None
+    if not model.num_keys:
+        return None
+    return density_weights(codec) if model.num_densities else pitch_class_weights(codec)
+
+
+def density_bin(notes: Any, seconds: Any, xp: Any = np) -> Any:
+    """The density bin of `notes` notes over `seconds` of onset gaps (broadcast):
+    NO_DENSITY for fewer than two notes; all at once counts as the densest."""
+    rate = notes / xp.maximum(seconds, 1e-6)
+    bins = xp.searchsorted(xp.asarray(DENSITY_EDGES, dtype=rate.dtype), rate, side="right")
+    return xp.where(notes >= 2, bins, NO_DENSITY)
+
+
+def split(index: Any) -> tuple[Any, Any]:
+    """(key, density bin) of a conditioning index (density 0 for a key-only index)."""
+    return index % NUM_KEYS, index // NUM_KEYS
 
 
 CONTEXTS = ("window", "piece")
@@ -69,25 +112,31 @@ def _profiles() -> np.ndarray:
 
 def estimate(tokens: jax.Array, weights: jax.Array | np.ndarray | None) -> jax.Array:
     """int32[B]: the key of each row of tokens int32[B, T] (NO_KEY with fewer than two
-    pitch classes), given `pitch_class_weights` (None: no key known, NO_KEY for all)."""
+    pitch classes), given `pitch_class_weights` (None: no key known, NO_KEY for all);
+    given `density_weights`, the index key + NUM_KEYS x the rows' density bin."""
     if weights is None:
         return jnp.full(tokens.shape[:1], NO_KEY, jnp.int32)
-    hist = jnp.take(jnp.asarray(weights), tokens, axis=0, mode="clip").sum(1)  # [B, 12]
+    sums = jnp.take(jnp.asarray(weights), tokens, axis=0, mode="clip").sum(1)  # [B, 12 or 14]
+    hist = sums[:, :12]
     centred = hist - hist.mean(-1, keepdims=True)
     profiles = jnp.asarray(_profiles())
     # Pearson's r times |centred| (the same argmax), as a sum rather than a product: an
     # exact float32 reduction, not a matrix product that the precision policy would cast.
     score = (centred[:, None, :] * profiles[None]).sum(-1)
     told = (hist > 0).sum(-1) >= 2
-    return jnp.where(told, score.argmax(-1), NO_KEY).astype(jnp.int32)
+    key = jnp.where(told, score.argmax(-1), NO_KEY).astype(jnp.int32)
+    if sums.shape[1] == 12:
+        return key
+    return key + NUM_KEYS * density_bin(sums[:, 13], sums[:, 12], xp=jnp).astype(jnp.int32)
 
 
 def prefix_keys(flat: np.ndarray, starts: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """int8[N]: at each position of `flat` (int32[N], pieces laid end to end, piece i
+    """uint8[N]: at each position of `flat` (int32[N], pieces laid end to end, piece i
     from `starts[i]` to the next start), the key of its piece's notes from the piece's
     start through that position (NO_KEY while fewer than two pitch classes have sounded):
     the key of the piece so far, which a window's last encoder position gives as its
-    key input (`config.model.key_context = "piece"`).
+    key input (`config.model.key_context = "piece"`); with `density_weights`, the
+    index of that key and of the piece's density so far.
 
     Numpy, one piece at a time, so that memory follows the longest piece, not the corpus.
 
@@ -99,19 +148,25 @@ def prefix_keys(flat: np.ndarray, starts: np.ndarray, weights: np.ndarray) -> np
             f"ids {int(flat.min())}..{int(flat.max())} are outside the codec's vocabulary of "
             f"{weights.shape[0]} (a dataset encoded with another codec.json?)"
         )
-    out = np.full(flat.shape[0], NO_KEY, np.int8)
+    out = np.full(flat.shape[0], NO_KEY, np.uint8)
     profiles = _profiles().astype(np.float64)
     bounds = np.append(np.asarray(starts, np.int64), flat.shape[0])
     for lo, hi in itertools.pairwise(bounds):
-        hist = np.cumsum(weights[flat[lo:hi]], axis=0, dtype=np.float64)  # [n, 12]
+        sums = np.cumsum(weights[flat[lo:hi]], axis=0, dtype=np.float64)  # [n, 12 or 14]
+        hist = sums[:, :12]
         score = (hist - hist.mean(-1, keepdims=True)) @ profiles.T  # [n, 24]
         told = (hist > 0).sum(-1) >= 2
-        out[lo:hi] = np.where(told, score.argmax(-1), NO_KEY)
+        key = np.where(told, score.argmax(-1), NO_KEY)
+        if sums.shape[1] != 12:
+            key = key + NUM_KEYS * density_bin(sums[:, 13], sums[:, 12])
+        out[lo:hi] = key
     return out
 
 
 def transposed(keys: Any, shift: Any, xp: Any = np) -> Any:
-    """Keys moved by `shift` semitones (broadcast), NO_KEY kept: for windows transposed
-    in training. xp: the array module (numpy, jax.numpy, or tf.experimental.numpy)."""
-    moved = (keys % 12 + shift) % 12 + (keys // 12) * 12
-    return xp.where(keys == NO_KEY, keys, moved)
+    """Keys moved by `shift` semitones (broadcast), NO_KEY kept, a density bin kept: for
+    windows transposed in training. xp: the array module (numpy, jax.numpy, or
+    tf.experimental.numpy)."""
+    key, density = keys % NUM_KEYS, keys // NUM_KEYS
+    moved = (key % 12 + shift) % 12 + (key // 12) * 12
+    return xp.where(key == NO_KEY, key, moved) + NUM_KEYS * density

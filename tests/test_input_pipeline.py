@@ -302,22 +302,24 @@ def test_eval_windows_give_the_key_of_their_piece_so_far():
     np.testing.assert_array_equal(np.concatenate([b["key"] for b in batches])[: keys.shape[0]], keys)
 
 
+@pytest.mark.parametrize("density", [False, True])
 @pytest.mark.parametrize("carried", [False, True])
-def test_training_keys_follow_the_window_and_its_transposition(carried):
+def test_training_keys_follow_the_window_and_its_transposition(carried, density):
     """Where a window's encoder reads its piece from the start (drawn windows: its BOS
     in the encoder; carried windows: the window after a reset), the piece so far is the
-    encoder's notes: the batch's key is then the key of the (transposed) encoder tokens."""
+    encoder's notes: the batch's key is then the key of the (transposed) encoder tokens
+    (with density weights, the index of that key and of the notes' density)."""
     import jax.numpy as jnp
 
     from jaxmusic import key_input
 
     codec, pieces = _keyed_codec_and_pieces()
-    weights = key_input.pitch_class_weights(codec)
+    weights = (key_input.density_weights if density else key_input.pitch_class_weights)(codec)
     te, td = (TD, TD) if carried else (TE, TD)
     kw = dict(batch_size=48, encoder_len=te, decoder_len=td, seed=2, carried=carried,
               transpose=ip.transpose_tables(codec, 3), key_weights=weights)  # fmt: skip
     originals = [np.concatenate([np.zeros(te + td, np.int32), s]) for s in pieces.sequences]
-    checked, moved, after_reset = 0, 0, np.zeros(48, bool)
+    checked, moved, after_reset, densities = 0, 0, np.zeros(48, bool), set()
     for batch in itertools.islice(ip.train_batches(pieces, **kw), 8):
         enc = batch["encoder_tokens"]
         from_tokens = np.asarray(key_input.estimate(jnp.asarray(enc), weights))
@@ -328,7 +330,13 @@ def test_training_keys_follow_the_window_and_its_transposition(carried):
         np.testing.assert_array_equal(batch["key"][whole], from_tokens[whole])
         checked += int(whole.sum())
         moved += sum(not any(_is_slice_of(r, o) for o in originals) for r in enc[whole])
+        densities.update(key_input.split(batch["key"][whole])[1].tolist())
     assert checked > 10 and moved > 3  # rows checked, some of them transposed
+    if density:  # n >= 2 notes over n - 1 gaps of 0.5 s: 2 to 4 a second, the bins from 1.5 to 5
+        told = densities - {key_input.NO_DENSITY}
+        assert told and told <= {1, 2, 3}
+    else:
+        assert densities == {0}
 
 
 def test_keys_of_ids_outside_the_codec_are_a_data_error():

@@ -108,7 +108,7 @@ def test_prefix_keys_are_the_key_of_each_piece_so_far():
     starts = np.cumsum([0] + [len(p) for p in parts[:-1]])
     flat = np.concatenate(parts).astype(np.int32)
     got = key_input.prefix_keys(flat, starts, weights)
-    assert got.dtype == np.int8 and got.shape == flat.shape
+    assert got.dtype == np.uint8 and got.shape == flat.shape
     for part, start in zip(parts, starts, strict=True):
         for i in range(len(part)):
             want = music_stats.estimate_key(codec.decode(part[: i + 1]))
@@ -155,3 +155,74 @@ def test_sampling_a_piece_key_model_gives_the_key_of_all_it_has_read():
     np.testing.assert_array_equal(second, np.repeat(np.asarray(after)[:, None], 4, 1))
     plain = sampler.generate(fn, None, primers, np.zeros(3, np.int32), **run)  # the window's key
     np.testing.assert_array_equal(plain[:, :4] - codec.first_note_id, np.repeat(by_window[:, None], 4, 1))
+
+
+def test_density_rides_on_the_key_index():
+    """With density_weights, the index is key + NUM_KEYS x the density bin of the same
+    notes (notes a second over their onset gaps), in the model's estimate and in the
+    pipeline's prefix keys alike; transposition moves the key and keeps the density."""
+    names = music_stats.KEY_NAMES
+    fast_start, slow_start = np.arange(8) * 0.25, np.arange(8) * 0.5
+    fast = midi_io.make_notes(fast_start, fast_start + 0.25, np.array(C_MAJOR), np.full(8, 80))
+    a_major = np.array(C_MAJOR) - 3
+    slow = midi_io.make_notes(slow_start, slow_start + 0.5, a_major, np.full(8, 80))
+    codec = codec_lib.fit([fast, slow], min_count=1)
+    weights = key_input.density_weights(codec)
+    assert weights.shape == (codec.vocab_size, 14)
+    tokens = np.stack([codec.encode(fast), codec.encode(slow), np.zeros(8, np.int32)])
+    got = np.asarray(key_input.estimate(jnp.asarray(tokens), weights))
+    # 8 notes over 7 gaps of 0.25 s (4.6 a second: the bin from 3.5 to 5) and of 0.5 s (2.3: 1.5 to 2.5).
+    key, density = key_input.split(got)
+    assert key.tolist() == [names.index("C major"), names.index("A major"), key_input.NO_KEY]
+    assert density.tolist() == [3, 1, key_input.NO_DENSITY]
+    keys_only = key_input.estimate(jnp.asarray(tokens), key_input.pitch_class_weights(codec))
+    np.testing.assert_array_equal(key, keys_only)
+
+    flat = np.concatenate([[codec_lib.BOS], tokens[0], [codec_lib.EOS, codec_lib.BOS], tokens[1]])
+    flat = flat.astype(np.int32)
+    prefix = key_input.prefix_keys(flat, np.array([0, 10]), weights)
+    assert prefix.dtype == np.uint8
+    for start, end in ((0, 10), (10, 19)):
+        for i in range(start, end):
+            want = key_input.estimate(jnp.asarray(flat[None, start : i + 1]), weights)
+            assert prefix[i] == int(want[0]), i
+    assert key_input.split(prefix[8])[1] == 3 and key_input.split(prefix[18])[1] == 1
+
+    moved = key_input.transposed(got.astype(np.int64), 2)
+    assert key_input.split(moved)[1].tolist() == [3, 1, key_input.NO_DENSITY]
+    want = [names.index("D major"), names.index("B major"), key_input.NO_KEY]
+    assert key_input.split(moved)[0].tolist() == want
+
+
+def test_a_model_with_a_density_input_hears_it():
+    model = models.Seq2Seq(vocab_size=23, num_genres=2, num_layers=2, hidden=8, num_keys=key_input.NUM_KEYS,
+                           num_densities=key_input.NUM_DENSITIES)  # fmt: skip
+    enc = jax.random.randint(jax.random.key(0), (3, 5), 0, 23)
+    dec = jax.random.randint(jax.random.key(1), (3, 4), 0, 23)
+    genre, key = jnp.zeros(3, jnp.int32), jnp.asarray([0, 9, 24], jnp.int32)
+    params = model.init(jax.random.key(2), enc, dec, genre, key=key)["params"]
+    assert params["encoder_density"]["embedding"].shape == (key_input.NUM_DENSITIES, 32)
+    assert not np.any(params["decoder_density"]["embedding"])  # the key-only model at the start
+    rows = jax.random.normal(jax.random.key(3), (2, key_input.NUM_DENSITIES, 32))
+    params = dict(params, encoder_density={"embedding": rows[0]}, decoder_density={"embedding": rows[1]})
+    a = model.apply({"params": params}, enc, dec, genre, key=key)
+    b = model.apply({"params": params}, enc, dec, genre, key=key + key_input.NUM_KEYS * 4)  # another density
+    assert float(jnp.abs(a - b).max()) > 1e-3
+    plain = models.Seq2Seq(vocab_size=23, num_genres=2, num_layers=2, hidden=8, num_keys=key_input.NUM_KEYS)
+    zeroed = dict(params, encoder_density={"embedding": jnp.zeros((key_input.NUM_DENSITIES, 32))},
+                  decoder_density={"embedding": jnp.zeros((key_input.NUM_DENSITIES, 32))})  # fmt: skip
+    without = {k: v for k, v in params.items() if not k.endswith("_density")}
+    np.testing.assert_allclose(model.apply({"params": zeroed}, enc, dec, genre, key=key + 50),
+                               plain.apply({"params": without}, enc, dec, genre, key=key),
+                               rtol=1e-6, atol=1e-6)  # fmt: skip
+
+
+def test_density_input_needs_the_key_input():
+    from configs import default
+
+    c = default.get_config()
+    c.model.key_input, c.model.density_input = False, True
+    with pytest.raises(models.UsageError, match=r"density_input needs config\.model\.key_input"):
+        models.from_config(c, 23, 2)
+    c.model.key_input = True
+    assert models.from_config(c, 23, 2).num_densities == key_input.NUM_DENSITIES

@@ -64,6 +64,35 @@ def test_genre_changes_the_output():
     assert float(jnp.abs(a - b).max()) > 1e-3
 
 
+def test_condition_output_adds_the_genre_and_key_rows_to_every_step():
+    """condition_output: the logits are the plain model's (same other parameters) plus
+    the genre's and the key's rows of their head tables, at every decoder step and in
+    decode_step; the tables start at zero, so a fresh model is the plain one."""
+    batch = dict(_batch(jax.random.key(40)), key=jnp.array([0, 5, 13, 24]))
+    kw = dict(vocab_size=V, num_genres=G, num_layers=2, hidden=8, num_keys=25)
+    plain, conditioned = models.Seq2Seq(**kw), models.Seq2Seq(**kw, condition_output=True)
+    params = conditioned.init(jax.random.key(41), **batch)["params"]
+    assert params["head_genre"]["embedding"].shape == (G, V)
+    assert params["head_key"]["embedding"].shape == (25, V)
+    base = {k: v for k, v in params.items() if not k.startswith("head_") or k == "head"}
+    jax.tree.map(np.testing.assert_array_equal, base, plain.init(jax.random.key(41), **batch)["params"])
+    np.testing.assert_array_equal(conditioned.apply({"params": params}, **batch),
+                                  plain.apply({"params": base}, **batch))  # fmt: skip
+
+    rng = np.random.default_rng(0)
+    params = dict(params, head_genre={"embedding": jnp.asarray(rng.normal(size=(G, V)), jnp.float32)},
+                  head_key={"embedding": jnp.asarray(rng.normal(size=(25, V)), jnp.float32)})  # fmt: skip
+    rows = params["head_genre"]["embedding"][batch["genre"]] + params["head_key"]["embedding"][batch["key"]]
+    logits = conditioned.apply({"params": params}, **batch)
+    np.testing.assert_allclose(logits - plain.apply({"params": base}, **batch), np.broadcast_to(
+        rows[:, None], logits.shape), rtol=1e-5, atol=1e-5)  # fmt: skip
+    carries = conditioned.apply({"params": params}, batch["encoder_tokens"], batch["genre"], key=batch["key"],
+                                method=models.Seq2Seq.encode)  # fmt: skip
+    _, first = conditioned.apply({"params": params}, carries, batch["decoder_inputs"][:, 0], batch["genre"],
+                                 key=batch["key"], method=models.Seq2Seq.decode_step)  # fmt: skip
+    np.testing.assert_allclose(first, logits[:, 0], rtol=1e-5, atol=1e-5)
+
+
 def test_dropout_only_when_training():
     model = models.Seq2Seq(vocab_size=V, num_genres=G, num_layers=2, hidden=8, dropout=0.5)
     batch = _batch(jax.random.key(6))
