@@ -161,32 +161,32 @@ def generate(
     return out
 
 
-def _features(stats: dict[str, np.ndarray]) -> np.ndarray:
-    """float64[P, F]: every statistic side by side (the classifier's input)."""
-    return np.concatenate([stats[name] for name in music_stats.STATISTICS], axis=1)
+def genre_features(notes: list[np.ndarray], stats: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """float64[P, F]: what the genre classifier reads of each piece: every statistic
+    (`music_stats.STATISTICS`, given or computed) and `music_stats.descriptors` side by side."""
+    stats = music_stats.statistics(notes) if stats is None else stats
+    columns = [stats[name] for name in music_stats.STATISTICS]
+    descriptors = np.stack([music_stats.descriptors(n) for n in notes]) if notes else np.zeros((0, 88))
+    return np.concatenate([*columns, descriptors], axis=1)
 
 
-def fit_genre_classifier(train_stats: dict[str, np.ndarray], train_genres: np.ndarray) -> Any:
-    """A logistic regression from the standardized statistics to the genre (scikit-learn)."""
+def fit_genre_classifier(train_features: np.ndarray, train_genres: np.ndarray) -> Any:
+    """A logistic regression from the standardized `genre_features` to the genre
+    (scikit-learn). C = 0.1: more features (185) than the rarer genres have pieces."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    return classifier.fit(_features(train_stats), train_genres)
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000))
+    return classifier.fit(train_features, train_genres)
 
 
-def predict_genres(classifier: Any, stats: dict[str, np.ndarray]) -> np.ndarray:
-    """int[P]: the classifier's genre for each piece's statistics."""
-    return classifier.predict(_features(stats))
-
-
-def genre_adherence(classifier, train_pieces: int, real_stats, real_genres, sample_stats, sample_genres,
+def genre_adherence(classifier, train_pieces: int, real_features, real_genres, sample_features, sample_genres,
                     genres) -> dict:  # fmt: skip
     """The classifier's accuracy on real pieces, and how often samples are classified as
     the genre they were asked for (overall and per genre)."""
-    real_pred = predict_genres(classifier, real_stats)
-    sample_pred = predict_genres(classifier, sample_stats)
+    real_pred = classifier.predict(real_features)
+    sample_pred = classifier.predict(sample_features)
     per_genre = {}
     for i, g in enumerate(genres):
         real_i, asked_i = real_genres == i, sample_genres == i
@@ -198,7 +198,8 @@ def genre_adherence(classifier, train_pieces: int, real_stats, real_genres, samp
             "samples_classified_as": int((sample_pred == i).sum()),
         }
     return {
-        "classifier": "standardized statistics -> logistic regression (scikit-learn), fit on the train split",
+        "classifier": "standardized statistics and descriptors -> logistic regression (scikit-learn), "
+        "fit on the train split",
         "train_pieces": train_pieces,
         "real_accuracy": float((real_pred == real_genres).mean()),
         "real_chance": float(np.bincount(real_genres, minlength=len(genres)).max() / real_genres.shape[0]),
@@ -310,18 +311,19 @@ def _samples_section(f, c: _Continuations, primer_notes: int, settings: sampler.
     }
 
 
-def _genre_section(f, codec, pieces, train_pieces, c: _Continuations, primer_notes, real_stats, sample_stats):
+def _genre_section(f, codec, pieces, train_pieces, c: _Continuations, primer_notes, real_features,
+                   sample_features):  # fmt: skip
     """(genre adherence or why it was skipped, the classifier or None)."""
     if len(codec.genres) < 2:
         return {"skipped": f"the codec has {len(codec.genres)} genre; adherence needs 2+"}, None
     train_idx, train_ids = continuations(train_pieces, primer_notes, f.num_notes)
     if np.unique(train_pieces.genres[train_idx]).shape[0] < 2:
         return {"skipped": "the train split has pieces of only one genre"}, None
-    train_stats = music_stats.statistics([codec.decode(ids) for ids in train_ids])
-    classifier = fit_genre_classifier(train_stats, train_pieces.genres[train_idx])
+    train_features = genre_features([codec.decode(ids) for ids in train_ids])
+    classifier = fit_genre_classifier(train_features, train_pieces.genres[train_idx])
     real_genres = pieces.genres[c.real_idx]
-    section = genre_adherence(classifier, len(train_idx), real_stats, real_genres, sample_stats, c.genres,
-                              tuple(codec.genres))  # fmt: skip
+    section = genre_adherence(classifier, len(train_idx), real_features, real_genres, sample_features,
+                              c.genres, tuple(codec.genres))  # fmt: skip
     return section, classifier
 
 
@@ -337,7 +339,8 @@ def _long_form(f, loaded, c: _Continuations, settings: sampler.Settings, real_st
                    settings=dataclasses.replace(settings, fixed_length=True),
                    batch=min(f.batch, f.num_samples))  # fmt: skip
     parts = {"first": [x[: f.num_notes] for x in ids], "last": [x[-f.num_notes :] for x in ids]}
-    stats = {k: music_stats.statistics([codec.decode(x) for x in v]) for k, v in parts.items()}
+    notes = {k: [codec.decode(x) for x in v] for k, v in parts.items()}
+    stats = {k: music_stats.statistics(v) for k, v in notes.items()}
     out: dict[str, Any] = {"long_notes": f.long_notes, "window_notes": f.num_notes, "statistics": {}}
     for name in music_stats.STATISTICS:
         overlap = {
@@ -351,7 +354,8 @@ def _long_form(f, loaded, c: _Continuations, settings: sampler.Settings, real_st
     out["largest_drop"] = float(max(gaps))
     if classifier is not None:
         out["genre_adherence"] = {
-            k: float((predict_genres(classifier, s) == c.genres).mean()) for k, s in stats.items()
+            k: float((classifier.predict(genre_features(notes[k], s)) == c.genres).mean())
+            for k, s in stats.items()
         }
     return out
 
@@ -432,8 +436,9 @@ def run(f) -> dict:
     report["baselines"] = baseline_likelihoods(train_pieces, pieces, codec.vocab_size, orders, genres)
 
     c = _continuations(f, loaded, pieces, primer_notes, settings)
-    real_stats = music_stats.statistics([codec.decode(ids) for ids in c.real_ids])
-    sample_stats = music_stats.statistics([codec.decode(ids) for ids in c.sample_ids])
+    real_notes = [codec.decode(ids) for ids in c.real_ids]
+    sample_notes = [codec.decode(ids) for ids in c.sample_ids]
+    real_stats, sample_stats = music_stats.statistics(real_notes), music_stats.statistics(sample_notes)
     report["samples"] = _samples_section(f, c, primer_notes, settings)
     report["statistics"] = {
         name: music_stats.compare_sets(real_stats[name], sample_stats[name])
@@ -444,8 +449,16 @@ def run(f) -> dict:
         "samples": key_agreement(codec, c.primers, c.sample_ids),
         "real": key_agreement(codec, real_primers, c.real_ids),
     }
-    report["genre_adherence"], classifier = _genre_section(f, codec, pieces, train_pieces, c, primer_notes,
-                                                           real_stats, sample_stats)  # fmt: skip
+    report["genre_adherence"], classifier = _genre_section(
+        f,
+        codec,
+        pieces,
+        train_pieces,
+        c,
+        primer_notes,
+        genre_features(real_notes, real_stats),
+        genre_features(sample_notes, sample_stats),
+    )
     report["long_form"] = _long_form(f, loaded, c, settings, real_stats, classifier)
     if sweep:
         report["sweep"] = [_sweep_row(f, loaded, pieces, primer_notes, dataclasses.replace(settings, **combo),

@@ -225,6 +225,51 @@ def statistics(pieces: list[np.ndarray]) -> dict[str, np.ndarray]:
     return {name: np.stack([fn(p) for p in pieces]) for name, fn in STATISTICS.items()}
 
 
+# What the genre classifier reads beyond the statistics above (`descriptors`): where
+# the statistics are deliberately blind to register, loudness and the direction of
+# melodic steps (Yang & Lerch compare pieces in any key and octave), genres differ in
+# exactly those: a bass line, a folk fiddle and a chorale's tenor share pitch classes.
+_INTERVAL_CLIP = 12  # signed steps beyond an octave count as an octave
+_REGISTER_WIDTH = 6  # semitones a register bin spans (22 bins over MIDI 0..127)
+_LOG2_SECONDS = (-7.0, 4.0)  # the range of the onset-gap and note-length histograms (1/128 s to 16 s)
+_LOG2_BINS = 12
+
+
+def descriptors(notes: np.ndarray) -> np.ndarray:
+    """float64[88]: features of a piece for telling genres apart (zeros for no notes).
+
+    In order: the signed pitch step between consecutive notes (onset order, pitch
+    order within a chord) clipped to +-12 [25]; the pitch-class step (mod 12) [12];
+    the register, pitches in 6-semitone bins [22]; log2 seconds between distinct onsets
+    [12] and of note lengths [12] from 1/128 s to 16 s, the end bins holding everything
+    beyond (shares of the piece's steps, gaps, notes); then the mean and spread of
+    velocity (/127) and of pitch (/127, /24), and the share of notes that start a new
+    onset (1 for a melody, 0.25 for four-voice chords) [5].
+    """
+    out = np.zeros(88)
+    if not notes.shape[0]:
+        return out
+    ordered = _by_onset(notes)
+    pitch = ordered["pitch"].astype(np.int64)
+    step = np.diff(pitch)
+    share = 1.0 / max(step.shape[0], 1)
+    clipped = np.clip(step, -_INTERVAL_CLIP, _INTERVAL_CLIP) + _INTERVAL_CLIP
+    out[0:25] = np.bincount(clipped, minlength=25) * share
+    out[25:37] = np.bincount(step % 12, minlength=12) * share
+    out[37:59] = np.bincount(np.minimum(pitch // _REGISTER_WIDTH, 21), minlength=22) / pitch.shape[0]
+    onsets = np.unique(np.round(notes["start"], 3))
+    gaps, lengths = np.diff(onsets), notes["end"] - notes["start"]
+    for lo, values in ((59, gaps), (71, lengths)):
+        if values.shape[0]:
+            logs = np.clip(np.log2(np.maximum(values, 1e-9)), _LOG2_SECONDS[0], _LOG2_SECONDS[1] - 1e-9)
+            counts, _ = np.histogram(logs, bins=_LOG2_BINS, range=_LOG2_SECONDS)
+            out[lo : lo + _LOG2_BINS] = counts / values.shape[0]
+    velocity = notes["velocity"].astype(np.float64)
+    out[83:88] = (velocity.mean() / 127, velocity.std() / 127, pitch.mean() / 127, pitch.std() / 24,
+                  onsets.shape[0] / notes.shape[0])  # fmt: skip
+    return out
+
+
 def is_degenerate(note_ids: np.ndarray) -> bool:
     """A sample with no notes (silence), or one pseudo-note more than half of its notes.
 

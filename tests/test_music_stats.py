@@ -124,3 +124,33 @@ def test_outside_range_counts_samples_beyond_every_real_value():
     assert music_stats.outside_range(real, real) == 0.0
     assert music_stats.outside_range(real, generated[:0]) == 0.0
     assert music_stats.outside_range(np.ones((3, 12)) / 12, np.ones((2, 12)) / 12) is None  # a histogram
+
+
+def test_descriptors_of_a_scale_and_a_chord():
+    """A C-major scale (0.5 s a note, velocity 80): its steps, register, gaps and lengths
+    fall in known bins; a four-note chord starts one onset for four notes."""
+    start = np.arange(8) * 0.5
+    scale = notes(*zip(start, start + 0.5, [60, 62, 64, 65, 67, 69, 71, 72], strict=True))
+    d = music_stats.descriptors(scale)
+    assert d.shape == (88,)
+    steps = np.zeros(25)
+    steps[12 + 2], steps[12 + 1] = 5 / 7, 2 / 7  # whole and half steps up
+    np.testing.assert_allclose(d[0:25], steps)
+    np.testing.assert_allclose(d[25:37], steps[12:24])  # the same steps, mod 12
+    register = np.zeros(22)
+    register[10], register[11], register[12] = 4 / 8, 3 / 8, 1 / 8  # 60-65, 66-71, 72
+    np.testing.assert_allclose(d[37:59], register)
+    half_second = np.eye(12)[6]  # log2(0.5) = -1 lies in the 7th of 12 bins from -7 to 4
+    np.testing.assert_allclose(d[59:71], half_second)  # onset gaps
+    np.testing.assert_allclose(d[71:83], half_second)  # note lengths
+    np.testing.assert_allclose(d[83:88], [80 / 127, 0, np.mean([60, 62, 64, 65, 67, 69, 71, 72]) / 127,
+                                          np.std([60, 62, 64, 65, 67, 69, 71, 72]) / 24, 1.0])  # fmt: skip
+    chord = notes((0, 1, 48), (0, 1, 55), (0, 1, 64), (0, 1, 72))
+    assert music_stats.descriptors(chord)[87] == 0.25
+    # The statistics cannot tell a piece from itself two octaves up; the register can.
+    up = scale.copy()
+    up["pitch"] += 24
+    for fn in music_stats.STATISTICS.values():
+        np.testing.assert_allclose(fn(up), fn(scale))
+    assert not np.allclose(music_stats.descriptors(up)[37:59], d[37:59])
+    assert not music_stats.descriptors(EMPTY).any()
