@@ -122,8 +122,10 @@ def _check_resume(
             f"workdir {workdir}: its checkpoint was trained with codec {fingerprint}, but data_dir "
             f"{config.data_dir} has codec {codec.fingerprint}; use a new workdir for a new dataset"
         )
-    for key in ("num_layers", "hidden"):
-        then, now = restored_config.get("model", {}).get(key), config.model[key]
+    # The fields that shape the parameter tree (absent from older configs: their defaults then).
+    for key, absent in (("num_layers", None), ("hidden", None), ("embed_dim", 0), ("key_input", False),
+                        ("density_input", False), ("condition_output", False)):  # fmt: skip
+        then, now = restored_config.get("model", {}).get(key, absent), config.model.get(key, absent)
         if then != now:
             raise TrainingError(
                 f"workdir {workdir}: its checkpoint has model.{key}={then}, this run asks for {now}; "

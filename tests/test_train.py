@@ -136,6 +136,10 @@ def test_workdir_of_another_codec_or_model_is_refused(built, tmp_path):
     train.train_and_evaluate(_config(data_dir, num_train_steps=10), tmp_path)
     with pytest.raises(train.TrainingError, match=r"model\.hidden=16, this run asks for 32"):
         train.train_and_evaluate(_config(data_dir, num_train_steps=20, **{"model.hidden": 32}), tmp_path)
+    # An input that adds parameters (the density's rows), taken away: refused the same way.
+    with pytest.raises(train.TrainingError, match=r"model\.density_input=True, this run asks for False"):
+        train.train_and_evaluate(_config(data_dir, num_train_steps=20, **{"model.density_input": False}),
+                                 tmp_path)  # fmt: skip
     other = tmp_path / "other"
     import shutil
 
