@@ -20,15 +20,9 @@ Differences from the default, and why (measured figures: docs/evaluation.md):
 - No dropout in the decoder: a run of this config reads its collection about 2.5
   times, not music21's 13, and the default's 0.2 only slowed it (POP909: NLL 5.596
   against 5.469 at 3,400 steps).
-- The density input (the note density of the piece so far, held from the primer in
-  sampling as the key is): on POP909, over two sampling seeds, the samples hold their
-  pace over 1,024 notes (largest drop 0.038 and 0.052 against 0.171 and 0.251) and are
-  less crowded (note-density overlap 0.880 and 0.901 against 0.858 and 0.832), at a
-  better NLL (5.449 against 5.469). (On music21 it ends the long samples' stalls
-  too, at an NLL within the training seeds' spread; the default has it off until its
-  main job is measured with it.)
 
-Measured on POP909 (2-core CPU, 2.1 steps/s, about 28 minutes): validation NLL 5.449,
+Measured on POP909 (2-core CPU, 2.1 steps/s, about 28 minutes; with the default's
+density input): validation NLL 5.449,
 27.2% below the best Kneser-Ney n-gram (the default config at 2,000 steps: 16.4%).
 """
 
@@ -45,5 +39,4 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval_every = 1000  # steps between evaluations (each reads the whole validation split)
     c.optimizer.warmup_steps = 500  # past the unigram plateau before the peak learning rate
     c.model.decoder_dropout = 0.0  # read about 2.5 times a run: dropout only slowed it
-    c.model.density_input = True  # the pace of the piece so far, held in sampling
     return c

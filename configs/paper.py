@@ -30,6 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.decoder_dropout = 0.0  # the seed: none in the decoder
     c.model.dtype = "bfloat16"
     c.model.key_input = False  # the seed's model exactly (--config.model.key_input=True adds it)
+    c.model.density_input = False  # rides on the key input
     c.optimizer.learning_rate = 1e-3
     c.optimizer.warmup_steps = 1000
     c.optimizer.end_learning_rate = 1e-5
