@@ -21,9 +21,10 @@ Differences from the default, and why (measured figures: docs/evaluation.md):
   times, not music21's 13, and the default's 0.2 only slowed it (POP909: NLL 5.596
   against 5.469 at 3,400 steps).
 
-Measured on POP909 (2-core CPU, 2.1 steps/s, about 28 minutes; with the default's
-density input): validation NLL 5.449,
-27.2% below the best Kneser-Ney n-gram (the default config at 2,000 steps: 16.4%).
+Measured on POP909 (2-core CPU; with the default's density input): validation NLL
+5.449 and, re-run, 5.485, 27.2% and 26.7% below the best Kneser-Ney n-gram (the default
+config at 2,000 steps: 16.4%); 2.1 to 3.5 steps/s, 28 to 17 minutes, as fast as the
+shared machine was that day.
 """
 
 import ml_collections

@@ -197,7 +197,7 @@ class ForInference:
         return sampler_lib.for_model(
             self.model, vocab_size=self.codec.vocab_size, first_note_id=self.codec.first_note_id,
             phrase_len=self.config.decoder_len, num_notes=num_notes, key_weights=self.key_weights,
-            carried=self.carried,
+            carried=self.carried, groups=sampler_lib.rhythm_groups(self.codec),
         )  # fmt: skip
 
 

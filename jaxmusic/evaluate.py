@@ -3,7 +3,7 @@
   python -m jaxmusic.evaluate --workdir runs/default [--split validation] \\
       [--num_samples 64] [--num_notes 128] [--primer_notes N] [--ngram_orders 2,3,4] \\
       [--temperature 0.9] [--top_k 0] [--top_p 0.9] [--sweep temperature=0.8,1.0] [--long_notes 1024] \\
-      [--carry_state] [--min_notes 1] [--seed 0] [--data_dir D] \\
+      [--carry_state] [--min_notes 1] [--nountempered_rhythm] [--seed 0] [--data_dir D] \\
       [--json eval.json] [--plots eval_plots]
 
 Reports, for the latest checkpoint of the workdir, on a split of its dataset:
@@ -248,7 +248,8 @@ def _check(f) -> tuple[list[int], sampler.Settings]:
     if any(n < 2 for n in orders):
         raise cli.UsageError(f"--ngram_orders must be >= 2 (the unigram is always reported), got {orders}")
     settings = sampler.Settings(temperature=f.temperature, top_k=f.top_k, top_p=f.top_p,
-                                carry_state=f.carry_state, min_notes=f.min_notes)  # fmt: skip
+                                carry_state=f.carry_state, min_notes=f.min_notes,
+                                untempered_rhythm=f.untempered_rhythm)  # fmt: skip
     if f.json:
         cli.ensure_writable("--json", Path(f.json).parent)
     if f.plots:
@@ -366,7 +367,8 @@ def _bool(value: str) -> bool:
     return value.lower() == "true"
 
 
-SWEEPABLE = {"temperature": float, "top_k": int, "top_p": float, "min_notes": int, "carry_state": _bool}
+SWEEPABLE = {"temperature": float, "top_k": int, "top_p": float, "min_notes": int, "carry_state": _bool,
+             "untempered_rhythm": _bool}  # fmt: skip
 
 
 def parse_sweep(specs: Sequence[str]) -> list[dict[str, Any]]:
@@ -551,7 +553,8 @@ def format_report(r: dict) -> str:
         "",
         f"{s['num_samples']} samples of up to {s['num_notes']} notes after {s['primer_notes']}-note primers "
         f"(temperature {s['settings']['temperature']}, top_k {s['settings']['top_k']}, "
-        f"top_p {s['settings']['top_p']}{', carried state' if s['settings'].get('carry_state') else ''}, "
+        f"top_p {s['settings']['top_p']}{', carried state' if s['settings'].get('carry_state') else ''}"
+        f"{', untempered rhythm' if s['settings'].get('untempered_rhythm') else ''}, "
         f"seed {s['seed']}): {100 * s['ended_share']:.0f}% ended (EOS) "
         f"before {s['num_notes']} notes; real: {s['real_continuations']} continuations, "
         f"{100 * s['real_ended_share']:.0f}% ended",
@@ -583,12 +586,13 @@ def format_report(r: dict) -> str:
             g = lf["genre_adherence"]
             lines.append(f"  genre adherence: first {100 * g['first']:.1f}%, last {100 * g['last']:.1f}%")
     if r.get("sweep"):
-        lines += ["", f"{'sweep':<44}{'mean ovl':>9}{'min ovl':>9}{'ended':>7}{'degen.':>7}{'key':>7}"]
+        lines += ["", f"{'sweep':<64}{'mean ovl':>9}{'min ovl':>9}{'ended':>7}{'degen.':>7}{'key':>7}"]
         for row in r["sweep"]:
             st = row["settings"]
             name = (f"temperature {st['temperature']}, top_k {st['top_k']}, top_p {st['top_p']}"
-                    + (", carried" if st["carry_state"] else ""))  # fmt: skip
-            lines.append(f"{name:<44}{row['mean_overlap']:9.3f}{row['min_overlap']:9.3f}"
+                    + (", carried" if st["carry_state"] else "")
+                    + (", untempered rhythm" if st.get("untempered_rhythm") else ""))  # fmt: skip
+            lines.append(f"{name:<64}{row['mean_overlap']:9.3f}{row['min_overlap']:9.3f}"
                          f"{100 * row['ended_share']:6.0f}%{100 * row['degenerate_share']:6.1f}%"
                          f"{100 * row['key_agreement']:6.1f}%")  # fmt: skip
     ga = r["genre_adherence"]

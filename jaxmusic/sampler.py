@@ -13,9 +13,11 @@ as trained: the encoder reads the primer, then each written phrase from where it
 stopped, so each phrase starts from the whole sample so far.
 Each token is drawn from the logits with greedy, temperature, top-k and top-p
 (nucleus) sampling; PAD, BOS, UNK and genre ids are never drawn; after EOS a row
-writes only PAD. The uniforms that draw the tokens of a call are drawn at once from
-its key before the loop (one random-number program per call, not one per note), so a
-call is a pure function of its key.
+writes only PAD. With `untempered_rhythm`, a note's onset gap (or EOS) is drawn first
+from the model's own distribution, and temperature, top-k and top-p then choose only
+among the pseudo-notes of that gap (`rhythm_groups`). The uniforms that draw the
+tokens of a call are drawn at once from its key before the loop (one random-number
+program per call, not one per note), so a call is a pure function of its key.
 
 The sampling mode (greedy or drawn, the top-k count, nucleus filtering on or off) is
 static: each mode compiles its own program, with no per-note branch on a setting (a
@@ -128,16 +130,30 @@ def next_token(
     top_p: jax.Array | float | None,
     greedy: bool,
     banned: jax.Array,
+    groups: jax.Array | None = None,
 ) -> jax.Array:
     """int32[B] tokens from float32[B, V] logits; banned: bool[V] ids never drawn;
-    u: float32[B, 1] `uniforms` (unused when greedy).
+    u: float32[B, 1] `uniforms` (unused when greedy), float32[B, 2] with groups.
 
     greedy and top_k are static (Python values); temperature and top_p may be traced
     (top_p None: no nucleus filter).
+
+    groups: float32[V, G] one-hot (`rhythm_groups`): first a group is drawn from the
+    model's own distribution (temperature 1, nothing cut), then the token among that
+    group's ids with the temperature, top_k and top_p. Truncation and a temperature
+    below 1 favour whichever group concentrates its mass on few ids (in music, the
+    notes of a chord: a few likely pitches at gap 0), so drawing every id at once
+    crowds the chords; drawn this way the rhythm keeps the model's own frequencies.
     """
     logits = jnp.where(banned[None, :], NEG_INF, logits.astype(jnp.float32))
     if greedy:
         return logits.argmax(-1).astype(jnp.int32)
+    if groups is not None:
+        weights = jnp.exp(logits - logits.max(-1, keepdims=True))
+        mass = jnp.matmul(weights, groups, precision=lax.Precision.HIGHEST)  # [B, G], float32
+        group = inverse_cdf(mass, u[:, :1], block=8)
+        logits = jnp.where(groups.argmax(-1)[None, :] == group[:, None], logits, NEG_INF)
+        u = u[:, 1:]
     scaled = filter_logits(logits / temperature, top_k, top_p)
     # Inverse-CDF sampling: one uniform per row (categorical draws a Gumbel per id).
     # The weights need no normalizing: the uniform is scaled by their total.
@@ -176,6 +192,19 @@ def banned_ids(vocab_size: int, first_note_id: int) -> jax.Array:
     return (ids < first_note_id) & (ids != codec_lib.EOS)
 
 
+def rhythm_groups(codec: codec_lib.Codec) -> np.ndarray:
+    """float32[V, G] one-hot: each id's group for `untempered_rhythm`: a pseudo-note's
+    onset-gap bin (its duration bin for a codec without onsets), EOS a group of its own,
+    the other special ids (never drawn) one more."""
+    rows = np.asarray(codec.vocabulary, np.int64)
+    column = rows[:, 3] if codec.has_onsets else rows[:, 2]
+    bins = int(column.max()) + 1 if column.size else 0
+    group = np.full(codec.vocab_size, bins + 1)  # special ids
+    group[codec_lib.EOS] = bins
+    group[codec.first_note_id + np.arange(rows.shape[0])] = column
+    return np.eye(bins + 2, dtype=np.float32)[group]
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """How notes are drawn; checked when made (a `cli.UsageError` names the flag of the
@@ -186,7 +215,10 @@ class Settings:
     carry_state: the decoder goes on from phrase to phrase instead of starting again
     from a re-encoding of the last notes (`Sampler`); fixed_length: EOS is never
     drawn, so a sample has exactly the notes asked for; min_notes: EOS is not drawn
-    before this many notes (1: a continuation is never empty).
+    before this many notes (1: a continuation is never empty); untempered_rhythm: each
+    note's onset gap (or EOS) is drawn from the model's own distribution and the
+    temperature, top_k and top_p choose only among the pseudo-notes of that gap
+    (`next_token`; a sampler made with `rhythm_groups`).
     """
 
     temperature: float = 1.0
@@ -196,6 +228,7 @@ class Settings:
     carry_state: bool = False
     fixed_length: bool = False
     min_notes: int = 1
+    untempered_rhythm: bool = False
 
     def __post_init__(self):
         if not self.temperature > 0:
@@ -223,6 +256,7 @@ class Mode:
     carry_state: bool = False
     fixed_length: bool = False
     min_notes: int = 0
+    untempered_rhythm: bool = False
 
     @classmethod
     def of(cls, settings: Settings) -> Mode:
@@ -230,7 +264,8 @@ class Mode:
                     min_notes=0 if settings.fixed_length else settings.min_notes)  # fmt: skip
         if settings.greedy:
             return cls(greedy=True, **rest)
-        return cls(top_k=settings.top_k, nucleus=settings.top_p < 1.0, **rest)
+        return cls(top_k=settings.top_k, nucleus=settings.top_p < 1.0,
+                   untempered_rhythm=settings.untempered_rhythm, **rest)  # fmt: skip
 
 
 class Sampler:
@@ -251,14 +286,17 @@ class Sampler:
 
     def __init__(self, encode: EncodeFn, step: StepFn, condition: ConditionFn | None = None, *,
                  vocab_size: int, first_note_id: int, phrase_len: int, num_phrases: int,
-                 encode_from: EncodeFromFn | None = None):  # fmt: skip
+                 encode_from: EncodeFromFn | None = None, groups: Any = None):  # fmt: skip
         self._encode, self._step, self._condition = encode, step, condition
+        self._groups = None if groups is None else jnp.asarray(groups, jnp.float32)
         self._encode_from = encode_from
         self._banned = banned_ids(vocab_size, first_note_id)
         self._phrase_len, self._num_phrases = phrase_len, num_phrases
         self.notes_per_call = phrase_len * num_phrases
 
     def __call__(self, params, window, genre, key, settings: Settings, known_key=None) -> jax.Array:
+        if settings.untempered_rhythm and not settings.greedy and self._groups is None:
+            raise UsageError("--untempered_rhythm needs a sampler made with `sampler.rhythm_groups`")
         return self.jitted(Mode.of(settings))(
             params, window, genre, key, settings.temperature, settings.top_p, known_key
         )
@@ -272,8 +310,9 @@ class Sampler:
                 genre = self._condition(window, genre, known_key)
             banned = self._banned.at[codec_lib.EOS].set(True) if mode.fixed_length else self._banned
             eos = jnp.arange(banned.shape[0]) == codec_lib.EOS
+            groups = self._groups if mode.untempered_rhythm else None
             settings = dict(temperature=temperature, top_k=mode.top_k, top_p=top_p if mode.nucleus else None,
-                            greedy=mode.greedy)  # fmt: skip
+                            greedy=mode.greedy, groups=groups)  # fmt: skip
             done0 = jnp.zeros(window.shape[0], jnp.bool_)
 
             carried_encoder = self._encode_from is not None and not mode.carry_state
@@ -316,7 +355,7 @@ class Sampler:
                 shapes = jax.eval_shape(self._encode, params, window, genre)
                 states0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
             b = window.shape[0]
-            shape = (self._num_phrases, self._phrase_len, b, 1)
+            shape = (self._num_phrases, self._phrase_len, b, 2 if mode.untempered_rhythm else 1)
             drawn = jnp.zeros(shape, jnp.float32) if mode.greedy else uniforms(key, shape)
             xs = (jnp.arange(self._num_phrases), drawn)
             _, phrases = lax.scan(phrase, (window, done0, states0), xs)
@@ -335,23 +374,26 @@ def make_sampler(
     phrase_len: int,
     num_phrases: int,
     encode_from: EncodeFromFn | None = None,
+    groups: Any = None,
 ) -> Sampler:
     """A `Sampler`: encode a primer, then write `num_phrases` phrases of `phrase_len` notes.
 
     condition: (window, genre) -> what encode and step take as their `genre`, computed
     once from the primer's window (None: the genre itself). encode_from: the encoder
     going on from given states (carried windows: the encoder reads each phrase once).
+    groups: `rhythm_groups` float32[V, G], for `Settings.untempered_rhythm` (None: not offered).
     """
     return Sampler(encode, step, condition, vocab_size=vocab_size, first_note_id=first_note_id,
-                   phrase_len=phrase_len, num_phrases=num_phrases, encode_from=encode_from)  # fmt: skip
+                   phrase_len=phrase_len, num_phrases=num_phrases, encode_from=encode_from,
+                   groups=groups)  # fmt: skip
 
 
 def for_model(model: Any, *, vocab_size: int, first_note_id: int, phrase_len: int, num_notes: int,
-              key_weights: Any = None, carried: bool = False) -> Sampler:  # fmt: skip
+              key_weights: Any = None, carried: bool = False, groups: Any = None) -> Sampler:  # fmt: skip
     """A `Sampler` over a `models.Seq2Seq` that writes at least `num_notes` notes a call
     (whole phrases of `phrase_len`); key_weights as `model_functions`; carried: the
     model was trained on carried windows (`config.carried_windows`; phrase_len must
-    then be its encoder_len)."""
+    then be its encoder_len); groups as `make_sampler`."""
     return make_sampler(
         *model_functions(model, key_weights),
         vocab_size=vocab_size,
@@ -359,6 +401,7 @@ def for_model(model: Any, *, vocab_size: int, first_note_id: int, phrase_len: in
         phrase_len=phrase_len,
         num_phrases=math.ceil(num_notes / phrase_len),
         encode_from=encode_from_function(model) if carried else None,
+        groups=groups,
     )
 
 

@@ -205,12 +205,14 @@ def test_compiles_once_per_shape():
 
 @pytest.mark.parametrize(
     "settings",
-    [dict(greedy=True), dict(top_k=0, top_p=1.0), dict(top_k=5, top_p=1.0), dict(top_k=0, top_p=0.9)],
-)
+    [dict(greedy=True), dict(top_k=0, top_p=1.0), dict(top_k=5, top_p=1.0), dict(top_k=0, top_p=0.9),
+     dict(top_k=0, top_p=0.9, untempered_rhythm=True)],
+)  # fmt: skip
 def test_each_mode_compiles_without_a_per_note_branch(settings):
     s = dict(top_k=0, top_p=1.0, greedy=False) | settings
+    groups = np.eye(4, dtype=np.float32)[np.arange(V) % 4]
     fn = sampler.make_sampler(
-        *_stub(plus_one), vocab_size=V, first_note_id=FIRST, phrase_len=2, num_phrases=3
+        *_stub(plus_one), vocab_size=V, first_note_id=FIRST, phrase_len=2, num_phrases=3, groups=groups
     )
     window = jnp.asarray([[0, 1, 7]], jnp.int32)
     jitted = fn.jitted(sampler.Mode.of(sampler.Settings(**s)))
@@ -382,3 +384,60 @@ def test_inverse_cdf_stays_in_the_last_block_when_its_sums_round_apart():
     assert (got < 64).all() and (weights[np.arange(2000), got] > 0).all()
     after = np.where(np.arange(64) > got[:, None], weights, 0).sum(-1)
     assert (after <= 1e-5 * weights.sum(-1)).all()  # the draw is at the top end of the mass
+
+
+def test_untempered_rhythm_draws_the_group_from_the_model_then_the_id_within_it():
+    """Id 0 alone in its group holds half the mass (a chord's likely note); ids 1..10
+    share the other half in another group, id 1 the most of them (a next onset). A
+    nucleus of 0.5 drawing every id at once keeps id 0 alone; drawing the group first
+    keeps the model's half and half, then the nucleus and temperature act within the group."""
+    within = np.array([0.3, 0.1, 0.1, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05])
+    probs = np.concatenate([[0.5], 0.5 * within])
+    groups = np.eye(2, dtype=np.float32)[[0] + [1] * 10]
+    logits = jnp.log(jnp.asarray(np.tile(probs, (20_000, 1)), jnp.float32))
+    kw = dict(top_k=0, greedy=False, banned=jnp.zeros(11, bool))
+    plain = np.asarray(sampler.next_token(logits, sampler.uniforms(jax.random.key(0), (20_000, 1)),
+                                          temperature=1.0, top_p=0.5, **kw))  # fmt: skip
+    assert (plain == 0).all()
+    u = sampler.uniforms(jax.random.key(1), (20_000, 2))
+    drawn = np.asarray(
+        sampler.next_token(logits, u, temperature=1.0, top_p=0.5, groups=jnp.asarray(groups), **kw)
+    )
+    freq = np.bincount(drawn, minlength=11) / drawn.size
+    assert freq[0] == pytest.approx(0.5, abs=0.015)
+    # Within the other group the nucleus of 0.5 keeps 0.3 and the five ids of 0.1 (ties
+    # kept): id 1 is 0.3 / 0.8 of it.
+    np.testing.assert_allclose(freq[1:7], 0.5 * np.array([3, 1, 1, 1, 1, 1]) / 8, atol=0.015)
+    assert freq[7:].sum() == 0
+    cold = np.asarray(
+        sampler.next_token(logits, u, temperature=0.05, top_p=1.0, groups=jnp.asarray(groups), **kw)
+    )
+    assert set(np.unique(cold).tolist()) == {0, 1}  # the group as the model has it, then its best id
+    assert (cold == 0).mean() == pytest.approx(0.5, abs=0.015)
+
+
+def test_rhythm_groups_are_the_onset_gap_bins():
+    start = np.array([0.0, 0.0, 0.5, 1.5, 1.5, 3.0])
+    notes = midi_io.make_notes(start, start + 0.4, np.array([60, 64, 62, 60, 67, 65]), np.full(6, 80))
+    codec = codec_lib.fit([notes], min_count=1)
+    groups = sampler.rhythm_groups(codec)
+    rows = np.asarray(codec.vocabulary)
+    assert groups.shape[0] == codec.vocab_size and (groups.sum(1) == 1).all()
+    group = groups.argmax(1)
+    eos = group[codec_lib.EOS]
+    assert (group == eos).sum() == 1  # EOS alone
+    ids = codec.first_note_id + np.arange(rows.shape[0])
+    for a in ids:
+        for b in ids:
+            assert (group[a] == group[b]) == (
+                rows[a - codec.first_note_id, 3] == rows[b - codec.first_note_id, 3]
+            )
+
+
+def test_untempered_rhythm_needs_a_sampler_with_groups():
+    fn = sampler.make_sampler(
+        *_stub(plus_one), vocab_size=V, first_note_id=FIRST, phrase_len=2, num_phrases=1
+    )
+    with pytest.raises(sampler.UsageError, match="untempered_rhythm"):
+        fn(None, jnp.zeros((1, 3), jnp.int32), jnp.zeros(1, jnp.int32), jax.random.key(0),
+           sampler.Settings(untempered_rhythm=True))  # fmt: skip
