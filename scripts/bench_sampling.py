@@ -4,9 +4,11 @@
       [--batch 1] [--notes 256]
 
 Times `sampler.Sampler` calls (medians of 5, after a compiling call) on a freshly
-initialized model: greedy, the model's own distribution (temperature 1, top_p 1) and
-the CLIs' default (temperature 0.9, top_p 0.9), each with the phrases re-encoded and
-with carried state, beside `bench.decode_floor`.
+initialized model: greedy, the model's own distribution (temperature 1, top_p 1),
+temperature 0.9 and top_p 0.9 with every id at once and with the rhythm drawn
+untempered (the CLIs' default; 20 onset-gap groups of the vocabulary's ids in turn,
+as a codec's would be), each with the phrases re-encoded and with carried state,
+beside `bench.decode_floor`.
 """
 
 import argparse
@@ -15,6 +17,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import configs
 from jaxmusic import bench, models, sampler, steps
@@ -31,12 +34,16 @@ def main() -> None:
     model = models.from_config(c, args.vocab, 4)
     tx, _ = steps.make_optimizer(c)
     params = steps.init_state(model, tx, c, jax.random.key(0)).params
+    group = np.r_[np.full(8, 21), np.arange(args.vocab - 8) % 20]  # special ids, then 20 gaps in turn
+    group[2] = 20  # EOS
     sample = sampler.for_model(model, vocab_size=args.vocab, first_note_id=8, phrase_len=c.decoder_len,
-                               num_notes=args.notes)  # fmt: skip
+                               num_notes=args.notes, groups=np.eye(22, dtype=np.float32)[group])  # fmt: skip
     window = jnp.asarray([sampler.primer_window([], c.encoder_len)] * args.batch, jnp.int32)
     genre = jnp.zeros(args.batch, jnp.int32)
     draws = {"greedy": dict(greedy=True), "temperature 1, top_p 1": dict(temperature=1.0, top_p=1.0),
-             "temperature 0.9, top_p 0.9 (default)": dict(temperature=0.9, top_p=0.9)}  # fmt: skip
+             "temperature 0.9, top_p 0.9": dict(temperature=0.9, top_p=0.9),
+             "0.9, 0.9, untempered rhythm (default)": dict(temperature=0.9, top_p=0.9,
+                                                           untempered_rhythm=True)}  # fmt: skip
     print(f"{args.config}, vocabulary {args.vocab}, batch {args.batch}, {args.notes} notes: notes/s")
     for name, draw in draws.items():
         for carry in (False, True):
