@@ -312,9 +312,9 @@ def _samples_section(f, c: _Continuations, primer_notes: int, settings: sampler.
     }
 
 
-def _genre_section(f, codec, pieces, train_pieces, c: _Continuations, primer_notes, real_features,
-                   sample_features):  # fmt: skip
-    """(genre adherence or why it was skipped, the classifier or None)."""
+def _genre_section(f, codec, pieces, train_pieces, c: _Continuations, primer_notes, real, generated):
+    """(genre adherence or why it was skipped, the classifier or None); real and
+    generated: (notes, statistics) of the real continuations and of the samples."""
     if len(codec.genres) < 2:
         return {"skipped": f"the codec has {len(codec.genres)} genre; adherence needs 2+"}, None
     train_idx, train_ids = continuations(train_pieces, primer_notes, f.num_notes)
@@ -323,8 +323,8 @@ def _genre_section(f, codec, pieces, train_pieces, c: _Continuations, primer_not
     train_features = genre_features([codec.decode(ids) for ids in train_ids])
     classifier = fit_genre_classifier(train_features, train_pieces.genres[train_idx])
     real_genres = pieces.genres[c.real_idx]
-    section = genre_adherence(classifier, len(train_idx), real_features, real_genres, sample_features,
-                              c.genres, tuple(codec.genres))  # fmt: skip
+    section = genre_adherence(classifier, len(train_idx), genre_features(*real), real_genres,
+                              genre_features(*generated), c.genres, tuple(codec.genres))  # fmt: skip
     return section, classifier
 
 
@@ -451,16 +451,9 @@ def run(f) -> dict:
         "samples": key_agreement(codec, c.primers, c.sample_ids),
         "real": key_agreement(codec, real_primers, c.real_ids),
     }
-    report["genre_adherence"], classifier = _genre_section(
-        f,
-        codec,
-        pieces,
-        train_pieces,
-        c,
-        primer_notes,
-        genre_features(real_notes, real_stats),
-        genre_features(sample_notes, sample_stats),
-    )
+    report["genre_adherence"], classifier = _genre_section(f, codec, pieces, train_pieces, c, primer_notes,
+                                                           (real_notes, real_stats),
+                                                           (sample_notes, sample_stats))  # fmt: skip
     report["long_form"] = _long_form(f, loaded, c, settings, real_stats, classifier)
     if sweep:
         report["sweep"] = [_sweep_row(f, loaded, pieces, primer_notes, dataclasses.replace(settings, **combo),

@@ -122,10 +122,15 @@ def average_pitch_interval(notes: np.ndarray) -> np.ndarray:
     return np.array([float(np.abs(np.diff(pitch)).mean()) if pitch.shape[0] > 1 else 0.0])
 
 
+def _onsets(notes: np.ndarray) -> np.ndarray:
+    """[n]: the distinct onset times in seconds, ascending (onsets within 1 ms are one)."""
+    return np.unique(np.round(notes["start"], 3))
+
+
 def inter_onset_interval(notes: np.ndarray) -> np.ndarray:
     """[1]: mean seconds between consecutive distinct onsets (a chord is one onset;
     onsets within 1 ms are one); 0 for fewer than two onsets."""
-    onsets = np.unique(np.round(notes["start"], 3))
+    onsets = _onsets(notes)
     return np.array([float(np.diff(onsets).mean()) if onsets.shape[0] > 1 else 0.0])
 
 
@@ -257,7 +262,7 @@ def descriptors(notes: np.ndarray) -> np.ndarray:
     out[0:25] = np.bincount(clipped, minlength=25) * share
     out[25:37] = np.bincount(step % 12, minlength=12) * share
     out[37:59] = np.bincount(np.minimum(pitch // _REGISTER_WIDTH, 21), minlength=22) / pitch.shape[0]
-    onsets = np.unique(np.round(notes["start"], 3))
+    onsets = _onsets(notes)
     gaps, lengths = np.diff(onsets), notes["end"] - notes["start"]
     for lo, values in ((59, gaps), (71, lengths)):
         if values.shape[0]:
