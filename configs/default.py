@@ -87,4 +87,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.b1 = 0.9  # Adam
     c.optimizer.b2 = 0.999  # Adam
     c.optimizer.grad_clip = 1.0  # global-norm gradient clipping
+    # > 0: AdamW, a decoupled decay of the matrices (not the biases). 0.03 took the
+    # validation NLL from 3.168 / 3.116 / 3.141 to 3.122 / 3.123 / 3.136 over three seeds
+    # on music21 and from 5.485 to 5.396 on POP909 (configs/multitrack.py), with samples
+    # as close to the real music (docs/evaluation.md).
+    c.optimizer.weight_decay = 0.03
     return c

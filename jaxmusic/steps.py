@@ -48,8 +48,14 @@ class TrainState:
         return cls(saved["step"], saved["params"], saved["opt_state"], saved.get("carry"))
 
 
+def _decayed(params: Any) -> Any:
+    """True for the parameters weight decay shrinks: every matrix (ndim >= 2)."""
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
 def make_optimizer(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Adam with global-norm clipping on a linear-warmup + cosine schedule."""
+    """Adam with global-norm clipping on a linear-warmup + cosine schedule; AdamW (decay
+    of the matrices and tables, not the biases) when `optimizer.weight_decay` > 0."""
     o = config.optimizer
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0,
@@ -58,7 +64,12 @@ def make_optimizer(config: ml_collections.ConfigDict) -> tuple[optax.GradientTra
         decay_steps=max(config.num_train_steps, o.warmup_steps + 1),
         end_value=o.end_learning_rate,
     )
-    tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), optax.adam(schedule, b1=o.b1, b2=o.b2))
+    decay = o.get("weight_decay", 0.0)
+    if decay > 0:
+        adam = optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=decay, mask=_decayed)
+    else:  # plain Adam: the optimizer state of checkpoints from before the field
+        adam = optax.adam(schedule, b1=o.b1, b2=o.b2)
+    tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), adam)
     return tx, schedule
 
 

@@ -137,6 +137,14 @@ def _check_resume(
             f"workdir {workdir}: its checkpoint has model.key_context={then!r}, this run asks for {now!r} "
             "(what its key input means); use a new workdir to change it"
         )
+    # AdamW's state has one more node than Adam's: orbax cannot restore one as the other.
+    then, now = (c.get("optimizer", {}).get("weight_decay", 0.0) > 0 for c in (restored_config, config))
+    if then != now:
+        raise TrainingError(
+            f"workdir {workdir}: its checkpoint was trained with{'' if then else 'out'} weight decay, this "
+            f"run asks for optimizer.weight_decay={config.optimizer.get('weight_decay', 0.0)}; weight decay "
+            "can change in a resumed run but not be turned on or off: use a new workdir"
+        )
     then, now = (bool(c.get("carried_windows", False)) for c in (restored_config, config))
     if then != now:
         raise TrainingError(

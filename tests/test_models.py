@@ -369,3 +369,25 @@ def test_carried_windows_read_as_one_long_window():
     assert float(metrics["loss"]) == pytest.approx(nll / 16, rel=1e-5)
     for a, b in zip(jax.tree.leaves(carry), jax.tree.leaves(state.carry), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_weight_decay_shrinks_the_matrices_and_leaves_the_biases():
+    """With a zero gradient AdamW moves only by its decay: every matrix shrinks by
+    lr x weight_decay, vectors (biases) stay; weight_decay 0 is plain Adam, the optimizer
+    state of older checkpoints."""
+    from configs import default
+
+    config = default.get_config()
+    config.optimizer.warmup_steps, config.optimizer.weight_decay = 0, 0.1
+    params = {"kernel": jnp.full((3, 4), 2.0), "bias": jnp.full((4,), 2.0)}
+    tx, schedule = steps.make_optimizer(config)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(zeros, tx.init(params), params)
+    lr = float(schedule(0))
+    np.testing.assert_allclose(np.asarray(updates["kernel"]), -lr * 0.1 * 2.0, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(updates["bias"]), 0.0)
+
+    config.optimizer.weight_decay = 0.0
+    plain, _ = steps.make_optimizer(config)
+    adam = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
+    assert jax.tree.structure(plain.init(params)) == jax.tree.structure(adam.init(params))

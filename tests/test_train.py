@@ -140,6 +140,10 @@ def test_workdir_of_another_codec_or_model_is_refused(built, tmp_path):
     with pytest.raises(train.TrainingError, match=r"model\.density_input=True, this run asks for False"):
         train.train_and_evaluate(_config(data_dir, num_train_steps=20, **{"model.density_input": False}),
                                  tmp_path)  # fmt: skip
+    # Weight decay turned off: the optimizer state loses a node, so it is refused too.
+    with pytest.raises(train.TrainingError, match=r"trained with weight decay.*weight_decay=0.0"):
+        train.train_and_evaluate(_config(data_dir, num_train_steps=20, **{"optimizer.weight_decay": 0.0}),
+                                 tmp_path)  # fmt: skip
     other = tmp_path / "other"
     import shutil
 
