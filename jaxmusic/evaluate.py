@@ -22,7 +22,9 @@ Reports, for the latest checkpoint of the workdir, on a split of its dataset:
      statistic, Yang & Lerch's overlap area and KL divergence of the real set's
      intra-set distances against the real-to-generated distances; and the share of
      degenerate samples (silence, or one pseudo-note over half the notes; each sample
-     judged as written, uncut) beside the real continuations' share;
+     judged as written, uncut) beside the real continuations' share; and, as the
+     noise floor of each overlap, the overlap of the train split's continuations
+     (real music, as many as the samples) in the samples' place;
   4. genre adherence: a logistic regression on those statistics, fit on the train
      split's continuations, classifies the samples; how often a sample asked for
      genre G is classified G, beside the classifier's accuracy on the split's real
@@ -122,6 +124,32 @@ def continuations(pieces, primer_notes: int, num_notes: int) -> tuple[list[int],
             chosen.append(i)
             ids.append(notes[primer_notes : primer_notes + num_notes])
     return chosen, ids
+
+
+def reference_overlaps(
+    codec: codec_lib.Codec,
+    train_pieces: Any,
+    real_stats: dict,
+    primer_notes: int,
+    num_notes: int,
+    count: int,
+    seed: int,
+) -> dict[str, float] | None:
+    """Each statistic's overlap area with real music in place of the samples: the
+    continuations (after the same primer length, as long) of up to `count` pieces of the
+    train split against the evaluated split's (`real_stats`). What a model whose
+    samples were real music of the collection would score, so the noise floor of an
+    overlap measured against this many real continuations; None if no train piece is
+    long enough."""
+    idx, ids = continuations(train_pieces, primer_notes, num_notes)
+    if not idx:
+        return None
+    pick = np.random.default_rng(seed).choice(len(ids), size=min(count, len(ids)), replace=False)
+    stats = music_stats.statistics([codec.decode(ids[i]) for i in pick])
+    return {
+        name: float(music_stats.compare_sets(real_stats[name], stats[name])["overlap_area"])
+        for name in music_stats.STATISTICS
+    }
 
 
 def key_agreement(codec: codec_lib.Codec, primers: list[np.ndarray], continued: list[np.ndarray]) -> float:
@@ -446,6 +474,10 @@ def run(f) -> dict:
         name: music_stats.compare_sets(real_stats[name], sample_stats[name])
         for name in music_stats.STATISTICS
     }
+    reference = reference_overlaps(codec, train_pieces, real_stats, primer_notes, f.num_notes, f.num_samples,
+                                   f.seed)  # fmt: skip
+    for name, value in (reference or {}).items():
+        report["statistics"][name]["reference_overlap"] = value
     real_primers = [pieces.sequences[i][1 : 1 + primer_notes] for i in c.real_idx]
     report["key_agreement"] = {
         "samples": key_agreement(codec, c.primers, c.sample_ids),
@@ -553,12 +585,18 @@ def format_report(r: dict) -> str:
         f"{100 * s['real_ended_share']:.0f}% ended",
         f"statistics of samples cut to their real continuation's length (mean "
         f"{s['mean_notes_generated']:.1f} notes; real {s['mean_notes_real']:.1f})",
-        f"{'statistic':<26}{'real mean':>11}{'gen. mean':>11}{'overlap':>9}{'KL':>8}",
+        f"{'statistic':<26}{'real mean':>11}{'gen. mean':>11}{'overlap':>9}{'KL':>8}{'train split':>13}",
     ]
     for name, st in r["statistics"].items():
         means = (f"{st['real_mean']:11.3f}{st['generated_mean']:11.3f}" if isinstance(st["real_mean"], float)
                  else f"{'(hist.)':>11}{'(hist.)':>11}")  # fmt: skip
-        lines.append(f"{name:<26}{means}{st['overlap_area']:9.3f}{st['kl_divergence']:8.3f}")
+        reference = f"{st['reference_overlap']:13.3f}" if "reference_overlap" in st else ""
+        lines.append(f"{name:<26}{means}{st['overlap_area']:9.3f}{st['kl_divergence']:8.3f}{reference}")
+    if any("reference_overlap" in st for st in r["statistics"].values()):
+        lines.append(
+            "train split: the overlap of real music in the samples' place (continuations of "
+            "the train split's pieces), what a model whose samples were real music would score"
+        )
     lines.append(f"degenerate samples: {100 * s['degenerate_share']:.1f}% "
                  f"(real continuations: {100 * s['real_degenerate_share']:.1f}%)")  # fmt: skip
     ka = r["key_agreement"]

@@ -93,6 +93,8 @@ def test_cli_end_to_end(trained, tmp_path, capsys):
     assert "key agreement (Krumhansl-Schmuckler" in printed
     for st in report["statistics"].values():
         assert 0 <= st["overlap_area"] <= 1 and st["kl_divergence"] >= 0
+        assert 0 <= st["reference_overlap"] <= 1
+    assert "train split: the overlap of real music" in printed
     ga = report["genre_adherence"]
     assert 0 <= ga["adherence"] <= 1 and 0 <= ga["real_accuracy"] <= 1
     assert sum(v["samples"] for v in ga["per_genre"].values()) == 6
@@ -130,6 +132,29 @@ def test_cli_end_to_end(trained, tmp_path, capsys):
     assert pngs == sorted(report["plots"]) and len(pngs) == 11
     for p in (tmp_path / "plots").iterdir():
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+
+
+def test_reference_overlap_is_high_for_real_music_and_low_for_a_repeated_note(built):
+    """The train split's real continuations in the samples' place overlap the validation
+    split's more than pieces that repeat one pseudo-note do."""
+    import numpy as np
+
+    from jaxmusic import codec as codec_lib
+    from jaxmusic import input_pipeline, music_stats
+
+    data_dir = built[0]
+    codec = input_pipeline.load_codec(data_dir)
+    real, train = (input_pipeline.load_pieces(data_dir, s) for s in ("validation", "train"))
+    _, real_ids = evaluate.continuations(real, 6, 12)
+    real_stats = music_stats.statistics([codec.decode(ids) for ids in real_ids])
+    ours = evaluate.reference_overlaps(codec, train, real_stats, 6, 12, count=8, seed=0)
+    one = np.asarray([codec_lib.BOS, *[codec.first_note_id + 3] * 30, codec_lib.EOS], np.int32)
+    repeated = input_pipeline.Pieces([one] * 8, np.zeros(8, np.int32))
+    theirs = evaluate.reference_overlaps(codec, repeated, real_stats, 6, 12, count=8, seed=0)
+    assert set(ours) == set(music_stats.STATISTICS)
+    assert np.mean(list(ours.values())) > np.mean(list(theirs.values())) + 0.2
+    short = input_pipeline.Pieces([one[:5]], np.zeros(1, np.int32))  # no piece longer than the primer
+    assert evaluate.reference_overlaps(codec, short, real_stats, 6, 12, count=8, seed=0) is None
 
 
 def test_same_seed_same_report(trained, tmp_path):
