@@ -127,25 +127,18 @@ def continuations(pieces, primer_notes: int, num_notes: int) -> tuple[list[int],
 
 
 def reference_overlaps(
-    codec: codec_lib.Codec,
-    train_pieces: Any,
-    real_stats: dict,
-    primer_notes: int,
-    num_notes: int,
-    count: int,
-    seed: int,
+    codec: codec_lib.Codec, train_ids: list[np.ndarray], real_stats: dict, count: int, seed: int
 ) -> dict[str, float] | None:
-    """Each statistic's overlap area with real music in place of the samples: the
-    continuations (after the same primer length, as long) of up to `count` pieces of the
-    train split against the evaluated split's (`real_stats`). What a model whose
-    samples were real music of the collection would score, so the noise floor of an
-    overlap measured against this many real continuations; None if no train piece is
-    long enough."""
-    idx, ids = continuations(train_pieces, primer_notes, num_notes)
-    if not idx:
+    """Each statistic's overlap area with real music in place of the samples: up to
+    `count` of the train split's `continuations` (train_ids, after the same primer
+    length and as long as the evaluated split's) against the evaluated split's
+    (`real_stats`). What a model whose samples were real music of the collection would
+    score, so the noise floor of an overlap measured against this many real
+    continuations; None without train continuations."""
+    if not train_ids:
         return None
-    pick = np.random.default_rng(seed).choice(len(ids), size=min(count, len(ids)), replace=False)
-    stats = music_stats.statistics([codec.decode(ids[i]) for i in pick])
+    pick = np.random.default_rng(seed).choice(len(train_ids), size=min(count, len(train_ids)), replace=False)
+    stats = music_stats.statistics([codec.decode(train_ids[i]) for i in pick])
     return {
         name: float(music_stats.compare_sets(real_stats[name], stats[name])["overlap_area"])
         for name in music_stats.STATISTICS
@@ -340,12 +333,13 @@ def _samples_section(f, c: _Continuations, primer_notes: int, settings: sampler.
     }
 
 
-def _genre_section(f, codec, pieces, train_pieces, c: _Continuations, primer_notes, real, generated):
-    """(genre adherence or why it was skipped, the classifier or None); real and
-    generated: (notes, statistics) of the real continuations and of the samples."""
+def _genre_section(codec, pieces, train_pieces, train, c: _Continuations, real, generated):
+    """(genre adherence or why it was skipped, the classifier or None); train: the train
+    split's `continuations` (indices, ids); real and generated: (notes, statistics) of
+    the real continuations and of the samples."""
     if len(codec.genres) < 2:
         return {"skipped": f"the codec has {len(codec.genres)} genre; adherence needs 2+"}, None
-    train_idx, train_ids = continuations(train_pieces, primer_notes, f.num_notes)
+    train_idx, train_ids = train
     if np.unique(train_pieces.genres[train_idx]).shape[0] < 2:
         return {"skipped": "the train split has pieces of only one genre"}, None
     train_features = genre_features([codec.decode(ids) for ids in train_ids])
@@ -474,16 +468,17 @@ def run(f) -> dict:
         name: music_stats.compare_sets(real_stats[name], sample_stats[name])
         for name in music_stats.STATISTICS
     }
-    reference = reference_overlaps(codec, train_pieces, real_stats, primer_notes, f.num_notes, f.num_samples,
-                                   f.seed)  # fmt: skip
-    for name, value in (reference or {}).items():
+    # The train split's continuations: the reference overlaps' real music and the genre
+    # classifier's training set.
+    train = continuations(train_pieces, primer_notes, f.num_notes)
+    for name, value in (reference_overlaps(codec, train[1], real_stats, f.num_samples, f.seed) or {}).items():
         report["statistics"][name]["reference_overlap"] = value
     real_primers = [pieces.sequences[i][1 : 1 + primer_notes] for i in c.real_idx]
     report["key_agreement"] = {
         "samples": key_agreement(codec, c.primers, c.sample_ids),
         "real": key_agreement(codec, real_primers, c.real_ids),
     }
-    report["genre_adherence"], classifier = _genre_section(f, codec, pieces, train_pieces, c, primer_notes,
+    report["genre_adherence"], classifier = _genre_section(codec, pieces, train_pieces, train, c,
                                                            (real_notes, real_stats),
                                                            (sample_notes, sample_stats))  # fmt: skip
     report["long_form"] = _long_form(f, loaded, c, settings, real_stats, classifier)
@@ -555,6 +550,13 @@ def plot(out_dir: str | os.PathLike, real: dict, generated: dict, report: dict) 
     return written
 
 
+def _drawing_flags(settings: dict, carried: str) -> str:
+    """The switches a report's settings turn on, as ", <carried>, untempered rhythm"."""
+    return (f", {carried}" if settings.get("carry_state") else "") + (
+        ", untempered rhythm" if settings.get("untempered_rhythm") else ""
+    )
+
+
 def format_report(r: dict) -> str:
     """The report as the table printed on stdout."""
     lines = [
@@ -578,8 +580,7 @@ def format_report(r: dict) -> str:
         "",
         f"{s['num_samples']} samples of up to {s['num_notes']} notes after {s['primer_notes']}-note primers "
         f"(temperature {s['settings']['temperature']}, top_k {s['settings']['top_k']}, "
-        f"top_p {s['settings']['top_p']}{', carried state' if s['settings'].get('carry_state') else ''}"
-        f"{', untempered rhythm' if s['settings'].get('untempered_rhythm') else ''}, "
+        f"top_p {s['settings']['top_p']}{_drawing_flags(s['settings'], 'carried state')}, "
         f"seed {s['seed']}): {100 * s['ended_share']:.0f}% ended (EOS) "
         f"before {s['num_notes']} notes; real: {s['real_continuations']} continuations, "
         f"{100 * s['real_ended_share']:.0f}% ended",
@@ -621,8 +622,7 @@ def format_report(r: dict) -> str:
         for row in r["sweep"]:
             st = row["settings"]
             name = (f"temperature {st['temperature']}, top_k {st['top_k']}, top_p {st['top_p']}"
-                    + (", carried" if st["carry_state"] else "")
-                    + (", untempered rhythm" if st.get("untempered_rhythm") else ""))  # fmt: skip
+                    + _drawing_flags(st, "carried"))  # fmt: skip
             lines.append(f"{name:<64}{row['mean_overlap']:9.3f}{row['min_overlap']:9.3f}"
                          f"{100 * row['ended_share']:6.0f}%{100 * row['degenerate_share']:6.1f}%"
                          f"{100 * row['key_agreement']:6.1f}%")  # fmt: skip

@@ -147,14 +147,18 @@ def test_reference_overlap_is_high_for_real_music_and_low_for_a_repeated_note(bu
     real, train = (input_pipeline.load_pieces(data_dir, s) for s in ("validation", "train"))
     _, real_ids = evaluate.continuations(real, 6, 12)
     real_stats = music_stats.statistics([codec.decode(ids) for ids in real_ids])
-    ours = evaluate.reference_overlaps(codec, train, real_stats, 6, 12, count=8, seed=0)
+
+    def reference(pieces):
+        _, ids = evaluate.continuations(pieces, 6, 12)
+        return evaluate.reference_overlaps(codec, ids, real_stats, count=8, seed=0)
+
+    ours = reference(train)
     one = np.asarray([codec_lib.BOS, *[codec.first_note_id + 3] * 30, codec_lib.EOS], np.int32)
-    repeated = input_pipeline.Pieces([one] * 8, np.zeros(8, np.int32))
-    theirs = evaluate.reference_overlaps(codec, repeated, real_stats, 6, 12, count=8, seed=0)
+    theirs = reference(input_pipeline.Pieces([one] * 8, np.zeros(8, np.int32)))
     assert set(ours) == set(music_stats.STATISTICS)
     assert np.mean(list(ours.values())) > np.mean(list(theirs.values())) + 0.2
     short = input_pipeline.Pieces([one[:5]], np.zeros(1, np.int32))  # no piece longer than the primer
-    assert evaluate.reference_overlaps(codec, short, real_stats, 6, 12, count=8, seed=0) is None
+    assert reference(short) is None
 
 
 def test_same_seed_same_report(trained, tmp_path):
