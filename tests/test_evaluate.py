@@ -23,6 +23,46 @@ def test_degenerate_samples_are_judged_as_written():
     assert c.degenerate_share() == 0.5  # the second repeats one note over half of what it wrote
 
 
+def test_key_agreement_counts_and_interval():
+    """Pairs in and out of their primer's key, a pair with no key left out; the interval is
+    where the share's binomial likelihood ratio meets z (the quadratic's two roots)."""
+    import numpy as np
+
+    from jaxmusic import midi_io
+
+    def scale(tonic, steps=(0, 2, 4, 5, 7, 9, 11)):
+        pitches = [60 + tonic + s for s in steps]
+        t = np.arange(len(pitches), dtype=np.float64)
+        return midi_io.make_notes(t, t + 1, np.asarray(pitches), np.full(len(pitches), 80))
+
+    class Codec:  # ids are the pieces themselves
+        decode = staticmethod(lambda piece: piece)
+
+    c, g, f_sharp, one = scale(0), scale(7), scale(6), scale(0, (0, 12))
+    counts = evaluate.key_agreement_counts(Codec, [c, c, g, c], [c, f_sharp, g, one])
+    assert counts == (2, 3)  # C-C and G-G agree, C-F# does not, a lone pitch class has no key
+    assert evaluate.key_agreement(Codec, [c, c, g, c], [c, f_sharp, g, one]) == pytest.approx(2 / 3)
+
+    for k, n in ((30, 43), (0, 10), (10, 10), (127, 256)):
+        lo, hi = evaluate.wilson_interval(k, n)
+        z, p = 1.96, k / n
+        # (p - q)^2 = z^2 q (1 - q) / n  <=>  (1 + z^2/n) q^2 - (2p + z^2/n) q + p^2 = 0
+        a, b, c2 = 1 + z * z / n, -(2 * p + z * z / n), p * p
+        roots = sorted((-b + sign * math.sqrt(b * b - 4 * a * c2)) / (2 * a) for sign in (-1, 1))
+        assert (lo, hi) == pytest.approx(roots, abs=1e-12)
+        assert lo <= p <= hi
+    assert evaluate.wilson_interval(30, 43) == pytest.approx((0.549, 0.814), abs=1e-3)
+    assert evaluate.wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_sweep_rows_name_every_switch():
+    """A row of a min_notes sweep says which it is (rows of min_notes 1 and 8 once read alike)."""
+    flags = evaluate._drawing_flags
+    assert flags({"min_notes": 1, "untempered_rhythm": True}, "carried") == ", untempered rhythm"
+    assert flags({"min_notes": 8, "carry_state": True}, "carried") == ", carried, min_notes 8"
+    assert flags({"min_notes": 8, "fixed_length": True}, "carried") == ""  # never ends: no minimum to tell
+
+
 def test_genre_classifier_hears_what_the_statistics_cannot():
     """Two genres of the same melodies two octaves apart: every statistic is the same for
     a melody and its copy, so a classifier of the statistics alone is at chance on the
@@ -89,8 +129,13 @@ def test_cli_end_to_end(trained, tmp_path, capsys):
         "pitch_count", "average_pitch_interval", "inter_onset_interval", "note_length_histogram",
         "polyphony", "note_density",
     }  # fmt: skip
-    assert 0 <= report["key_agreement"]["samples"] <= 1 and 0 <= report["key_agreement"]["real"] <= 1
-    assert "key agreement (Krumhansl-Schmuckler" in printed
+    ka = report["key_agreement"]
+    for name in ("samples", "real", "train_split"):
+        share = ka["counts"][name]
+        assert 0 <= ka[name] <= 1 and share["share"] == ka[name]
+        assert share["interval"][0] <= ka[name] <= share["interval"][1]
+    assert ka["counts"]["samples"]["pairs"] <= 6 and ka["counts"]["train_split"]["pairs"] > 6
+    assert "key agreement (Krumhansl-Schmuckler" in printed and "train split (real)" in printed
     for st in report["statistics"].values():
         assert 0 <= st["overlap_area"] <= 1 and st["kl_divergence"] >= 0
         assert 0 <= st["reference_overlap"] <= 1
