@@ -124,6 +124,7 @@ def test_cli_end_to_end(trained, tmp_path, capsys):
     assert s["num_samples"] == 6 and s["primer_notes"] == 6  # tiny config's encoder_len
     assert 0 <= s["mean_notes_generated"] <= 12 and 0 < s["mean_notes_real"] <= 12
     assert 0 <= s["degenerate_share"] <= 1 and s["real_degenerate_share"] == 0
+    assert s["train_degenerate_share"] == 0 and "the train split's: 0.0%" in printed
     assert set(report["statistics"]) == {
         "pitch_class_histogram", "pitch_class_entropy", "scale_consistency", "pitch_range",
         "pitch_count", "average_pitch_interval", "inter_onset_interval", "note_length_histogram",
