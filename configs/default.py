@@ -37,6 +37,11 @@ def get_config() -> ml_collections.ConfigDict:
     # evaluation and sampling alike (needs encoder_len == decoder_len).
     c.carried_windows = False
     c.transpose = 3  # train-time transposition, up to this many semitones either way
+    # True (with transpose = 0 and the key input of the piece so far): each training and
+    # evaluation window is moved to C major or A minor by its piece's key so far, and
+    # sampling moves the primer there and the notes back (jaxmusic.key_input). Measured
+    # on POP909 and music21 in docs/evaluation.md; off until it is better on both.
+    c.common_key = False
     c.eval_split = "validation"  # the split evaluated during training
     c.eval_batches = 0  # cap on evaluation batches (0: the whole split)
     # Fixed shards of the train split; global batch row r draws from shard

@@ -187,6 +187,12 @@ class ForInference:
         return key_input.piece_weights(self.config, self.key_weights)
 
     @property
+    def common_key_tables(self) -> Any:
+        """What `sampler.generate` takes as common_key: the transposition tables of a
+        model trained in a common key (`key_input.common_key_tables`), else None."""
+        return key_input.common_key_tables(self.config, self.codec)
+
+    @property
     def carried(self) -> bool:
         """Whether the model was trained on carried windows (`config.carried_windows`)."""
         return bool(self.config.get("carried_windows", False))

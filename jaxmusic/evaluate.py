@@ -67,9 +67,11 @@ def target_genres(pieces) -> np.ndarray:
     )
 
 
-def model_likelihood(config, model, params, pieces, genres: tuple[str, ...], key_weights: Any = None) -> dict:
+def model_likelihood(config, model, params, pieces, genres: tuple[str, ...], key_weights: Any = None,
+                     common_key: Any = None) -> dict:  # fmt: skip
     """The model's per-note NLL over every target of `pieces`, overall and per genre
-    (a model of carried windows reads each piece from its start, as trained)."""
+    (a model of carried windows reads each piece from its start, as trained; one of a
+    common key reads each window moved to it, `key_input.common_key_tables`)."""
     from jaxmusic import input_pipeline, parallel, steps
 
     mesh = parallel.make_mesh()
@@ -78,7 +80,7 @@ def model_likelihood(config, model, params, pieces, genres: tuple[str, ...], key
     piece_keys = key_input.piece_weights(config, key_weights)
     batches = input_pipeline.eval_batches(pieces, batch_size=batch_size, encoder_len=config.encoder_len,
                                           decoder_len=config.decoder_len, carried=carried,
-                                          key_weights=piece_keys)  # fmt: skip
+                                          key_weights=piece_keys, common_key=common_key)  # fmt: skip
     eval_step = steps.make_eval_step(model, mesh, key_weights, carried=carried)
     carry = steps.zero_carry(model, batch_size, mesh) if carried else None
     out = steps.evaluate_batches(eval_step, params, batches, mesh, genres, carry)
@@ -204,6 +206,7 @@ def generate(
         key=jax.random.key(seed),
         batch=batch,
         piece_key_weights=loaded.piece_key_weights,
+        common_key=loaded.common_key_tables,
     )
     out = []
     for row in written:
@@ -486,7 +489,7 @@ def run(f) -> dict:
         "missing_genres": [g for i, g in enumerate(genres) if not (pieces.genres == i).any()],
     }
     report["likelihood"] = model_likelihood(
-        config, loaded.model, loaded.params, pieces, genres, loaded.key_weights
+        config, loaded.model, loaded.params, pieces, genres, loaded.key_weights, loaded.common_key_tables
     )
     report["baselines"] = baseline_likelihoods(train_pieces, pieces, codec.vocab_size, orders, genres)
 

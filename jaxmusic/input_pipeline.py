@@ -214,6 +214,7 @@ def train_batches(
     shard_ids: list[int] | None = None,
     carried: bool = False,
     key_weights: np.ndarray | None = None,
+    common_key: bool = False,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Endless training batches for steps start_step, start_step + 1, ...
 
@@ -233,6 +234,9 @@ def train_batches(
         have a `key` field, the key of each window's piece from its start through the
         encoder's last note (`key_input.prefix_keys`), moved with the window's
         transposition. None: no such field (a key input reads the encoder's notes only).
+      common_key: each window moved to C major or A minor by that key
+        (`key_input.common_shift`) with the `transpose` tables (at least 6 either way),
+        not by a random shift; needs key_weights, not carried.
 
     Yields:
       dicts of numpy arrays as the module doc describes, prefetched by tf.data.
@@ -245,15 +249,31 @@ def train_batches(
         raise DataError(f"encoder_len and decoder_len must be >= 1, got {encoder_len}, {decoder_len}")
     rows = batching.layout(batch_size, devices=1, processes=1, data_shards=len(shards)).shard_rows
     tables = None if transpose is None else np.asarray(transpose, np.int32)
-    make_batch = (_carried_windows if carried else _drawn_windows)(
-        shards, shard_ids, rows, encoder_len, decoder_len, seed, tables, key_weights
-    )
+    if common_key:
+        _check_common_key(tables, key_weights, carried)
+        make_batch = _drawn_windows(shards, shard_ids, rows, encoder_len, decoder_len, seed, tables,
+                                    key_weights, common_key=True)  # fmt: skip
+    else:
+        make_batch = (_carried_windows if carried else _drawn_windows)(
+            shards, shard_ids, rows, encoder_len, decoder_len, seed, tables, key_weights
+        )
     ds = tf.data.Dataset.range(start_step, 2**62).map(
         make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
     for batch in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
         yield batching.from_windows(batch["windows"], batch["genre"], encoder_len, batch.get("reset"),
                                     key=batch.get("key"))  # fmt: skip
+
+
+def _check_common_key(tables: np.ndarray | None, key_weights, carried: bool) -> None:
+    """A DataError unless a common-key transposition can be made: tables of at least
+    6 semitones either way, the windows' keys, windows drawn anywhere."""
+    if tables is None or tables.shape[0] < 13:
+        raise DataError("common_key needs transposition tables of at least 6 semitones either way")
+    if key_weights is None:
+        raise DataError("common_key needs each window's key: pass key_weights")
+    if carried:
+        raise DataError("common_key moves each window by its own key, which carried windows cannot follow")
 
 
 def _window_keys(flat, first, key_weights):
@@ -287,10 +307,12 @@ def _window_keys_at(keys_t, start, encoder_len: int, shift, identity: int):
     return tf.cast(key_input.transposed(keys, tf.cast(shift, tf.int64) - identity, xp=tf), tf.int32)
 
 
-def _drawn_windows(shards, shard_ids, rows, encoder_len, decoder_len, seed, tables, key_weights=None):
+def _drawn_windows(shards, shard_ids, rows, encoder_len, decoder_len, seed, tables, key_weights=None,
+                   common_key: bool = False):  # fmt: skip
     """make_batch(step) of windows drawn anywhere: row r of a shard's rows draws,
     uniformly over every window of the shard, with a stateless key of (seed, shard, step);
-    with key_weights, each window's key of its piece so far."""
+    with key_weights, each window's key of its piece so far; common_key: each window
+    moved by its key's `key_input.common_shift` instead of a random one."""
     import tensorflow as tf
 
     window = encoder_len + decoder_len
@@ -315,11 +337,15 @@ def _drawn_windows(shards, shard_ids, rows, encoder_len, decoder_len, seed, tabl
             start = tf.gather(first_t, piece) + u - before
             w = tf.gather(flat_t, start[:, None] + offsets[None, :])
             shift = tf.fill([rows], tf.constant(identity, tf.int64))
-            if tables is not None:
+            if common_key:
+                raw = tf.cast(tf.gather(keys_t, start + encoder_len - 1), tf.int64)
+                drawn = identity + tf.cast(key_input.common_shift(raw, xp=tf.experimental.numpy), tf.int64)
+            elif tables is not None:
                 drawn = tf.random.stateless_uniform(
                     [rows], key + tf.constant([0, 1 << 40], tf.int64), minval=0, maxval=tables.shape[0],
                     dtype=tf.int64,
                 )  # fmt: skip
+            if tables is not None:
                 shift_rows = tf.broadcast_to(tf.cast(drawn[:, None], tf.int32), tf.shape(w))
                 moved = tf.gather_nd(tables, tf.stack([shift_rows, w], -1))  # tables[shift, id]
                 movable = tf.reduce_all(moved >= 0, axis=1)
@@ -491,18 +517,25 @@ def eval_batches(
     process_count: int = 1,
     carried: bool = False,
     key_weights: np.ndarray | None = None,
+    common_key: np.ndarray | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """This host's evaluation batches: the same count on every host.
 
     `pieces` is the whole split (every host reads it: evaluation splits are small
     and dealing windows, not pieces, keeps hosts in step). carried: batches of
     carried windows (`_carried_eval_batches`). key_weights: batches with a `key`
-    field, as `train_batches`.
+    field, as `train_batches`. common_key: transposition tables (`transpose_tables`,
+    at least 6 semitones either way): each window moved to C major or A minor by its
+    key, as `train_batches` with common_key.
     """
+    if common_key is not None:
+        _check_common_key(np.asarray(common_key), key_weights, carried)
     if carried:
         lanes = (batch_size, process_index, process_count)
         return _carried_eval_batches(pieces, encoder_len, decoder_len, *lanes, key_weights)
     windows, genres, keys = eval_windows(pieces, encoder_len, decoder_len, key_weights)
+    if common_key is not None:
+        windows, keys, _ = key_input.to_common_key(windows, keys, np.asarray(common_key, np.int32))
     per_host = -(-windows.shape[0] // process_count)
     n_batches = -(-per_host // batch_size)
     mine = np.arange(process_index, windows.shape[0], process_count)

@@ -170,3 +170,85 @@ def transposed(keys: Any, shift: Any, xp: Any = np) -> Any:
     key, density = keys % NUM_KEYS, keys // NUM_KEYS
     moved = (key % 12 + shift) % 12 + (key // 12) * 12
     return xp.where(key == NO_KEY, key, moved) + NUM_KEYS * density
+
+
+# Semitones a common-key transposition moves a window by lie in -6..+5; tables of
+# shifts up to this many semitones either way also cover a note moved back an octave
+# further when its own move back is not in the vocabulary (`from_common_key`).
+COMMON_KEY_TABLE_SHIFTS = 12
+
+
+def common_key_tables(config: Any, codec: codec_lib.Codec) -> np.ndarray | None:
+    """int32[2 x COMMON_KEY_TABLE_SHIFTS + 1, V]: a config's common-key transposition
+    tables (`codec.transpose_table` of every shift), None without `common_key`.
+
+    Raises:
+      cli.UsageError: common_key without what it stands on (the key input of the piece
+        so far, no random transposition, windows drawn anywhere).
+    """
+    from jaxmusic.cli import UsageError
+
+    if not config.get("common_key", False):
+        return None
+    if not config.model.get("key_input", False) or context(config) != "piece":
+        raise UsageError("config.common_key needs model.key_input=True and model.key_context='piece'")
+    if config.transpose:
+        raise UsageError(
+            f"config.common_key moves every window to C major or A minor; config.transpose="
+            f"{config.transpose} would move it away again: set transpose=0"
+        )
+    if config.get("carried_windows", False):
+        raise UsageError("config.common_key moves each window by its own key: not with carried_windows")
+    shifts = range(-COMMON_KEY_TABLE_SHIFTS, COMMON_KEY_TABLE_SHIFTS + 1)
+    return np.stack([codec.transpose_table(s) for s in shifts])
+
+
+def common_shift(keys: Any, xp: Any = np) -> Any:
+    """The semitones that move each key to C major or A minor (its relative major's
+    tonic to C, the nearer way: -6..+5); 0 for NO_KEY. keys: key indices, a density
+    bin folded in or not. xp: the array module (numpy, jax.numpy, tf.experimental.numpy)."""
+    key = keys % NUM_KEYS
+    tonic = xp.where(key < 12, key % 12, (key % 12 + 3) % 12)
+    return xp.where(key == NO_KEY, 0, xp.where(tonic <= 6, -tonic, 12 - tonic))
+
+
+def to_common_key(
+    windows: np.ndarray, keys: np.ndarray, tables: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each window moved to the common key of its key (`common_shift`), a window one of
+    whose ids has no such transposition in the vocabulary left where it is.
+
+    Args:
+      windows: int32[R, T] ids.
+      keys: int32[R] each window's key index (as the batches hold it).
+      tables: int32[2S + 1, V] `codec.transpose_table` of shifts -S..S (S >= 6).
+
+    Returns:
+      (the moved windows int32[R, T], their keys int32[R], the shift applied int64[R]).
+    """
+    center = tables.shape[0] // 2
+    shift = np.asarray(common_shift(np.asarray(keys, np.int64)), np.int64)
+    moved = tables[center + shift[:, None], windows]
+    movable = (moved >= 0).all(axis=1)
+    shift = np.where(movable, shift, 0)
+    windows = np.where(movable[:, None], moved, windows).astype(np.int32)
+    return windows, np.asarray(transposed(np.asarray(keys, np.int64), shift), np.int32), shift
+
+
+def from_common_key(tokens: np.ndarray, shift: np.ndarray, tables: np.ndarray) -> np.ndarray:
+    """Written ids moved back from the common key (`to_common_key`'s shift undone): a
+    pseudo-note whose move back is not in the vocabulary goes an octave further the
+    nearer way (down for a move up, up for a move down), and stays as written if that
+    is not in it either.
+
+    Args:
+      tokens: int32[R, T] ids written in the common key.
+      shift: int64[R] the shift each row was moved by.
+      tables: int32[2S + 1, V] as `to_common_key`, S >= 12.
+    """
+    center = tables.shape[0] // 2
+    back = -np.asarray(shift, np.int64)[:, None]
+    out = tables[center + back, tokens]
+    octave = tables[center + back - 12 * np.sign(back + (back == 0)), tokens]
+    out = np.where(out >= 0, out, np.where(octave >= 0, octave, tokens))
+    return out.astype(np.int32)

@@ -99,6 +99,7 @@ def generate(f) -> list[dict]:
         max_calls=MAX_SECONDS_CALLS if f.seconds else 1,
         done=(lambda rows: all(_ended(codec, row, f.seconds) for row in rows)) if f.seconds else None,
         piece_key_weights=loaded.piece_key_weights,
+        common_key=loaded.common_key_tables,
     )  # fmt: skip
 
     records = []

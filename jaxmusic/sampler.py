@@ -462,6 +462,7 @@ def generate(
     max_calls: int = 1,
     done: Callable[[np.ndarray], bool] | None = None,
     piece_key_weights: np.ndarray | None = None,
+    common_key: np.ndarray | None = None,
 ) -> np.ndarray:
     """Notes continuing each primer: the one sampling driver of the CLIs and the benchmark.
 
@@ -481,12 +482,18 @@ def generate(
         its row's whole primer and of what the row wrote in the calls before, as the
         model was trained (the key of the piece so far). None: the key, if the model
         takes one, is that of the encoder's window.
+      common_key: for a model trained in a common key
+        (`checkpoint.ForInference.common_key_tables`, with piece_key_weights): each
+        call moves its window to C major or A minor by that key, as the model was
+        trained, and what it writes back (`key_input.to_common_key`, `from_common_key`).
 
     Returns:
       int32[len(primers), calls * num_notes] written ids (PAD after an EOS).
     """
     if num_notes > sample.notes_per_call:
         raise ValueError(f"num_notes {num_notes} > the sampler's {sample.notes_per_call} a call")
+    if common_key is not None and piece_key_weights is None:
+        raise ValueError("common_key needs piece_key_weights: the key each call is moved by")
     n = len(primers)
     batch = batch or n
     genres = np.asarray(genres, np.int32)
@@ -509,8 +516,15 @@ def generate(
                 for r, ids in enumerate(read):
                     so_far[r, : ids.shape[0]] = ids
                 known = key_input.estimate(jnp.asarray(so_far), piece_key_weights)
-            tokens = sample(params, jnp.asarray(window), genre, k, this, known)
-            tokens = np.asarray(tokens)[:, :num_notes]
+            if common_key is None:
+                tokens = np.asarray(sample(params, jnp.asarray(window), genre, k, this, known))
+            else:
+                moved, moved_key, shift = key_input.to_common_key(window, np.asarray(known), common_key)
+                tokens = np.asarray(
+                    sample(params, jnp.asarray(moved), genre, k, this, jnp.asarray(moved_key))
+                )
+                tokens = key_input.from_common_key(tokens, shift, common_key)
+            tokens = tokens[:, :num_notes]
             written = np.concatenate([written, tokens], axis=1)
             window = np.concatenate([window, tokens], axis=1)[:, -encoder_len:]
             if done is None or done(written[: len(rows)]):

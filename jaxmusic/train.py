@@ -145,6 +145,12 @@ def _check_resume(
             f"run asks for optimizer.weight_decay={config.optimizer.get('weight_decay', 0.0)}; weight decay "
             "can change in a resumed run but not be turned on or off: use a new workdir"
         )
+    then, now = (bool(c.get("common_key", False)) for c in (restored_config, config))
+    if then != now:
+        raise TrainingError(
+            f"workdir {workdir}: its checkpoint was trained with common_key={then}, this run asks for "
+            f"{now} (the windows' keys would change mid-run); use a new workdir"
+        )
     then, now = (bool(c.get("carried_windows", False)) for c in (restored_config, config))
     if then != now:
         raise TrainingError(
@@ -266,6 +272,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
 
     key_weights = key_input.weights_for(model, codec)
     piece_keys = key_input.piece_weights(config, key_weights)  # None: no key in the batches
+    common_key = key_input.common_key_tables(config, codec)  # None: keys as written (or drawn)
     # After the resume checks: a workdir of another codec is refused before its ids are read.
     eval_pieces = input_pipeline.load_pieces(config.data_dir, config.eval_split)
     eval_batches = input_pipeline.eval_batches(
@@ -277,6 +284,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
         process_count=jax.process_count(),
         carried=carried,
         key_weights=piece_keys,
+        common_key=common_key,
     )
     if config.eval_batches:
         eval_batches = eval_batches[: config.eval_batches]
@@ -290,10 +298,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
         decoder_len=config.decoder_len,
         seed=config.seed,
         start_step=start,
-        transpose=input_pipeline.transpose_tables(codec, config.transpose),
+        transpose=input_pipeline.transpose_tables(codec, config.transpose)
+        if common_key is None
+        else common_key,
         shard_ids=shard_ids,
         carried=carried,
         key_weights=piece_keys,
+        common_key=common_key is not None,
     )
     writer = MetricWriter(workdir, enabled=is_main)
 

@@ -339,6 +339,47 @@ def test_training_keys_follow_the_window_and_its_transposition(carried, density)
         assert densities == {0}
 
 
+def test_common_key_moves_each_window_to_c_major_or_a_minor():
+    """common_key: where a drawn window's encoder reads its piece from the start, its key
+    is the key of its moved encoder tokens, and every key told is C major or A minor; the
+    evaluation's windows are the plain ones moved by their key, the same targets read."""
+    import jax.numpy as jnp
+
+    from jaxmusic import key_input, music_stats
+
+    codec, pieces = _keyed_codec_and_pieces()
+    weights = key_input.pitch_class_weights(codec)
+    tables = np.stack([codec.transpose_table(s) for s in range(-12, 13)])
+    common = {music_stats.KEY_NAMES.index("C major"), music_stats.KEY_NAMES.index("A minor")}
+    kw = dict(batch_size=48, encoder_len=TE, decoder_len=TD, seed=2, transpose=tables, key_weights=weights)
+    checked = 0
+    for batch in itertools.islice(ip.train_batches(pieces, common_key=True, **kw), 4):
+        enc = batch["encoder_tokens"]
+        whole = (enc == codec_lib.BOS).any(1)
+        np.testing.assert_array_equal(
+            batch["key"][whole], np.asarray(key_input.estimate(jnp.asarray(enc), weights))[whole]
+        )
+        told = batch["key"] != key_input.NO_KEY
+        assert set(batch["key"][told].tolist()) <= common
+        checked += int((whole & told).sum())
+    assert checked > 10
+
+    ev = dict(batch_size=4, encoder_len=TE, decoder_len=TD, key_weights=weights)
+    moved, plain = ip.eval_batches(pieces, common_key=tables, **ev), ip.eval_batches(pieces, **ev)
+    shifts = set()
+    for m, p in zip(moved, plain, strict=True):
+        np.testing.assert_array_equal(m["weights"], p["weights"])
+        shift = key_input.common_shift(p["key"])
+        np.testing.assert_array_equal(m["key"], key_input.transposed(p["key"], shift))
+        np.testing.assert_array_equal(m["targets"], tables[12 + shift[:, None], p["targets"]])
+        shifts.update(shift.tolist())
+    assert len(shifts) > 3  # the pieces' tonics differ
+    with pytest.raises(ip.DataError, match="carried windows"):
+        next(ip.train_batches(pieces, common_key=True, carried=True, **(kw | {"encoder_len": TD})))
+    with pytest.raises(ip.DataError, match="at least 6 semitones"):
+        ip.eval_batches(pieces, common_key=tables[9:16], **ev)
+
+
 def test_keys_of_ids_outside_the_codec_are_a_data_error():
     from jaxmusic import key_input
 

@@ -157,6 +157,101 @@ def test_sampling_a_piece_key_model_gives_the_key_of_all_it_has_read():
     np.testing.assert_array_equal(plain[:, :4] - codec.first_note_id, np.repeat(by_window[:, None], 4, 1))
 
 
+def test_common_shift_takes_every_key_to_c_major_or_a_minor():
+    names = music_stats.KEY_NAMES
+    keys = np.arange(key_input.NUM_KEYS * 3)  # every key, with three density bins
+    shift = key_input.common_shift(keys)
+    moved = key_input.transposed(keys, shift)
+    told = keys % key_input.NUM_KEYS != key_input.NO_KEY
+    assert set((moved[told] % key_input.NUM_KEYS).tolist()) == {
+        names.index("C major"),
+        names.index("A minor"),
+    }
+    np.testing.assert_array_equal(moved // key_input.NUM_KEYS, keys // key_input.NUM_KEYS)  # density kept
+    assert shift[~told].tolist() == [0, 0, 0] and shift.min() == -6 and shift.max() == 5
+    assert key_input.common_shift(np.array([names.index("G major"), names.index("E minor")])).tolist() == [
+        5,
+        5,
+    ]
+
+
+def _movable_codec_and_pieces(n=8):
+    """A codec in which every pitch of 40..95 is a pseudo-note with each onset gap (a
+    piece's first included; one velocity and length), so notes move by semitones
+    freely, and pieces of 16 notes in major keys of several tonics."""
+    start = np.arange(56) * 0.5
+    one = [
+        midi_io.make_notes(np.zeros(1), np.full(1, 0.5), np.array([p]), np.full(1, 80)) for p in range(40, 96)
+    ]
+    scale = midi_io.make_notes(start, start + 0.5, np.arange(40, 96), np.full(56, 80))
+    codec = codec_lib.fit([scale, *one], min_count=1)
+    rng = np.random.default_rng(5)
+    pieces = []
+    for tonic in rng.permutation(12)[:n]:
+        pitch = rng.choice(np.array(C_MAJOR) + int(tonic) - 6, 16)
+        pieces.append(midi_io.make_notes(start[:16], start[:16] + 0.5, pitch, np.full(16, 80)))
+    return codec, pieces
+
+
+def test_common_key_round_trip_and_unmovable_windows():
+    """Windows moved to the common key and their ids moved back are the originals; a
+    window with an id that cannot move stays, shift 0."""
+    codec, pieces = _movable_codec_and_pieces()
+    tables = np.stack([codec.transpose_table(s) for s in range(-12, 13)])
+    weights = key_input.pitch_class_weights(codec)
+    windows = np.stack([codec.encode(p) for p in pieces])
+    keys = np.asarray(key_input.estimate(jnp.asarray(windows), weights))
+    edge = codec.encode(midi_io.make_notes(np.zeros(1), np.full(1, 0.5), np.array([95]), np.full(1, 80)))[0]
+    stuck = np.flatnonzero(key_input.common_shift(keys) > 0)[0]  # moves up: 95 cannot
+    windows[stuck, 0] = edge
+    moved, moved_keys, shift = key_input.to_common_key(windows, keys, tables)
+    assert shift[stuck] == 0 and (moved[stuck] == windows[stuck]).all()
+    assert (np.delete(shift, stuck) != 0).sum() >= 5
+    common = {music_stats.KEY_NAMES.index("C major"), music_stats.KEY_NAMES.index("A minor")}
+    assert set(np.delete(moved_keys, stuck).tolist()) <= common
+    np.testing.assert_array_equal(key_input.from_common_key(moved, shift, tables), windows)
+    np.testing.assert_array_equal(moved_keys, key_input.transposed(keys, shift))
+
+
+def test_common_key_config_needs_what_it_stands_on():
+    from configs import tiny
+    from jaxmusic.cli import UsageError
+
+    codec, _ = _codec_and_pieces()
+    c = tiny.get_config()
+    assert key_input.common_key_tables(c, codec) is None  # off by default
+    c.common_key, c.transpose, c.model.key_input, c.model.key_context = True, 0, True, "piece"
+    assert key_input.common_key_tables(c, codec).shape == (25, codec.vocab_size)
+    for field, value, message in (("transpose", 2, "set transpose=0"), ("carried_windows", True, "carried"),
+                                  ("model.key_context", "window", "key_context")):  # fmt: skip
+        bad = c.copy_and_resolve_references()
+        target, name = (bad.model, field[6:]) if field.startswith("model.") else (bad, field)
+        setattr(target, name, value)
+        with pytest.raises(UsageError, match=message):
+            key_input.common_key_tables(bad, codec)
+
+
+def test_sampling_in_a_common_key_moves_the_window_there_and_the_notes_back():
+    """A stub that writes the key it was given, as an id: it is given the common key of
+    its primer's, and what it writes comes back moved by the primer's shift."""
+    codec, pieces = _movable_codec_and_pieces()
+    weights = key_input.pitch_class_weights(codec)
+    tables = np.stack([codec.transpose_table(s) for s in range(-12, 13)])
+    fn = _key_writer(codec, weights, phrase_len=2, num_phrases=2)
+    primers = [codec.encode(p) for p in pieces][:3]
+    run = dict(encoder_len=5, num_notes=4, settings=sampler.Settings(greedy=True), key=jax.random.key(0))
+    written = sampler.generate(fn, None, primers, np.zeros(3, np.int32), piece_key_weights=weights,
+                               common_key=tables, **run)  # fmt: skip
+    windows = np.stack([sampler.primer_window(p, 5) for p in primers])
+    known = np.asarray([_key_of(p, weights) for p in primers])
+    _, moved_keys, shift = key_input.to_common_key(windows, known, tables)
+    given = np.repeat((codec.first_note_id + moved_keys)[:, None], 4, 1)
+    np.testing.assert_array_equal(written, key_input.from_common_key(given, shift, tables))
+    assert (shift != 0).all()
+    with pytest.raises(ValueError, match="needs piece_key_weights"):
+        sampler.generate(fn, None, primers, np.zeros(3, np.int32), common_key=tables, **run)
+
+
 def test_density_rides_on_the_key_index():
     """With density_weights, the index is key + NUM_KEYS x the density bin of the same
     notes (notes a second over their onset gaps), in the model's estimate and in the

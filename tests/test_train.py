@@ -144,6 +144,9 @@ def test_workdir_of_another_codec_or_model_is_refused(built, tmp_path):
     with pytest.raises(train.TrainingError, match=r"trained with weight decay.*weight_decay=0.0"):
         train.train_and_evaluate(_config(data_dir, num_train_steps=20, **{"optimizer.weight_decay": 0.0}),
                                  tmp_path)  # fmt: skip
+    # The windows' keys would change mid-run: refused.
+    with pytest.raises(train.TrainingError, match=r"trained with common_key=False, this run asks for True"):
+        train.train_and_evaluate(_config(data_dir, num_train_steps=20, common_key=True), tmp_path)
     other = tmp_path / "other"
     import shutil
 
@@ -272,3 +275,18 @@ def test_cli_bad_input_is_one_clear_line(built, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and (code == 0 or len(err.strip().splitlines()) == 1), err
     assert not (tmp_path / "w3" / "checkpoints").exists()
+
+
+def test_a_common_key_run_is_evaluated_and_sampled_as_trained(built, tmp_path, capsys):
+    """A model trained in a common key: jaxmusic.evaluate reads its windows moved as in
+    training (the same NLL as the run's own final evaluation) and samples through the move."""
+    from jaxmusic import evaluate
+
+    train.train_and_evaluate(_config(built[0], num_train_steps=6, common_key=True), tmp_path)
+    final = [m for m in read_metrics(tmp_path) if "eval_nll" in m][-1]
+    out = tmp_path / "eval.json"
+    args = ["--num_samples", "4", "--num_notes", "8", "--batch", "4", "--long_notes", "0", "--json", str(out)]
+    assert evaluate.main(["--workdir", str(tmp_path), *args]) == 0
+    report = json.loads(out.read_text())
+    assert report["likelihood"]["overall"]["nll_nats"] == pytest.approx(final["eval_nll"], rel=1e-5)
+    assert report["samples"]["mean_notes_generated"] > 0
