@@ -214,12 +214,14 @@ def test_common_key_round_trip_and_unmovable_windows():
 
 
 def test_common_key_config_needs_what_it_stands_on():
-    from configs import tiny
+    from configs import multitrack, tiny
     from jaxmusic.cli import UsageError
 
     codec, _ = _codec_and_pieces()
     c = tiny.get_config()
     assert key_input.common_key_tables(c, codec) is None  # off by default
+    on = key_input.common_key_tables(multitrack.get_config(), codec)  # on for real collections
+    assert on.shape == (25, codec.vocab_size)
     c.common_key, c.transpose, c.model.key_input, c.model.key_context = True, 0, True, "piece"
     assert key_input.common_key_tables(c, codec).shape == (25, codec.vocab_size)
     for field, value, message in (("transpose", 2, "set transpose=0"), ("carried_windows", True, "carried"),
