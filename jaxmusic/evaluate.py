@@ -22,9 +22,11 @@ Reports, for the latest checkpoint of the workdir, on a split of its dataset:
      statistic, Yang & Lerch's overlap area and KL divergence of the real set's
      intra-set distances against the real-to-generated distances; and the share of
      degenerate samples (silence, or one pseudo-note over half the notes; each sample
-     judged as written, uncut) beside the real continuations' share; and, as the
-     noise floor of each overlap, the overlap of the train split's continuations
-     (real music, as many as the samples) in the samples' place;
+     judged as written, uncut) beside the real continuations' share and the train
+     split's; key agreement (the share whose Krumhansl-Schmuckler key is their
+     primer's) beside real music's on the split and on the train split, each with its
+     95% interval; and, as the noise floor of each overlap, the overlap of the train
+     split's continuations (real music, as many as the samples) in the samples' place;
   4. genre adherence: a logistic regression on those statistics, fit on the train
      split's continuations, classifies the samples; how often a sample asked for
      genre G is classified G, beside the classifier's accuracy on the split's real
