@@ -167,8 +167,7 @@ def key_agreement_counts(
 def key_agreement(codec: codec_lib.Codec, primers: list[np.ndarray], continued: list[np.ndarray]) -> float:
     """The share of continuations whose Krumhansl-Schmuckler key is their primer's
     (`key_agreement_counts`; 0 when no pair is left)."""
-    agree, told = key_agreement_counts(codec, primers, continued)
-    return agree / told if told else 0.0
+    return _share(key_agreement_counts(codec, primers, continued))["share"]
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
@@ -180,6 +179,11 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
     centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def degenerate_share(pieces: list[np.ndarray]) -> float:
+    """The share of `pieces` (note ids) that `music_stats.is_degenerate` calls degenerate."""
+    return float(np.mean([music_stats.is_degenerate(ids) for ids in pieces]))
 
 
 def _share(counts: tuple[int, int]) -> dict:
@@ -282,7 +286,7 @@ class _Continuations:
         """The share of degenerate samples (`music_stats.is_degenerate`), each judged as
         written: the cut copies serve the length-matched statistics, and a cut to a
         2-note real continuation says nothing of the sample."""
-        return float(np.mean([music_stats.is_degenerate(ids) for ids in self.written]))
+        return degenerate_share(self.written)
 
 
 def _check(f) -> tuple[list[int], sampler.Settings]:
@@ -365,7 +369,7 @@ def _samples_section(f, c: _Continuations, primer_notes: int, settings: sampler.
         "mean_notes_generated": float(np.mean([ids.shape[0] for ids in c.sample_ids])),
         "mean_notes_real": float(np.mean([ids.shape[0] for ids in c.real_ids])),
         "degenerate_share": c.degenerate_share(),
-        "real_degenerate_share": float(np.mean([music_stats.is_degenerate(ids) for ids in c.real_ids])),
+        "real_degenerate_share": degenerate_share(c.real_ids),
     }
 
 
@@ -509,9 +513,7 @@ def run(f) -> dict:
     train = continuations(train_pieces, primer_notes, f.num_notes)
     # Real music ends after one note too (a degenerate continuation by the definition):
     # 1.6% of music21's train split, the share the samples' is judged against.
-    report["samples"]["train_degenerate_share"] = (
-        float(np.mean([music_stats.is_degenerate(ids) for ids in train[1]])) if train[1] else None
-    )
+    report["samples"]["train_degenerate_share"] = degenerate_share(train[1]) if train[1] else None
     for name, value in (reference_overlaps(codec, train[1], real_stats, f.num_samples, f.seed) or {}).items():
         report["statistics"][name]["reference_overlap"] = value
     real_primers = [pieces.sequences[i][1 : 1 + primer_notes] for i in c.real_idx]
@@ -528,10 +530,8 @@ def run(f) -> dict:
             [train[1][i] for i in train_pick],
         ),
     }
-    report["key_agreement"] = {
-        **{name: v[0] / v[1] if v[1] else 0.0 for name, v in counts.items()},
-        "counts": {name: _share(v) for name, v in counts.items()},
-    }
+    shares = {name: _share(v) for name, v in counts.items()}
+    report["key_agreement"] = {**{name: v["share"] for name, v in shares.items()}, "counts": shares}
     report["genre_adherence"], classifier = _genre_section(codec, pieces, train_pieces, train, c,
                                                            (real_notes, real_stats),
                                                            (sample_notes, sample_stats))  # fmt: skip

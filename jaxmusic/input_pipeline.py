@@ -35,6 +35,7 @@ Only this module and data_pipeline import TensorFlow.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -214,7 +215,7 @@ def train_batches(
     shard_ids: list[int] | None = None,
     carried: bool = False,
     key_weights: np.ndarray | None = None,
-    common_key: bool = False,
+    common_key: np.ndarray | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Endless training batches for steps start_step, start_step + 1, ...
 
@@ -234,9 +235,10 @@ def train_batches(
         have a `key` field, the key of each window's piece from its start through the
         encoder's last note (`key_input.prefix_keys`), moved with the window's
         transposition. None: no such field (a key input reads the encoder's notes only).
-      common_key: each window moved to C major or A minor by that key
-        (`key_input.common_shift`) with the `transpose` tables (at least 6 either way),
-        not by a random shift; needs key_weights, not carried.
+      common_key: transposition tables (`transpose_tables`, at least 6 semitones either
+        way), as `eval_batches`: each window moved by them to C major or A minor by its
+        key (`key_input.common_shift`) instead of by a random shift (so no `transpose`);
+        needs key_weights, not carried.
 
     Yields:
       dicts of numpy arrays as the module doc describes, prefetched by tf.data.
@@ -249,14 +251,15 @@ def train_batches(
         raise DataError(f"encoder_len and decoder_len must be >= 1, got {encoder_len}, {decoder_len}")
     rows = batching.layout(batch_size, devices=1, processes=1, data_shards=len(shards)).shard_rows
     tables = None if transpose is None else np.asarray(transpose, np.int32)
-    if common_key:
+    if common_key is not None:
+        if tables is not None:
+            raise DataError("common_key moves each window by its key: pass no random transpose with it")
+        tables = np.asarray(common_key, np.int32)
         _check_common_key(tables, key_weights, carried)
-        make_batch = _drawn_windows(shards, shard_ids, rows, encoder_len, decoder_len, seed, tables,
-                                    key_weights, common_key=True)  # fmt: skip
-    else:
-        make_batch = (_carried_windows if carried else _drawn_windows)(
-            shards, shard_ids, rows, encoder_len, decoder_len, seed, tables, key_weights
-        )
+    drawn = functools.partial(_drawn_windows, common_key=common_key is not None)
+    make_batch = (_carried_windows if carried else drawn)(
+        shards, shard_ids, rows, encoder_len, decoder_len, seed, tables, key_weights
+    )
     ds = tf.data.Dataset.range(start_step, 2**62).map(
         make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )

@@ -180,12 +180,13 @@ COMMON_KEY_TABLE_SHIFTS = 12
 
 def common_key_tables(config: Any, codec: codec_lib.Codec) -> np.ndarray | None:
     """int32[2 x COMMON_KEY_TABLE_SHIFTS + 1, V]: a config's common-key transposition
-    tables (`codec.transpose_table` of every shift), None without `common_key`.
+    tables (`input_pipeline.transpose_tables`), None without `common_key`.
 
     Raises:
       cli.UsageError: common_key without what it stands on (the key input of the piece
         so far, no random transposition, windows drawn anywhere).
     """
+    from jaxmusic import input_pipeline  # it imports this module: imported here, not above
     from jaxmusic.cli import UsageError
 
     if not config.get("common_key", False):
@@ -199,8 +200,7 @@ def common_key_tables(config: Any, codec: codec_lib.Codec) -> np.ndarray | None:
         )
     if config.get("carried_windows", False):
         raise UsageError("config.common_key moves each window by its own key: not with carried_windows")
-    shifts = range(-COMMON_KEY_TABLE_SHIFTS, COMMON_KEY_TABLE_SHIFTS + 1)
-    return np.stack([codec.transpose_table(s) for s in shifts])
+    return input_pipeline.transpose_tables(codec, COMMON_KEY_TABLE_SHIFTS)
 
 
 def common_shift(keys: Any, xp: Any = np) -> Any:

@@ -298,13 +298,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path, stop_a
         decoder_len=config.decoder_len,
         seed=config.seed,
         start_step=start,
-        transpose=input_pipeline.transpose_tables(codec, config.transpose)
-        if common_key is None
-        else common_key,
+        transpose=input_pipeline.transpose_tables(codec, config.transpose),
         shard_ids=shard_ids,
         carried=carried,
         key_weights=piece_keys,
-        common_key=common_key is not None,
+        common_key=common_key,
     )
     writer = MetricWriter(workdir, enabled=is_main)
 

@@ -351,9 +351,9 @@ def test_common_key_moves_each_window_to_c_major_or_a_minor():
     weights = key_input.pitch_class_weights(codec)
     tables = np.stack([codec.transpose_table(s) for s in range(-12, 13)])
     common = {music_stats.KEY_NAMES.index("C major"), music_stats.KEY_NAMES.index("A minor")}
-    kw = dict(batch_size=48, encoder_len=TE, decoder_len=TD, seed=2, transpose=tables, key_weights=weights)
+    kw = dict(batch_size=48, encoder_len=TE, decoder_len=TD, seed=2, key_weights=weights)
     checked = 0
-    for batch in itertools.islice(ip.train_batches(pieces, common_key=True, **kw), 4):
+    for batch in itertools.islice(ip.train_batches(pieces, common_key=tables, **kw), 4):
         enc = batch["encoder_tokens"]
         whole = (enc == codec_lib.BOS).any(1)
         np.testing.assert_array_equal(
@@ -375,7 +375,9 @@ def test_common_key_moves_each_window_to_c_major_or_a_minor():
         shifts.update(shift.tolist())
     assert len(shifts) > 3  # the pieces' tonics differ
     with pytest.raises(ip.DataError, match="carried windows"):
-        next(ip.train_batches(pieces, common_key=True, carried=True, **(kw | {"encoder_len": TD})))
+        next(ip.train_batches(pieces, common_key=tables, carried=True, **(kw | {"encoder_len": TD})))
+    with pytest.raises(ip.DataError, match="no random transpose"):
+        next(ip.train_batches(pieces, common_key=tables, transpose=ip.transpose_tables(codec, 3), **kw))
     with pytest.raises(ip.DataError, match="at least 6 semitones"):
         ip.eval_batches(pieces, common_key=tables[9:16], **ev)
 
