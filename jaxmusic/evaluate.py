@@ -625,6 +625,29 @@ def _share_text(ka: dict, name: str) -> str:
     return f"{100 * c['share']:.1f}% ({100 * lo:.1f} to {100 * hi:.1f}, {c['pairs']})"
 
 
+def genre_lines(ga: dict, split: str) -> list[str]:
+    """The report's genre-adherence lines: overall, then per genre (or why it has no samples)."""
+    if "skipped" in ga:
+        return [f"genre adherence: skipped ({ga['skipped']})"]
+    lines = [
+        f"genre adherence: {100 * ga['adherence']:.1f}% of samples classified as the genre asked; "
+        f"classifier accuracy on real {split} pieces {100 * ga['real_accuracy']:.1f}% "
+        f"(majority class {100 * ga['real_chance']:.1f}%)"
+    ]
+    for g, v in ga["per_genre"].items():
+        if not v["samples"]:
+            # Primers are drawn at random from the split's pieces: a genre with a few
+            # pieces can go undrawn in a small number of samples.
+            why = (f"no primer drawn from its {v['real_pieces']} pieces; more --num_samples draw more"
+                   if v["real_pieces"] else f"no piece of {g} in split {split} to prime with")  # fmt: skip
+            lines.append(f"  {g}: no samples ({why})")
+            continue
+        real = f"{100 * v['real_accuracy']:.1f}%" if v["real_accuracy"] is not None else "-"
+        lines.append(f"  {g}: {v['samples']} samples, {100 * v['adherence']:.1f}% classified {g} "
+                     f"(real pieces: {real} of {v['real_pieces']})")  # fmt: skip
+    return lines
+
+
 def format_report(r: dict) -> str:
     """The report as the table printed on stdout."""
     lines = [
@@ -698,23 +721,8 @@ def format_report(r: dict) -> str:
             lines.append(f"{name:<72}{row['mean_overlap']:9.3f}{row['min_overlap']:9.3f}"
                          f"{100 * row['ended_share']:6.0f}%{100 * row['degenerate_share']:6.1f}%"
                          f"{100 * row['key_agreement']:6.1f}%")  # fmt: skip
-    ga = r["genre_adherence"]
     lines.append("")
-    if "skipped" in ga:
-        lines.append(f"genre adherence: skipped ({ga['skipped']})")
-    else:
-        lines.append(
-            f"genre adherence: {100 * ga['adherence']:.1f}% of samples classified as the genre asked; "
-            f"classifier accuracy on real {r['split']} pieces {100 * ga['real_accuracy']:.1f}% "
-            f"(majority class {100 * ga['real_chance']:.1f}%)"
-        )
-        for g, v in ga["per_genre"].items():
-            if not v["samples"]:
-                lines.append(f"  {g}: no samples (no piece of {g} in split {r['split']} to prime with)")
-                continue
-            real = f"{100 * v['real_accuracy']:.1f}%" if v["real_accuracy"] is not None else "-"
-            lines.append(f"  {g}: {v['samples']} samples, {100 * v['adherence']:.1f}% classified {g} "
-                         f"(real pieces: {real} of {v['real_pieces']})")  # fmt: skip
+    lines.extend(genre_lines(r["genre_adherence"], r["split"]))
     return "\n".join(lines)
 
 

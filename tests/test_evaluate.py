@@ -93,6 +93,27 @@ def test_genre_classifier_hears_what_the_statistics_cannot():
     assert (predicted[0::2] == predicted[1::2]).all()  # each pair alike: right on at most half
 
 
+def test_genre_lines_tell_an_undrawn_genre_from_an_absent_one():
+    """A genre with pieces in the split but no primer drawn from them is not reported as
+    having no piece to prime with (once it was, in a 64-sample report)."""
+    import numpy as np
+
+    class ByFirstColumn:  # a stand-in classifier: the genre is the first feature
+        def predict(self, x):
+            return x[:, 0].astype(int)
+
+    real = np.array([[0], [0], [1], [2]])  # genres 0, 0, 1 (2 is misclassified below)
+    samples = np.array([[0], [0], [2]])
+    ga = evaluate.genre_adherence(ByFirstColumn(), 10, real, np.array([0, 0, 1, 1]), samples,
+                                  np.array([0, 0, 0]), ("a", "b", "c"))  # fmt: skip
+    assert ga["real_accuracy"] == 0.75 and ga["adherence"] == 2 / 3
+    lines = evaluate.genre_lines(ga, "validation")
+    assert lines[1] == "  a: 3 samples, 66.7% classified a (real pieces: 100.0% of 2)"
+    assert lines[2] == "  b: no samples (no primer drawn from its 2 pieces; more --num_samples draw more)"
+    assert lines[3] == "  c: no samples (no piece of c in split validation to prime with)"
+    assert evaluate.genre_lines({"skipped": "one genre"}, "test") == ["genre adherence: skipped (one genre)"]
+
+
 def test_cli_end_to_end(trained, tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert _evaluate(trained, "--json", str(out), "--plots", str(tmp_path / "plots"),
