@@ -13,6 +13,7 @@ the caller is told; it is kept aside as <step>.unreadable, never deleted.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from pathlib import Path
@@ -175,18 +176,20 @@ class ForInference:
     params: Any
     step: int
 
-    @property
+    # The tables below are built once per loaded checkpoint (frozen: cached_property
+    # writes the instance's __dict__ directly), not at every sampling call.
+    @functools.cached_property
     def key_weights(self) -> Any:
         """`key_input.pitch_class_weights` of the codec for a model with a key input, else None."""
         return key_input.weights_for(self.model, self.codec)
 
-    @property
+    @functools.cached_property
     def piece_key_weights(self) -> Any:
         """What `sampler.generate` takes as piece_key_weights: the codec's pitch-class
         weights for a model whose key input reads the piece so far, else None."""
         return key_input.piece_weights(self.config, self.key_weights)
 
-    @property
+    @functools.cached_property
     def common_key_tables(self) -> Any:
         """What `sampler.generate` takes as common_key: the transposition tables of a
         model trained in a common key (`key_input.common_key_tables`), else None."""
