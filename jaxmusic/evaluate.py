@@ -687,7 +687,8 @@ def format_report(r: dict) -> str:
     if any("reference_overlap" in st for st in r["statistics"].values()):
         lines.append(
             "train split: the overlap of real music in the samples' place (continuations of "
-            "the train split's pieces), what a model whose samples were real music would score"
+            "the train split's pieces), what a model whose samples were real music would score; "
+            "every overlap falls as --num_samples grows (docs/evaluation.md), so compare at one count"
         )
     lines.append(f"degenerate samples: {100 * s['degenerate_share']:.1f}% "
                  f"(real continuations: {100 * s['real_degenerate_share']:.1f}%"
