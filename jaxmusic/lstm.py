@@ -168,6 +168,14 @@ def _backward(w, c0, h0, gate_bias, saved, d_hs, d_c, d_h, column: bool):
     (dh0, dc0, d_bias), dgates = lax.scan(step, (d_h, d_c, zero), (d_hs, acts, c_prev, tanh_cs), reverse=True)
     h_prev = jnp.concatenate([h0[None], hs[:-1]], 0).astype(w.dtype)
     # The weight gradient as one product over every step, accumulated in float32.
+    if column and w.dtype != jnp.float32:
+        # XLA:CPU runs a bfloat16 product only in its plain form (contracting the lhs's
+        # last axis and the rhs's first); in the column layout this one contracts
+        # [T, ., B] axes of both, which its generic dot cannot do in bfloat16
+        # ("Unsupported element type for DotThunk"). Taken in rows, it is plain.
+        h_rows, d_rows = jnp.swapaxes(h_prev, 1, 2), jnp.swapaxes(dgates, 1, 2).astype(w.dtype)
+        rows = jnp.einsum("tbh,tbg->hg", h_rows, d_rows, preferred_element_type=jnp.float32)
+        return dgates, rows.T, dc0, dh0, d_bias
     spec = "thb,tgb->gh" if column else "tbh,tbg->hg"
     dw = jnp.einsum(spec, h_prev, dgates.astype(w.dtype), preferred_element_type=jnp.float32)
     return dgates, dw, dc0, dh0, d_bias
