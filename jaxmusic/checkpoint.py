@@ -26,7 +26,7 @@ import orbax.checkpoint as ocp
 from jaxmusic import codec as codec_lib
 from jaxmusic import key_input, models
 from jaxmusic import sampler as sampler_lib
-from jaxmusic.cli import Error
+from jaxmusic.cli import Error, UsageError
 
 
 class CheckpointError(Error):
@@ -210,18 +210,27 @@ class ForInference:
         )  # fmt: skip
 
 
-def load_for_inference(workdir: str | os.PathLike) -> ForInference:
+def load_for_inference(workdir: str | os.PathLike, dtype: str | None = None) -> ForInference:
     """The latest readable checkpoint of a workdir, with its config, codec and model.
+
+    dtype: the products' input type for this use (`models.DTYPES`: sampling or
+    evaluating a float32-trained model in bfloat16); None: the checkpoint's
+    `config.model.dtype`. Parameters, state and logits stay float32 either way.
 
     Raises:
       CheckpointError: the workdir has no checkpoint, or none can be read.
+      UsageError: dtype is not a name in `models.DTYPES`.
     """
+    if dtype is not None and dtype not in models.DTYPES:
+        raise UsageError(f"--dtype {dtype!r} is not one of {', '.join(models.DTYPES)}")
     restored = Checkpointer(workdir, read_only=True).restore(None)
     if restored is None:
         raise CheckpointError(
             f"--workdir {workdir}: no checkpoint in it (train first: python -m jaxmusic.train)"
         )
     config = ml_collections.ConfigDict(restored.config)
+    if dtype is not None:
+        config.model.dtype = dtype
     codec = codec_lib.from_dict(restored.codec, source=f"{workdir} checkpoint {restored.step}")
     model = models.from_config(config, codec.vocab_size, len(codec.genres))
     return ForInference(config, codec, model, restored.state["params"], restored.step)

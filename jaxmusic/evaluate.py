@@ -479,7 +479,7 @@ def run(f) -> dict:
     """The whole evaluation for parsed flags; returns the JSON report."""
     orders, settings = _check(f)
     sweep = parse_sweep(f.sweep or [])
-    loaded = checkpoint_lib.load_for_inference(f.workdir)
+    loaded = checkpoint_lib.load_for_inference(f.workdir, f.dtype)
     codec, config = loaded.codec, loaded.config
     dataset, pieces, train_pieces = _load_splits(f, loaded)
     primer_notes = config.encoder_len if f.primer_notes is None else f.primer_notes
@@ -487,6 +487,7 @@ def run(f) -> dict:
     report: dict[str, Any] = {
         "workdir": str(f.workdir),
         "checkpoint_step": loaded.step,
+        "dtype": config.model.dtype,  # the products' input type (--dtype, or the checkpoint's)
         "dataset": str(dataset),
         "split": f.split,
         "pieces": len(pieces),
@@ -653,6 +654,7 @@ def format_report(r: dict) -> str:
     lines = [
         f"{r['workdir']} checkpoint {r['checkpoint_step']}, split {r['split']} of {r['dataset']}: "
         f"{r['pieces']} pieces, {r['likelihood']['overall']['notes']:,.0f} notes"
+        + (f"; products in {r['dtype']}" if r.get("dtype", "float32") != "float32" else "")
     ]
     genres = list(r["likelihood"]["per_genre"])
     head = f"{'per-note likelihood':<26}{'nats':>7}{'bits':>7}{'ppl':>8}{'acc':>7}" + "".join(

@@ -3,11 +3,12 @@
   python -m jaxmusic.sample --workdir runs/default --out_dir samples \\
       [--num_outputs 4] [--num_notes 256 | --seconds 30] [--temperature 0.9] \\
       [--top_k 0] [--top_p 0.9] [--nountempered_rhythm] [--greedy] [--carry_state] [--fixed_length] \\
-      [--seed 0] [--genre classical] [--primer_midi song.mid | --primer_split validation] [--wav] [--png]
+      [--seed 0] [--genre classical] [--primer_midi song.mid | --primer_split validation] [--wav] [--png] \\
+      [--dtype bfloat16]
 
 Loads the latest checkpoint with its config and codec (nothing else is needed,
 except the dataset for --primer_split), writes O/sample_000.mid ... and
-O/samples.json (per file: seed, settings, primer, genre, notes, seconds). The same
+O/samples.json (per file: seed, settings, dtype, primer, genre, notes, seconds). The same
 seed and settings give the same files byte for byte.
 """
 
@@ -88,7 +89,7 @@ def generate(f) -> list[dict]:
     """Writes the samples and samples.json for parsed flags; returns the per-file records."""
     settings = _check(f)
     out_dir = cli.ensure_writable("--out_dir", f.out_dir)
-    loaded = checkpoint_lib.load_for_inference(f.workdir)
+    loaded = checkpoint_lib.load_for_inference(f.workdir, f.dtype)
     config, codec = loaded.config, loaded.codec
     primers = _primers(f, config, codec)
     genres = [_genre(f, codec, p["genre"]) for p in primers]
@@ -121,6 +122,7 @@ def generate(f) -> list[dict]:
             "seconds": round(float(notes["end"].max()) if notes.shape[0] else 0.0, 3),
             "ended_with_eos": bool((row == codec_lib.EOS).any()),
             "checkpoint_step": loaded.step,
+            "dtype": config.model.dtype,  # the products' input type
             "codec_fingerprint": codec.fingerprint,
         })  # fmt: skip
     if f.wav or f.png:
@@ -146,7 +148,8 @@ def _ended(codec: codec_lib.Codec, row: np.ndarray, seconds: float) -> bool:
 
 def define_sampling_flags(fv) -> None:
     """--temperature, --top_k, --top_p, --carry_state, --min_notes, --untempered_rhythm
-    (`sampler.Settings`); shared with jaxmusic.evaluate."""
+    (`sampler.Settings`) and --dtype (`checkpoint.load_for_inference`); shared with
+    jaxmusic.evaluate."""
     from absl import flags
 
     # The defaults: the best worst-statistic overlap over music21 and POP909 of a
@@ -159,6 +162,8 @@ def define_sampling_flags(fv) -> None:
     flags.DEFINE_integer("min_notes", 1, "EOS is not drawn before this many notes", flag_values=fv)
     # On: the best worst-statistic overlap over the two collections of a --sweep (POP909's
     # chords no longer crowded by the truncation; music21 the same within noise).
+    flags.DEFINE_string("dtype", None, "the input type of the model's products: float32 or bfloat16 "
+                        "(default: the checkpoint's config.model.dtype)", flag_values=fv)  # fmt: skip
     flags.DEFINE_bool("untempered_rhythm", True, "each note's onset gap (or EOS) from the model's own "
                       "distribution; temperature, top_k, top_p choose among the notes of that gap "
                       "(--nountempered_rhythm: every id at once)", flag_values=fv)  # fmt: skip

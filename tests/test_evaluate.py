@@ -235,6 +235,18 @@ def test_same_seed_same_report(trained, tmp_path):
     assert a["statistics"] == b["statistics"] and a["samples"] == b["samples"]
 
 
+def test_bfloat16_products_score_as_float32(trained, tmp_path, capsys):
+    """--dtype bfloat16 evaluates (and samples from) a float32-trained model with bfloat16
+    product inputs: the same likelihood to bfloat16's rounding, and the report says so."""
+    for dtype in ("float32", "bfloat16"):
+        assert _evaluate(trained, "--dtype", dtype, "--long_notes", "0", "--json", str(tmp_path / dtype)) == 0
+    f32, bf16 = (json.loads((tmp_path / d).read_text()) for d in ("float32", "bfloat16"))
+    assert (f32["dtype"], bf16["dtype"]) == ("float32", "bfloat16")
+    a, b = f32["likelihood"]["overall"]["nll_nats"], bf16["likelihood"]["overall"]["nll_nats"]
+    assert a != b and b == pytest.approx(a, abs=0.01)
+    assert "products in bfloat16" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -248,6 +260,7 @@ def test_same_seed_same_report(trained, tmp_path):
         (["--sweep", "top_k=high"], "--sweep 'top_k=high': a value is not a top_k"),
         (["--sweep", "carry_state=yes"], "--sweep 'carry_state=yes': a value is not a carry_state"),
         (["--long_notes", "13"], "--long_notes must be 0 or >= 2 x --num_notes (24), got 13"),
+        (["--dtype", "float8"], "--dtype 'float8' is not one of float32, bfloat16, float16"),
     ],
 )
 def test_bad_input_is_one_clear_line(trained, tmp_path, capsys, extra, message):

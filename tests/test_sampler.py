@@ -279,6 +279,16 @@ def test_same_seed_same_bytes(trained, tmp_path):
     ).read_bytes()
 
 
+def test_cli_samples_in_bfloat16(trained, tmp_path):
+    """--dtype bfloat16 samples a float32-trained model with bfloat16 products, and says so."""
+    assert _sample(trained, tmp_path, "--dtype", "bfloat16", "--greedy") == 0
+    records = json.loads((tmp_path / "samples.json").read_text())
+    assert [r["dtype"] for r in records] == ["bfloat16"] * 2
+    assert all(midi_io.read(tmp_path / r["file"]).notes.shape[0] == r["notes"] > 0 for r in records)
+    assert _sample(trained, tmp_path / "f32", "--greedy") == 0
+    assert json.loads((tmp_path / "f32" / "samples.json").read_text())[0]["dtype"] == "float32"
+
+
 def test_primers_midi_and_split(trained, tmp_path, collection):
     primer = collection[0] / "jazz" / "piece1.mid"
     assert _sample(trained, tmp_path / "m", "--primer_midi", str(primer), "--greedy") == 0
