@@ -14,7 +14,7 @@ Differences from the default, and why (measured figures: docs/evaluation.md):
   2.5 to 5 seconds, a bar or two.
 - More steps: one epoch of POP909's train split is about 1,340 steps of 32 x 32
   targets; its validation NLL still fell by 0.05 over the last 400 of 3,400 steps.
-- A longer warmup (500 steps, not 100): the first few hundred steps of multi-track
+- A longer warmup (500 steps, not the default's 300): the first few hundred steps of multi-track
   training sit on the unigram plateau, and one run (the key of the piece so far,
   seed 0) fell back onto it at the peak learning rate just after a 100-step warmup.
 - No dropout in the decoder: a run of this config reads its collection about 2.5
