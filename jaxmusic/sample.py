@@ -162,11 +162,11 @@ def define_sampling_flags(fv) -> None:
     flags.DEFINE_integer("min_notes", 1, "EOS is not drawn before this many notes", flag_values=fv)
     # On: the best worst-statistic overlap over the two collections of a --sweep (POP909's
     # chords no longer crowded by the truncation; music21 the same within noise).
-    flags.DEFINE_string("dtype", None, "the input type of the model's products: float32 or bfloat16 "
-                        "(default: the checkpoint's config.model.dtype)", flag_values=fv)  # fmt: skip
     flags.DEFINE_bool("untempered_rhythm", True, "each note's onset gap (or EOS) from the model's own "
                       "distribution; temperature, top_k, top_p choose among the notes of that gap "
                       "(--nountempered_rhythm: every id at once)", flag_values=fv)  # fmt: skip
+    flags.DEFINE_string("dtype", None, "the input type of the model's products: float32 or bfloat16 "
+                        "(default: the checkpoint's config.model.dtype)", flag_values=fv)  # fmt: skip
 
 
 def _define_flags(fv, argv: list[str]) -> None:
