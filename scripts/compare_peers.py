@@ -16,7 +16,9 @@ jaxmusic and plain Flax run on it (with jax[cuda12]) and PyTorch's nn.LSTM on cu
 layer's gates as a row gather (the seed's model, fewer FLOPs), and `jaxmusic_embed`,
 with that same embedding (`embed_dim=H`, identical FLOPs). Each (round, framework)
 is a process of its own, rounds interleave the frameworks so machine noise falls on
-all alike, and the table gives medians and ratios to jaxmusic_embed. jaxmusic's runs
+all alike, and the table gives medians, ratios to jaxmusic_embed, and each framework's
+speed against PyTorch as the median of the rounds' own ratios (a round's frameworks run
+back to back, so its ratio is spared the machine's slower drifts). jaxmusic's runs
 keep host memory as its CLIs do (`jaxmusic.host_memory`: on a CPU, XLA's temporaries
 stay mapped between steps); `--host_malloc all` gives every framework the same
 (PyTorch and Keras glibc's part), `default` none.
@@ -295,8 +297,10 @@ def main() -> None:
     if args.dtype != "float32" and {"flax_nn_rnn", "keras"} & set(names):
         parser.error("--dtype bfloat16 runs jaxmusic, jaxmusic_embed and pytorch only")
     runs: dict[str, list[dict]] = {n: [] for n in names}
+    per_round: list[dict[str, float]] = []  # step seconds of each framework in each round
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     for r in range(args.rounds):
+        per_round.append({})
         for name in names if r % 2 == 0 else names[::-1]:
             cmd = [sys.executable, __file__, "--worker", name] + [
                 f"--{k}={getattr(args, k)}"
@@ -308,6 +312,7 @@ def main() -> None:
                 print(f"{name} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
                 continue
             runs[name].append(json.loads(line[0][7:]))
+            per_round[-1][name] = runs[name][-1]["step_seconds"]
             print(
                 f"round {r + 1}: {name} {runs[name][-1]['step_seconds'] * 1e3:.0f} ms/step", file=sys.stderr
             )
@@ -318,9 +323,15 @@ def main() -> None:
     shapes += f" ({'; '.join(devices)})" if devices else ""
     print(f"\n{shapes}, {args.dtype}, median of {args.rounds} rounds x {args.steps} steps, "
           f"--host_malloc {args.host_malloc}\n")  # fmt: skip
-    print("| framework | step (ms) | / jaxmusic_embed |\n|---|---|---|")
+    # Each round's frameworks ran back to back, so a round's ratio cancels the machine's
+    # slower drifts that the medians of separate rounds keep.
+    paired = {n: statistics.median(r["pytorch"] / r[n] for r in per_round if n in r and "pytorch" in r)
+              for n in medians if any(n in r and "pytorch" in r for r in per_round)}  # fmt: skip
+    print("| framework | step (ms) | / jaxmusic_embed | speed x PyTorch, median of the rounds' ratios |")
+    print("|---|---|---|---|")
     for n, m in medians.items():
-        print(f"| {n} | {m * 1e3:.0f} | {m / ref:.2f}x |" if ref else f"| {n} | {m * 1e3:.0f} | |")
+        rel = f"{m / ref:.2f}x" if ref else ""
+        print(f"| {n} | {m * 1e3:.0f} | {rel} | " + (f"{paired[n]:.2f}x |" if n in paired else "|"))
     sampling = {}
     for mode in SAMPLING_MODES:
         for n in ("jaxmusic", "pytorch"):
@@ -343,6 +354,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             report = {"settings": vars(args), "step_seconds_median": medians,
+                      "speed_x_pytorch_paired_median": paired, "step_seconds_per_round": per_round,
                       "sampling_notes_per_second": sampling, "runs": runs}  # fmt: skip
             json.dump(report, f, indent=1)
 
