@@ -10,7 +10,9 @@ doing every layer's products), "layers" in rows, and on a CPU "layers" in the co
 layout. Rounds alternate the orders; the table gives the median of each order's round
 medians and its ratio to the wavefront. This is what "auto" (wavefront on TPUs and
 GPUs, layers on CPUs) was chosen from; on a GPU or TPU it shows what the wavefront
-gains there. Needs no TensorFlow.
+gains there. Host memory is kept as the CLIs keep it (`jaxmusic.host_memory`; before
+2026-12-02 it was not, so a CPU mapped fresh temporaries at every call). Needs no
+TensorFlow.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 
 import jax
 
-from jaxmusic import lstm, models
+from jaxmusic import host_memory, lstm, models
 
 
 def _args(hidden: int, batch: int, steps: int, layers: int):
@@ -62,6 +64,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    host_memory.keep_freed_memory()  # as the CLIs do, before JAX starts its CPU client
     dtype = models.DTYPES[args.dtype]
     inputs = _args(args.hidden, args.batch, args.steps, args.layers)
     on_cpu = jax.devices()[0].platform == "cpu"
