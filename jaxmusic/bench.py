@@ -318,8 +318,10 @@ def run(config: ml_collections.ConfigDict, *, steps: int, vocab_size: int, num_g
                 over_floor.append(c["notes_per_second"] / floors[-1]["notes_per_second"])
         result[f"sampler_carried_notes_per_second_batch{b}"] = statistics.median(carried)
         result[f"sampler_carried_over_loop_batch{b}"] = statistics.median(over_loop)
+        result[f"sampler_carried_over_loop_rounds_batch{b}"] = over_loop  # the spread behind the median
         if over_floor:
             result[f"sampler_carried_over_floor_batch{b}"] = statistics.median(over_floor)
+            result[f"sampler_carried_over_floor_rounds_batch{b}"] = over_floor
     floors = floors or [decode_floor(config, vocab_size=vocab_size)]
     floor = sorted(floors, key=lambda f: f["notes_per_second"])[len(floors) // 2]  # the median round
     result["decode_floor_notes_per_second"] = floor["notes_per_second"]
@@ -332,6 +334,11 @@ def run(config: ml_collections.ConfigDict, *, steps: int, vocab_size: int, num_g
         dtype=config.model.dtype, embed_dim=config.model.get("embed_dim", 0), steps=steps,
     )  # fmt: skip
     return result
+
+
+def _spread(rounds: list[float] | None, fmt: str) -> str:
+    """' [lowest..highest]' of a measurement's rounds (empty for fewer than two)."""
+    return f" [{min(rounds):{fmt}}..{max(rounds):{fmt}}]" if rounds and len(rounds) > 1 else ""
 
 
 def _table(r: dict) -> str:
@@ -374,12 +381,14 @@ def _table(r: dict) -> str:
         loop = r[f"sampler_python_loop_notes_per_second_batch{b}"]
         rows.append((f"sampler, batch {b}: notes/s (compile)", f"{rate:.0f} ({compile_s:.1f} s)"))
         against = f"{r[f'sampler_carried_over_loop_batch{b}']:.2f}x the loop"
+        against += _spread(r.get(f"sampler_carried_over_loop_rounds_batch{b}"), ".2f")
         if f"sampler_carried_over_floor_batch{b}" in r:
-            against = f"{r[f'sampler_carried_over_floor_batch{b}']:.0%} of the floor, " + against
+            floor = f"{r[f'sampler_carried_over_floor_batch{b}']:.0%} of the floor"
+            floor += _spread(r.get(f"sampler_carried_over_floor_rounds_batch{b}"), ".0%")
+            against = f"{floor}, {against}"
         carried = r[f"sampler_carried_notes_per_second_batch{b}"]
-        rows.append(
-            (f"sampler with carried state, batch {b}: notes/s", f"{carried:.0f} ({against}; medians)")
-        )
+        label = f"sampler with carried state, batch {b}: notes/s"
+        rows.append((label, f"{carried:.0f} ({against}; medians [rounds])"))
         rows.append((f"python loop of decode_step, batch {b}: notes/s", f"{loop:.0f}"))
     rows.append((
         "batch-1 floor: decoder weight products alone",

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from configs import default, tiny
 from jaxmusic import bench
 
@@ -40,6 +42,11 @@ def test_cli_runs_on_tiny_and_writes_json(tmp_path):
     # batch, to the floor at batch 1 only.
     assert r["sampler_carried_over_loop_batch1"] > 0 and r["sampler_carried_over_loop_batch64"] > 0
     assert r["sampler_carried_over_floor_batch1"] > 0 and "sampler_carried_over_floor_batch64" not in r
+    # Each round's ratio is kept beside the median: two rounds, whose median is their mean.
+    for key in ("sampler_carried_over_floor", "sampler_carried_over_loop"):
+        rounds = r[f"{key}_rounds_batch1"]
+        assert len(rounds) == 2 and r[f"{key}_batch1"] == pytest.approx(sum(rounds) / 2)
+    assert len(r["sampler_carried_over_loop_rounds_batch64"]) == 2
     assert "of the floor" in proc.stdout and "x the loop" in proc.stdout
     h, layers = c.model.hidden, c.model.num_layers  # decoder: recurrent + upper input products, head
     assert r["decode_weight_bytes_per_note"] == 4 * ((2 * layers - 1) * h * 4 * h + h * 64)
