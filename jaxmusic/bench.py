@@ -15,8 +15,8 @@ Then the compiled step's memory per device (`memory_analysis`), the sampler's no
 at batch 1 and 64, and the floor under batch-1 sampling: the decoder's weight products
 alone (`decode_floor`). The sampler with carried state is timed in `--sampler_rounds`
 rounds alternated with the Python loop of decode_step and the floor, and reported as
-medians of the rounds' ratios (a shared machine's speed swings by a third between
-minutes). Imports no TensorFlow.
+medians of the rounds' ratios, each round's kept beside them (a shared machine's speed
+swings by a third between minutes). Imports no TensorFlow.
 """
 
 from __future__ import annotations
