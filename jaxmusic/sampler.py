@@ -448,6 +448,11 @@ def primer_window(ids: jax.Array | list[int], encoder_len: int) -> list[int]:
     return [codec_lib.PAD] * (encoder_len - len(seq)) + seq
 
 
+# jax.random.fold_in op by op costs about 0.5 ms a call on a CPU, jitted 0.01 ms (the
+# same key): 3% of a 256-note batch-1 sampling call of the default model.
+_fold_in = jax.jit(jax.random.fold_in)
+
+
 def generate(
     sample: Sampler,
     params: Any,
@@ -502,10 +507,10 @@ def generate(
         rows = list(range(start, min(start + batch, n)))
         padded = rows + [rows[-1]] * (batch - len(rows))
         window = np.asarray([primer_window(primers[i], encoder_len) for i in padded], np.int32)
-        genre = jnp.asarray(genres[padded])
+        genre = genres[padded]  # numpy: the jitted call's own transfer is the cheaper one
         written = np.zeros((batch, 0), np.int32)
         for call in range(max_calls):
-            k = jax.random.fold_in(key, start * max_calls + call)
+            k = _fold_in(key, start * max_calls + call)
             this = settings if call == 0 else dataclasses.replace(settings, min_notes=0)  # rows go on
             known = None
             if piece_key_weights is not None:
@@ -517,12 +522,10 @@ def generate(
                     so_far[r, : ids.shape[0]] = ids
                 known = key_input.estimate(jnp.asarray(so_far), piece_key_weights)
             if common_key is None:
-                tokens = np.asarray(sample(params, jnp.asarray(window), genre, k, this, known))
+                tokens = np.asarray(sample(params, window, genre, k, this, known))
             else:
                 moved, moved_key, shift = key_input.to_common_key(window, np.asarray(known), common_key)
-                tokens = np.asarray(
-                    sample(params, jnp.asarray(moved), genre, k, this, jnp.asarray(moved_key))
-                )
+                tokens = np.asarray(sample(params, moved, genre, k, this, moved_key))
                 tokens = key_input.from_common_key(tokens, shift, common_key)
             tokens = tokens[:, :num_notes]
             written = np.concatenate([written, tokens], axis=1)

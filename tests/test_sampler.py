@@ -451,3 +451,39 @@ def test_untempered_rhythm_needs_a_sampler_with_groups():
     with pytest.raises(sampler.UsageError, match="untempered_rhythm"):
         fn(None, jnp.zeros((1, 3), jnp.int32), jnp.zeros(1, jnp.int32), jax.random.key(0),
            sampler.Settings(untempered_rhythm=True))  # fmt: skip
+
+
+class _KeyWriter:
+    """A stand-in for a compiled sampler that writes, for each row, ids drawn from the
+    key it was given, and records the window and genre it received."""
+
+    notes_per_call = 4
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, params, window, genre, key, settings, known_key=None):
+        self.calls.append((np.asarray(window), np.asarray(genre)))
+        ids = jax.random.randint(key, (window.shape[0], self.notes_per_call), FIRST, V)
+        return np.asarray(ids, np.int32)
+
+
+def test_generate_draws_each_call_from_the_key_folded_with_its_rows_and_continuation():
+    """The call for the rows from index s, continuation c, draws with fold_in(key, s *
+    max_calls + c): the same key, primers and settings give the same notes, batch by
+    batch and call by call."""
+    key, max_calls = jax.random.key(7), 2
+    fn = _KeyWriter()
+    primers, genres = [[FIRST], [FIRST + 1], [FIRST + 2]], np.array([0, 1, 0], np.int32)
+    written = sampler.generate(fn, None, primers, genres, encoder_len=3, num_notes=4,
+                               settings=sampler.Settings(), key=key, batch=2, max_calls=max_calls,
+                               done=lambda rows: False)  # fmt: skip
+    assert written.shape == (3, 8) and len(fn.calls) == 4  # two batches (the second padded), two calls each
+    for start in (0, 2):
+        for call in range(max_calls):
+            k = jax.random.fold_in(key, start * max_calls + call)
+            expected = np.asarray(jax.random.randint(k, (2, 4), FIRST, V))[: 3 - start]
+            np.testing.assert_array_equal(written[start : start + 2, 4 * call : 4 * call + 4], expected)
+    window, genre = fn.calls[2]  # the second batch's first call: row 2 and its padding copy
+    np.testing.assert_array_equal(window, [[codec_lib.PAD, codec_lib.BOS, FIRST + 2]] * 2)
+    assert window.dtype == np.int32 and genre.tolist() == [0, 0]
