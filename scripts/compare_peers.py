@@ -325,8 +325,11 @@ def main() -> None:
           f"--host_malloc {args.host_malloc}\n")  # fmt: skip
     # Each round's frameworks ran back to back, so a round's ratio cancels the machine's
     # slower drifts that the medians of separate rounds keep.
-    paired = {n: statistics.median(r["pytorch"] / r[n] for r in per_round if n in r and "pytorch" in r)
-              for n in medians if any(n in r and "pytorch" in r for r in per_round)}  # fmt: skip
+    paired = {}
+    for n in medians:
+        ratios = [r["pytorch"] / r[n] for r in per_round if n in r and "pytorch" in r]
+        if ratios:
+            paired[n] = statistics.median(ratios)
     print("| framework | step (ms) | / jaxmusic_embed | speed x PyTorch, median of the rounds' ratios |")
     print("|---|---|---|---|")
     for n, m in medians.items():
