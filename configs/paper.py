@@ -15,10 +15,8 @@ from configs import default
 
 def get_config() -> ml_collections.ConfigDict:
     c = default.get_config()
-    # 32 sequences per device: a v4-8 (4 chips) trains 128 at a time, an 8 x H100
-    # machine 256, a v5e-16 512; each chip keeps the same work as the slice grows.
     c.batch_size = 0
-    c.batch_size_per_device = 32
+    c.batch_size_per_device = 32  # each chip keeps its work as a slice grows (v4-8: 128 in all)
     c.num_train_steps = 50_000
     c.checkpoint_every = 1000
     c.eval_every = 2000

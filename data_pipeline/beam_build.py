@@ -4,8 +4,8 @@
 `data_pipeline.builder` as one Beam pipeline, for corpora beyond one machine
 (DataflowRunner, FlinkRunner, SparkRunner) or on every core of this one
 (DirectRunner). It does the same work on each file with the same functions
-(`builder.read_source`, `codec.NoteStats`, `codec.fit_bins`, `Codec.quantize`,
-`codec.with_vocabulary`, `builder.example`), so it writes the same codec, manifest
+(`sources.read_source`, `codec.NoteStats`, `codec.fit_bins`, `Codec.quantize`,
+`codec.with_vocabulary`, `sources.example`), so it writes the same codec, manifest
 and examples as the local build:
 
   sources -> read (each file: its manifest row, notes and note statistics)
@@ -29,13 +29,14 @@ import apache_beam as beam
 import numpy as np
 from etils import epath
 
-from data_pipeline import builder as builder_lib
+from data_pipeline import sources
 from jaxmusic import codec as codec_lib
-from jaxmusic.cli import Error
+from jaxmusic import codec_fit
+from jaxmusic.errors import Error
 
 
 def split_transforms(
-    jobs: list[builder_lib.ReadJob],
+    jobs: list[sources.ReadJob],
     *,
     data_dir: str,
     codec_kwargs: dict[str, Any],
@@ -65,7 +66,7 @@ def split_transforms(
             shared[id(pipeline)] = _shared_stages(pipeline, jobs, data_dir, codec_kwargs, rejected_sources)
         return shared[id(pipeline)]
 
-    splits = [s for s, share in zip(builder_lib.SPLITS, split_shares, strict=True) if share > 0]
+    splits = [s for s, share in zip(sources.SPLITS, split_shares, strict=True) if share > 0]
     return {split: _Split(split, stages) for split in splits}
 
 
@@ -91,7 +92,7 @@ def _shared_stages(pipeline, jobs, data_dir, codec_kwargs, rejected_sources):
         pipeline
         | "Sources" >> beam.Create(jobs)
         | "Spread" >> beam.Reshuffle()  # so that reading is spread over the workers
-        | "Read" >> beam.Map(builder_lib.read_source)
+        | "Read" >> beam.Map(sources.read_source)
     )
     by_hash = (
         read
@@ -140,7 +141,7 @@ def _row(row: dict) -> dict:
 def _duplicates(kv) -> list[dict]:
     pieces = sorted(kv[1], key=lambda piece: piece[0]["index"])
     first = pieces[0][0]["path"]
-    return [{**_row(p[0]), **builder_lib.duplicate_of(first)} for p in pieces[1:]]
+    return [{**_row(p[0]), **sources.duplicate_of(first)} for p in pieces[1:]]
 
 
 def _write_manifest(rows: list[dict], data_dir: str, rejected_sources) -> None:
@@ -150,15 +151,15 @@ def _write_manifest(rows: list[dict], data_dir: str, rejected_sources) -> None:
         row = dict(row)
         row.pop("index")
         lines.append(json.dumps(row))
-    lines += [json.dumps(builder_lib.rejected_source_row(*source)) for source in rejected_sources]
-    epath.Path(data_dir, builder_lib.MANIFEST_FILE).write_text("".join(line + "\n" for line in lines))
+    lines += [json.dumps(sources.rejected_source_row(*source)) for source in rejected_sources]
+    epath.Path(data_dir, sources.MANIFEST_FILE).write_text("".join(line + "\n" for line in lines))
 
 
 class _StatsCombine(beam.CombineFn):
     """(genres of the kept pieces, how many, `NoteStats` of the train pieces)."""
 
     def create_accumulator(self):
-        return set(), 0, codec_lib.NoteStats()
+        return set(), 0, codec_fit.NoteStats()
 
     def add_input(self, acc, element):
         genre, stats = element
@@ -167,7 +168,7 @@ class _StatsCombine(beam.CombineFn):
         return acc[0] | {genre}, acc[1] + 1, acc[2]
 
     def merge_accumulators(self, accumulators):
-        genres, kept, stats = set(), 0, codec_lib.NoteStats()
+        genres, kept, stats = set(), 0, codec_fit.NoteStats()
         for g, k, s in accumulators:
             genres, kept = genres | g, kept + k
             stats.merge(s)
@@ -180,8 +181,8 @@ class _StatsCombine(beam.CombineFn):
 def _fit_bins(acc, codec_kwargs: dict) -> codec_lib.Codec:
     genres, kept, stats = acc
     if not stats.notes:
-        raise builder_lib.no_train_piece(kept)
-    return codec_lib.fit_bins(stats, genres=sorted(genres), **codec_kwargs)
+        raise sources.no_train_piece(kept)
+    return codec_fit.fit_bins(stats, genres=sorted(genres), **codec_kwargs)
 
 
 class _WithoutBadInputTraceback(logging.Filter):
@@ -193,7 +194,7 @@ class _WithoutBadInputTraceback(logging.Filter):
 
 
 def _tuple_counts(piece, bins: codec_lib.Codec) -> dict[int, int]:
-    cells, counts = bins.tuple_cells(bins.quantize(piece[0]["notes_array"]))
+    cells, counts = codec_fit.tuple_cells(bins, bins.quantize(piece[0]["notes_array"]))
     return dict(zip(cells.tolist(), counts.tolist(), strict=True))
 
 
@@ -219,16 +220,16 @@ class _CountsCombine(beam.CombineFn):
 
 
 def _with_vocabulary(counts: dict[int, int], bins: codec_lib.Codec) -> codec_lib.Codec:
-    dense = np.zeros(bins.grid_size, np.int64)
+    dense = np.zeros(codec_fit.grid_size(bins), np.int64)
     dense[list(counts)] = list(counts.values())
-    return codec_lib.with_vocabulary(bins, dense)
+    return codec_fit.with_vocabulary(bins, dense)
 
 
 def _write_codec(codec: codec_lib.Codec, data_dir: str) -> None:
-    epath.Path(data_dir, builder_lib.CODEC_FILE).write_text(codec.to_json())
+    epath.Path(data_dir, sources.CODEC_FILE).write_text(codec.to_json())
 
 
 def _encode(piece, codec: codec_lib.Codec) -> tuple[str, dict]:
     row = piece[0]
     tuples = codec.quantize(row["notes_array"])
-    return row["sha1"], builder_lib.example(codec, tuples, row["genre"], row["path"], row["sha1"])
+    return row["sha1"], sources.example(codec, tuples, row["genre"], row["path"], row["sha1"])

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import tqdm
 
-from jaxmusic.cli import UsageError, atomic_path, atomic_write
+from jaxmusic.errors import UsageError
+from jaxmusic.fileio import atomic_path, atomic_write
 
 SIZES = ("small", "full")
 SCORE_SUFFIXES = (".mxl", ".xml", ".krn", ".abc")  # in order of preference

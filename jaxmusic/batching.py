@@ -10,9 +10,9 @@ A batch is a dict of arrays, examples on the first axis:
   genre           int32[B]        an index into codec.genres
   reset           float32[B]      carried windows only: 1 where a row starts a piece
                                   (its carried state is zeroed), else 0
-  key             int32[B]        key_context "piece" only: the key of the row's piece
-                                  from its start through the encoder's last note
-                                  (`key_input.prefix_keys`)
+  key, density    int32[B]        a model reading the piece so far only: the key and the
+                                  density bin of the row's piece from its start through
+                                  the encoder's last note (`conditioning`)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from jaxmusic import codec as codec_lib
-from jaxmusic.cli import UsageError
+from jaxmusic.errors import UsageError
 
 # name: (dtype, whether it has a time axis of the encoder (Te) or decoder (Td), or none)
 FIELDS: dict[str, tuple[Any, str | None]] = {
@@ -40,17 +40,17 @@ def from_windows(
     windows: np.ndarray,
     genre: np.ndarray,
     encoder_len: int,
-    reset: np.ndarray | None = None,
     *,
+    reset: np.ndarray | None = None,
     key: np.ndarray | None = None,
+    density: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """A batch from int32[B, Te + Td] windows of `[PAD...] [BOS] ids [EOS] [PAD...]` and
     their genres int32[B]; with `reset` (bool or 0/1 [B]), a batch of carried windows;
-    with `key` (int[B]), each row's key of its piece so far."""
+    with `key` and `density` (int[B]), each row's condition of its piece so far."""
     targets = windows[:, encoder_len:]
     extra = {} if reset is None else {"reset": np.asarray(reset, np.float32)}
-    if key is not None:
-        extra["key"] = np.asarray(key, np.int32)
+    extra |= {k: np.asarray(v, np.int32) for k, v in (("key", key), ("density", density)) if v is not None}
     return extra | {
         "encoder_tokens": windows[:, :encoder_len],
         "decoder_inputs": windows[:, encoder_len - 1 : -1],
@@ -63,11 +63,19 @@ def from_windows(
 
 
 def abstract(
-    batch_size: int, encoder_len: int, decoder_len: int, sharding: Any = None, *, carried: bool = False
+    batch_size: int,
+    encoder_len: int,
+    decoder_len: int,
+    sharding: Any = None,
+    *,
+    carried: bool = False,
+    conditioned: bool = False,
 ) -> dict[str, jax.ShapeDtypeStruct]:
-    """The batch's shapes and dtypes (for lowering and compiling without data)."""
+    """The batch's shapes and dtypes (for lowering and compiling without data); carried:
+    with `reset`; conditioned: with the `key` and `density` of the piece so far."""
     lengths = {"encoder": (encoder_len,), "decoder": (decoder_len,), None: ()}
     fields = FIELDS | ({"reset": (np.float32, None)} if carried else {})
+    fields |= {"key": (np.int32, None), "density": (np.int32, None)} if conditioned else {}
     return {
         name: jax.ShapeDtypeStruct((batch_size, *lengths[axis]), dtype, sharding=sharding)
         for name, (dtype, axis) in fields.items()

@@ -4,29 +4,24 @@ Each checkpoint (W/checkpoints/<step>/) holds three items:
   state:  the train state (step, params, optimizer state)
   config: the run's config, JSON
   codec:  the codec, JSON (`codec.Codec.to_dict`)
-so `jaxmusic.sample` needs nothing but the workdir. Saves are asynchronous and
-atomic (orbax writes a temporary folder and renames it); a checkpoint that cannot
-be read (corrupt, or from another model) is skipped for the one before it, and
-the caller is told; it is kept aside as <step>.unreadable, never deleted.
+so that sampling and evaluation need nothing but the workdir (`inference.Generator.load`).
+Saves are asynchronous and atomic (orbax writes a temporary folder and renames it); a
+checkpoint that cannot be read (corrupt, or from another model) is skipped for the one
+before it, and the caller is told; it is kept aside as <step>.unreadable, never deleted.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import jax
-import ml_collections
 import orbax.checkpoint as ocp
 
-from jaxmusic import codec as codec_lib
-from jaxmusic import key_input, models
-from jaxmusic import sampler as sampler_lib
-from jaxmusic.cli import Error, UsageError
+from jaxmusic.errors import Error
 
 
 class CheckpointError(Error):
@@ -166,71 +161,16 @@ class Checkpointer:
         self.manager.close()
 
 
-@dataclasses.dataclass(frozen=True)
-class ForInference:
-    """What sampling and evaluation need of a workdir's latest readable checkpoint."""
-
-    config: ml_collections.ConfigDict
-    codec: codec_lib.Codec
-    model: models.Seq2Seq
-    params: Any
-    step: int
-
-    # The tables below are built once per loaded checkpoint (frozen: cached_property
-    # writes the instance's __dict__ directly), not at every sampling call.
-    @functools.cached_property
-    def key_weights(self) -> Any:
-        """`key_input.pitch_class_weights` of the codec for a model with a key input, else None."""
-        return key_input.weights_for(self.model, self.codec)
-
-    @functools.cached_property
-    def piece_key_weights(self) -> Any:
-        """What `sampler.generate` takes as piece_key_weights: the codec's pitch-class
-        weights for a model whose key input reads the piece so far, else None."""
-        return key_input.piece_weights(self.config, self.key_weights)
-
-    @functools.cached_property
-    def common_key_tables(self) -> Any:
-        """What `sampler.generate` takes as common_key: the transposition tables of a
-        model trained in a common key (`key_input.common_key_tables`), else None."""
-        return key_input.common_key_tables(self.config, self.codec)
-
-    @property
-    def carried(self) -> bool:
-        """Whether the model was trained on carried windows (`config.carried_windows`)."""
-        return bool(self.config.get("carried_windows", False))
-
-    def sampler(self, num_notes: int) -> sampler_lib.Sampler:
-        """The model's `sampler.Sampler` writing phrases of decoder_len notes, at least
-        `num_notes` a call, re-encoding as the model was trained."""
-        return sampler_lib.for_model(
-            self.model, vocab_size=self.codec.vocab_size, first_note_id=self.codec.first_note_id,
-            phrase_len=self.config.decoder_len, num_notes=num_notes, key_weights=self.key_weights,
-            carried=self.carried, groups=sampler_lib.rhythm_groups(self.codec),
-        )  # fmt: skip
-
-
-def load_for_inference(workdir: str | os.PathLike, dtype: str | None = None) -> ForInference:
-    """The latest readable checkpoint of a workdir, with its config, codec and model.
-
-    dtype: the products' input type for this use (`models.DTYPES`: sampling or
-    evaluating a float32-trained model in bfloat16); None: the checkpoint's
-    `config.model.dtype`. Parameters, state and logits stay float32 either way.
+def restore_latest(workdir: str | os.PathLike) -> Restored:
+    """The latest readable checkpoint of a workdir, read-only, its arrays as saved on this
+    process's first device.
 
     Raises:
       CheckpointError: the workdir has no checkpoint, or none can be read.
-      UsageError: dtype is not a name in `models.DTYPES`.
     """
-    if dtype is not None and dtype not in models.DTYPES:
-        raise UsageError(f"--dtype {dtype!r} is not one of {', '.join(models.DTYPES)}")
     restored = Checkpointer(workdir, read_only=True).restore(None)
     if restored is None:
         raise CheckpointError(
-            f"--workdir {workdir}: no checkpoint in it (train first: python -m jaxmusic.train)"
+            f"workdir {workdir}: no checkpoint in it (train first: python -m jaxmusic.train)"
         )
-    config = ml_collections.ConfigDict(restored.config)
-    if dtype is not None:
-        config.model.dtype = dtype
-    codec = codec_lib.from_dict(restored.codec, source=f"{workdir} checkpoint {restored.step}")
-    model = models.from_config(config, codec.vocab_size, len(codec.genres))
-    return ForInference(config, codec, model, restored.state["params"], restored.step)
+    return restored

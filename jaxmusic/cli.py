@@ -1,14 +1,11 @@
-"""Plumbing every CLI shares (not a CLI itself): errors, flags, safe writes, exits.
+"""What every CLI shares (not a CLI itself, and imported by CLIs only): flags and exits.
 
-- `Error`: the one base class of what a user must fix (a flag, a file, a workdir, a
-  dataset). Every CLI prints it as one line, `error: <message>`, and exits 2; any
-  other exception is a bug and keeps its traceback.
+- `entry_point`: the exit convention, `main(argv) -> int`: 0 on success, one line
+  `error: <message>` and exit 2 for an `errors.Error` (what a user must fix).
 - `parse_flags`: absl flags, the system the Flax examples use, each CLI on its own
   `FlagValues` (so CLIs and tests can parse in one process); `--config` files with
   `--config.x=y` overrides through ml_collections.
-- `atomic_path` / `atomic_write`: a file is replaced whole or not at all.
-- `ensure_writable`: an output folder is checked before the long work, not after.
-- `entry_point`: the exit convention, `main(argv) -> int`.
+- `ensure_writable`: an output folder given by a flag, checked before the long work.
 
   @cli.entry_point
   def main(argv: list[str]) -> int: ...
@@ -19,22 +16,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import sys
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-
-class Error(Exception):
-    """Something the user must fix: the message names the thing (flag, file, folder) and why."""
-
-
-class UsageError(Error, ValueError):
-    """A flag or config value that cannot work."""
+from jaxmusic import fileio
+from jaxmusic.errors import Error, UsageError
 
 
 def entry_point(main: Callable[[list[str]], int | None]) -> Callable[[Sequence[str] | None], int]:
@@ -125,52 +115,70 @@ def define_config(
         flags.mark_flag_as_required("config", flag_values=flag_values)
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary path beside `path` to write to; it replaces `path` when the block ends
-    without an error and is deleted when it does not. Readers see the old file or the
-    whole new one, never a part (os.replace is atomic within a file system).
-
-    The temporary name ends with the real suffix, so writers that go by the suffix
-    (matplotlib's savefig) write the right format.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a written file gets the usual mode
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Writes text or bytes to `path` whole or not at all (`atomic_path`); returns the path."""
-    with atomic_path(path) as tmp:
-        if isinstance(data, bytes):
-            tmp.write_bytes(data)
-        else:
-            tmp.write_text(data)
-    return Path(path)
-
-
 def ensure_writable(flag: str, folder: str | os.PathLike) -> Path:
-    """Creates `folder` if needed and checks a file can be written there (before long work).
+    """`fileio.ensure_writable` of the folder a flag names.
 
     Raises:
-      UsageError: naming the flag and the folder.
+      UsageError: naming the flag, the folder and the reason.
     """
-    folder = Path(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"{flag} {folder}: cannot write there ({e.strerror or e})") from None
-    return folder
+        return fileio.ensure_writable(folder)
+    except Error as e:
+        raise UsageError(f"{flag} {e}") from None
+
+
+def define_sampling_flags(fv) -> None:
+    """The flags of `sampler.Settings` that jaxmusic.sample and jaxmusic.evaluate share,
+    each defaulting to the run's own (its config's `sampling`), and --dtype."""
+    from absl import flags
+
+    run = "default: the run's config.sampling"
+    flags.DEFINE_float("temperature", None, f"divides the logits (> 0; {run})", flag_values=fv)
+    flags.DEFINE_integer(
+        "top_k", None, f"draw among the k most probable notes; 0: all ({run})", flag_values=fv
+    )
+    flags.DEFINE_float("top_p", None, f"nucleus mass in (0, 1]; 1: none ({run})", flag_values=fv)
+    flags.DEFINE_bool("carry_state", None, f"the decoder goes on from phrase to phrase, no re-encoding "
+                      f"({run})", flag_values=fv)  # fmt: skip
+    flags.DEFINE_integer(
+        "min_notes", None, f"EOS is not drawn before this many notes ({run})", flag_values=fv
+    )
+    flags.DEFINE_bool("untempered_rhythm", None, "each note's onset gap (or EOS) from the model's own "
+                      "distribution; temperature, top_k, top_p choose among the notes of that gap "
+                      f"(--nountempered_rhythm: every id at once; {run})", flag_values=fv)  # fmt: skip
+    flags.DEFINE_string("dtype", None, "the input type of the model's products: float32 or bfloat16 "
+                        "(default: the checkpoint's config.model.dtype)", flag_values=fv)  # fmt: skip
+
+
+def sampling_settings(f, generator, **more: Any) -> Any:
+    """The sampling flags over the run's own settings (`inference.Generator.settings`);
+    `more`: other settings of the CLI (greedy, fixed_length).
+
+    Raises:
+      UsageError: a value that cannot work, naming its flag.
+    """
+    import dataclasses
+
+    from jaxmusic import sampler
+
+    names = ("temperature", "top_k", "top_p", "carry_state", "min_notes", "untempered_rhythm")
+    given = {n: f[n].value for n in names if f[n].value is not None} | more
+    try:
+        return sampler.Settings(**(dataclasses.asdict(generator.settings) | given))
+    except UsageError as e:
+        raise UsageError(f"--{e}") from None
+
+
+def load_generator(f) -> Any:
+    """`inference.Generator.load` of --workdir in --dtype.
+
+    Raises:
+      UsageError: naming the flag of a bad --dtype.
+      checkpoint.CheckpointError: the workdir has no readable checkpoint.
+    """
+    from jaxmusic import inference
+
+    try:
+        return inference.Generator.load(f.workdir, f.dtype)
+    except UsageError as e:
+        raise UsageError(f"--{e}") from None

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from jaxmusic.cli import Error
+from jaxmusic.errors import Error
 
 LOCK_FILE = "train.lock"
 

@@ -28,7 +28,8 @@ import mido.midifiles.meta as mido_meta
 import mido.midifiles.midifiles as mido_files
 import numpy as np
 
-from jaxmusic.cli import Error, atomic_path
+from jaxmusic.errors import Error
+from jaxmusic.fileio import atomic_path
 
 NOTE_DTYPE = np.dtype(
     [

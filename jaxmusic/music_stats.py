@@ -1,6 +1,7 @@
 """Measures over note arrays: pure functions, no I/O.
 
-Notes are NOTE_DTYPE arrays (see `jaxmusic.midi_io`).
+Notes are NOTE_DTYPE arrays (see `jaxmusic.midi_io`). The key of a piece is
+`conditioning`'s estimator, the one the model's key input reads.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
+from jaxmusic import conditioning
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,27 +191,14 @@ def scale_consistency(notes: np.ndarray) -> np.ndarray:
     return np.array([float(max(rates))])
 
 
-# Krumhansl & Kessler's key profiles (probe-tone ratings, C major and C minor).
-KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
-KEY_NAMES = tuple(f"{n} {m}" for m in ("major", "minor")
-                  for n in ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"))  # fmt: skip
-
-
 def estimate_key(notes: np.ndarray) -> int:
-    """The Krumhansl-Schmuckler key: the major or minor key whose profile correlates
-    best with the piece's duration-weighted pitch-class distribution.
-
-    Returns:
-      0..11: C major .. B major; 12..23: C minor .. B minor (`KEY_NAMES`); -1 for a
-      piece with no notes or a single pitch class (no key to tell).
-    """
+    """The Krumhansl-Schmuckler key of notes (`conditioning.key_of` of their
+    duration-weighted pitch-class distribution): 0..11 C major .. B major, 12..23 C minor
+    .. B minor (`conditioning.KEY_NAMES`); `conditioning.NO_KEY` for a piece with no notes
+    or a single pitch class (no key to tell)."""
     weight = np.bincount(np.asarray(notes["pitch"], np.int64) % 12,
                          weights=notes["end"] - notes["start"], minlength=12)  # fmt: skip
-    if (weight > 0).sum() < 2:
-        return -1
-    profiles = [np.roll(profile, tonic) for profile in (KK_MAJOR, KK_MINOR) for tonic in range(12)]
-    return int(np.argmax([np.corrcoef(weight, p)[0, 1] for p in profiles]))
+    return int(conditioning.key_of(weight))
 
 
 STATISTICS = {

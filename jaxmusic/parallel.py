@@ -16,7 +16,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxmusic.cli import UsageError
+from jaxmusic.errors import UsageError
 
 AXIS = "data"
 
@@ -85,7 +85,9 @@ def initialize_distributed(
     """
     if not auto and coordinator is None:
         if num_processes not in (None, 1):
-            raise UsageError("--num_processes > 1 needs --coordinator (or --multihost on a TPU pod)")
+            raise UsageError(
+                "num_processes > 1 needs a coordinator address (or auto discovery, on a TPU pod)"
+            )
         return
     # All-reduce across processes on the CPU backend (simulated runs, tests); the
     # GPU and TPU backends bring their own collectives and ignore this.
@@ -94,7 +96,7 @@ def initialize_distributed(
         jax.distributed.initialize()
     else:
         if num_processes is None or process_id is None:
-            raise UsageError("--coordinator needs --num_processes and --process_id")
+            raise UsageError("a coordinator address needs num_processes and process_id")
         jax.distributed.initialize(
             coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
         )

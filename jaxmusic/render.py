@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxmusic import midi_io
-from jaxmusic.cli import atomic_path
+from jaxmusic.fileio import atomic_path
 
 SAMPLE_RATE = 44_100
 TAIL_SECONDS = 1.0  # let the last notes ring out

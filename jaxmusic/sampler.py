@@ -18,6 +18,7 @@ from the model's own distribution, and temperature, top-k and top-p then choose 
 among the pseudo-notes of that gap (`rhythm_groups`). The uniforms that draw the
 tokens of a call are drawn at once from its key before the loop (one random-number
 program per call, not one per note), so a call is a pure function of its key.
+`inference.Generator` drives it: primers in batches, conditions, longer samples.
 
 The sampling mode (greedy or drawn, the top-k count, nucleus filtering on or off) is
 static: each mode compiles its own program, with no per-note branch on a setting (a
@@ -30,8 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -40,16 +40,16 @@ import numpy as np
 from jax import lax
 
 from jaxmusic import codec as codec_lib
-from jaxmusic import key_input
-from jaxmusic.cli import UsageError
+from jaxmusic.conditioning import Condition
+from jaxmusic.errors import UsageError
 
 NEG_INF = -1e30
 
-EncodeFn = Callable[[Any, jax.Array, Any], Any]  # (params, tokens[B, Te], genre[B]) -> carries
-EncodeFromFn = Callable[[Any, Any, jax.Array, Any], Any]  # (params, carries, tokens, genre) -> carries
-StepFn = Callable[[Any, Any, jax.Array, Any], tuple[Any, jax.Array]]  # -> (carries, logits[B, V])
-# (window[B, Te], genre[B], known key int32[B] or None) -> encode/step's `genre`
-ConditionFn = Callable[[jax.Array, jax.Array, jax.Array | None], Any]
+EncodeFn = Callable[[Any, jax.Array, Condition], Any]  # (params, tokens[B, Te], cond) -> carries
+EncodeFromFn = Callable[[Any, Any, jax.Array, Condition], Any]  # (params, carries, tokens, cond) -> carries
+StepFn = Callable[[Any, Any, jax.Array, Condition], tuple[Any, jax.Array]]  # -> (carries, logits[B, V])
+# (window int32[B, Te], cond) -> the condition complete (what the window tells, in compiled code)
+CompleteFn = Callable[[jax.Array, Condition], Condition]
 
 
 def filter_logits(logits: jax.Array, top_k: int, top_p: jax.Array | float | None) -> jax.Array:
@@ -207,8 +207,8 @@ def rhythm_groups(codec: codec_lib.Codec) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """How notes are drawn; checked when made (a `cli.UsageError` names the flag of the
-    same name).
+    """How notes are drawn; checked when made. `Settings()` draws from the model's own
+    distribution; a run's chosen settings are its config's `sampling` (`from_config`).
 
     temperature: > 0, divides the logits; top_k: draw among the k largest (0: all);
     top_p: nucleus mass in (0, 1] (1: none); greedy: always the most probable id;
@@ -232,13 +232,19 @@ class Settings:
 
     def __post_init__(self):
         if not self.temperature > 0:
-            raise UsageError(f"--temperature must be > 0, got {self.temperature}")
+            raise UsageError(f"temperature must be > 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
-            raise UsageError(f"--top_p must be in (0, 1], got {self.top_p}")
+            raise UsageError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
-            raise UsageError(f"--top_k must be >= 0, got {self.top_k}")
+            raise UsageError(f"top_k must be >= 0, got {self.top_k}")
         if self.min_notes < 0:
-            raise UsageError(f"--min_notes must be >= 0, got {self.min_notes}")
+            raise UsageError(f"min_notes must be >= 0, got {self.min_notes}")
+
+    @classmethod
+    def from_config(cls, sampling: Any, **overrides: Any) -> Settings:
+        """The settings of a config's `sampling` fields, with `overrides` (None: kept)."""
+        fields = {f.name: sampling[f.name] for f in dataclasses.fields(cls)}
+        return cls(**(fields | {k: v for k, v in overrides.items() if v is not None}))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -269,45 +275,39 @@ class Mode:
 
 
 class Sampler:
-    """`sampler(params, window, genre, key, settings)`.
+    """`sampler(params, window, cond, rng, settings)` -> int32[B, num_phrases * phrase_len]
+    written tokens (PAD after an EOS).
 
     Args of a call:
       window: int32[B, Te] the encoder's first input (a primer, left-padded with PAD).
-      genre: int32[B] genre indices.
-      key: a PRNG key.
+      cond: the `Condition` of the rows; fields left None are completed from the window
+        in the compiled program (`complete`), and held for the whole call.
+      rng: a PRNG key.
       settings: a `Settings`; its `Mode` picks the compiled program.
-      known_key: int32[B] the key each row has held so far (`key_input`), for the
-        condition (a model of key_context "piece": its primer's whole and what it wrote
-        before); None: the condition finds it in the window.
-
-    Returns:
-      int32[B, num_phrases * phrase_len] written tokens (PAD after an EOS).
     """
 
-    def __init__(self, encode: EncodeFn, step: StepFn, condition: ConditionFn | None = None, *,
+    def __init__(self, encode: EncodeFn, step: StepFn, complete: CompleteFn | None = None, *,
                  vocab_size: int, first_note_id: int, phrase_len: int, num_phrases: int,
                  encode_from: EncodeFromFn | None = None, groups: Any = None):  # fmt: skip
-        self._encode, self._step, self._condition = encode, step, condition
+        self._encode, self._step, self._complete = encode, step, complete
         self._groups = None if groups is None else jnp.asarray(groups, jnp.float32)
         self._encode_from = encode_from
         self._banned = banned_ids(vocab_size, first_note_id)
         self._phrase_len, self._num_phrases = phrase_len, num_phrases
         self.notes_per_call = phrase_len * num_phrases
 
-    def __call__(self, params, window, genre, key, settings: Settings, known_key=None) -> jax.Array:
+    def __call__(self, params, window, cond: Condition, rng, settings: Settings) -> jax.Array:
         if settings.untempered_rhythm and not settings.greedy and self._groups is None:
-            raise UsageError("--untempered_rhythm needs a sampler made with `sampler.rhythm_groups`")
-        return self.jitted(Mode.of(settings))(
-            params, window, genre, key, settings.temperature, settings.top_p, known_key
-        )
+            raise UsageError("untempered_rhythm needs a sampler made with `sampler.rhythm_groups`")
+        return self.jitted(Mode.of(settings))(params, window, cond, rng, settings.temperature, settings.top_p)
 
     @functools.cache  # noqa: B019 - one compiled program per mode, for the sampler's lifetime
     def jitted(self, mode: Mode) -> Callable[..., jax.Array]:
-        """The jitted `f(params, window, genre, key, temperature, top_p, known_key)` of one mode."""
+        """The jitted `f(params, window, cond, rng, temperature, top_p)` of one mode."""
 
-        def sample(params, window, genre, key, temperature, top_p, known_key=None):
-            if self._condition is not None:  # e.g. the primer's key, held for the whole call
-                genre = self._condition(window, genre, known_key)
+        def sample(params, window, cond, rng, temperature, top_p):
+            if self._complete is not None:  # e.g. the primer's key, held for the whole call
+                cond = self._complete(window, cond)
             banned = self._banned.at[codec_lib.EOS].set(True) if mode.fixed_length else self._banned
             eos = jnp.arange(banned.shape[0]) == codec_lib.EOS
             groups = self._groups if mode.untempered_rhythm else None
@@ -321,12 +321,12 @@ class Sampler:
                 p, phrase_uniforms = xs
                 window, done, states = carry
                 if not mode.carry_state and not carried_encoder:
-                    states = self._encode(params, window, genre)
+                    states = self._encode(params, window, cond)
 
                 def note(c, xs):
                     t, u = xs
                     states, prev, done = c
-                    states, logits = self._step(params, states, prev, genre)
+                    states, logits = self._step(params, states, prev, cond)
                     # EOS waits for the first min_notes notes (a select, not a branch).
                     ban = (
                         banned | (eos & (p * self._phrase_len + t < mode.min_notes))
@@ -346,17 +346,17 @@ class Sampler:
                 # The next phrase starts from: the decoder's states (carry_state), the
                 # encoder's after reading this phrase too (carried encoder), or (else) a
                 # re-encoding of the window at its start.
-                states = self._encode_from(params, states, tokens, genre) if carried_encoder else decoded
+                states = self._encode_from(params, states, tokens, cond) if carried_encoder else decoded
                 return (window, done, states), tokens
 
             if mode.carry_state or carried_encoder:  # the primer's states, read once
-                states0 = self._encode(params, window, genre)
+                states0 = self._encode(params, window, cond)
             else:  # each phrase encodes its own: a placeholder of their shape
-                shapes = jax.eval_shape(self._encode, params, window, genre)
+                shapes = jax.eval_shape(self._encode, params, window, cond)
                 states0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
             b = window.shape[0]
             shape = (self._num_phrases, self._phrase_len, b, 2 if mode.untempered_rhythm else 1)
-            drawn = jnp.zeros(shape, jnp.float32) if mode.greedy else uniforms(key, shape)
+            drawn = jnp.zeros(shape, jnp.float32) if mode.greedy else uniforms(rng, shape)
             xs = (jnp.arange(self._num_phrases), drawn)
             _, phrases = lax.scan(phrase, (window, done0, states0), xs)
             return jnp.transpose(phrases, (1, 0, 2)).reshape(window.shape[0], -1)
@@ -367,7 +367,7 @@ class Sampler:
 def make_sampler(
     encode: EncodeFn,
     step: StepFn,
-    condition: ConditionFn | None = None,
+    complete: CompleteFn | None = None,
     *,
     vocab_size: int,
     first_note_id: int,
@@ -378,67 +378,35 @@ def make_sampler(
 ) -> Sampler:
     """A `Sampler`: encode a primer, then write `num_phrases` phrases of `phrase_len` notes.
 
-    condition: (window, genre) -> what encode and step take as their `genre`, computed
-    once from the primer's window (None: the genre itself). encode_from: the encoder
-    going on from given states (carried windows: the encoder reads each phrase once).
-    groups: `rhythm_groups` float32[V, G], for `Settings.untempered_rhythm` (None: not offered).
+    complete: (window, cond) -> the condition the model reads, made once from the
+    primer's window in the compiled program (None: `cond` as given). encode_from: the
+    encoder going on from given states (carried windows: the encoder reads each phrase
+    once). groups: `rhythm_groups` float32[V, G], for `Settings.untempered_rhythm`.
     """
-    return Sampler(encode, step, condition, vocab_size=vocab_size, first_note_id=first_note_id,
+    return Sampler(encode, step, complete, vocab_size=vocab_size, first_note_id=first_note_id,
                    phrase_len=phrase_len, num_phrases=num_phrases, encode_from=encode_from,
                    groups=groups)  # fmt: skip
 
 
-def for_model(model: Any, *, vocab_size: int, first_note_id: int, phrase_len: int, num_notes: int,
-              key_weights: Any = None, carried: bool = False, groups: Any = None) -> Sampler:  # fmt: skip
-    """A `Sampler` over a `models.Seq2Seq` that writes at least `num_notes` notes a call
-    (whole phrases of `phrase_len`); key_weights as `model_functions`; carried: the
-    model was trained on carried windows (`config.carried_windows`; phrase_len must
-    then be its encoder_len); groups as `make_sampler`."""
-    return make_sampler(
-        *model_functions(model, key_weights),
-        vocab_size=vocab_size,
-        first_note_id=first_note_id,
-        phrase_len=phrase_len,
-        num_phrases=math.ceil(num_notes / phrase_len),
-        encode_from=encode_from_function(model) if carried else None,
-        groups=groups,
-    )
-
-
-def model_functions(model: Any, key_weights: Any = None) -> tuple[EncodeFn, StepFn, ConditionFn | None]:
-    """A `models.Seq2Seq`'s encode and decode_step as the plain functions `make_sampler`
-    takes. A model with a key input is given its primer's key at every phrase and note
-    (`key_input.estimate` of the first window with key_weights, float32[V, 12]; None:
-    no key known; or the call's known_key), so that a sample holds its primer's key in
-    view: its `genre` is then the pair (genre, key) that `condition` makes."""
-
-    def inputs(cond):
-        return (cond[0], {"key": cond[1]}) if model.num_keys else (cond, {})
+def model_functions(model: Any, conditioner: Any) -> tuple[EncodeFn, StepFn, CompleteFn, EncodeFromFn]:
+    """A `models.Seq2Seq`'s encode, decode_step, the completion of its condition from a
+    window (`conditioning.Conditioner.of_window_jax` where a field is not given) and its
+    encoder going on from given states, as the plain functions `make_sampler` takes."""
 
     def encode(params, tokens, cond):
-        genre, key = inputs(cond)
-        return model.apply({"params": params}, tokens, genre, **key, method=type(model).encode)
+        return model.apply({"params": params}, tokens, cond, method=type(model).encode)
 
     def step(params, carries, token, cond):
-        genre, key = inputs(cond)
-        return model.apply({"params": params}, carries, token, genre, **key, method=type(model).decode_step)
+        return model.apply({"params": params}, carries, token, cond, method=type(model).decode_step)
 
-    def condition(window, genre, known_key=None):
-        return genre, key_input.estimate(window, key_weights) if known_key is None else known_key
-
-    return encode, step, condition if model.num_keys else None
-
-
-def encode_from_function(model: Any) -> EncodeFromFn:
-    """A `models.Seq2Seq`'s encoder going on from given states, as `make_sampler`'s
-    encode_from (its `genre` as `model_functions`' condition makes it)."""
+    def complete(window, cond):
+        needs = (model.num_keys and cond.key is None) or (model.num_densities and cond.density is None)
+        return conditioner.of_window_jax(window, cond.genre) if needs else cond
 
     def encode_from(params, carries, tokens, cond):
-        genre, key = (cond[0], {"key": cond[1]}) if model.num_keys else (cond, {})
-        return model.apply({"params": params}, tokens, genre, **key, initial=carries,
-                           method=type(model).encode)  # fmt: skip
+        return model.apply({"params": params}, tokens, cond, initial=carries, method=type(model).encode)
 
-    return encode_from
+    return encode, step, complete, encode_from
 
 
 def primer_window(ids: jax.Array | list[int], encoder_len: int) -> list[int]:
@@ -446,94 +414,3 @@ def primer_window(ids: jax.Array | list[int], encoder_len: int) -> list[int]:
     seq = [codec_lib.BOS, *(int(i) for i in ids)]
     seq = seq[-encoder_len:]
     return [codec_lib.PAD] * (encoder_len - len(seq)) + seq
-
-
-# jax.random.fold_in op by op costs about 0.5 ms a call on a CPU, jitted 0.01 ms (the
-# same key): 3% of a 256-note batch-1 sampling call of the default model.
-_fold_in = jax.jit(jax.random.fold_in)
-
-
-def generate(
-    sample: Sampler,
-    params: Any,
-    primers: Sequence[Sequence[int]],
-    genres: Sequence[int] | np.ndarray,
-    *,
-    encoder_len: int,
-    num_notes: int,
-    settings: Settings,
-    key: jax.Array,
-    batch: int | None = None,
-    max_calls: int = 1,
-    done: Callable[[np.ndarray], bool] | None = None,
-    piece_key_weights: np.ndarray | None = None,
-    common_key: np.ndarray | None = None,
-) -> np.ndarray:
-    """Notes continuing each primer: the one sampling driver of the CLIs and the benchmark.
-
-    Rows go through the compiled `sample` `batch` at a time (all at once by default;
-    the last batch padded with copies of its last row, so every call compiles once).
-    A call writes `num_notes` notes per row (<= sample.notes_per_call); with
-    `max_calls` > 1 the rows are continued, the encoder window sliding over what was
-    written, until `done(written)` or `max_calls` calls. The call for the rows from
-    index s, continuation c draws with `fold_in(key, s * max_calls + c)`: the same key,
-    primers and settings give the same notes.
-
-    Args:
-      primers: note ids per row (any length; the last encoder_len - 1 are read).
-      genres: a genre index per row.
-      piece_key_weights: for a model of key_context "piece"
-        (`checkpoint.ForInference.piece_key_weights`): each call is given the key of
-        its row's whole primer and of what the row wrote in the calls before, as the
-        model was trained (the key of the piece so far). None: the key, if the model
-        takes one, is that of the encoder's window.
-      common_key: for a model trained in a common key
-        (`checkpoint.ForInference.common_key_tables`, with piece_key_weights): each
-        call moves its window to C major or A minor by that key, as the model was
-        trained, and what it writes back (`key_input.to_common_key`, `from_common_key`).
-
-    Returns:
-      int32[len(primers), calls * num_notes] written ids (PAD after an EOS).
-    """
-    if num_notes > sample.notes_per_call:
-        raise ValueError(f"num_notes {num_notes} > the sampler's {sample.notes_per_call} a call")
-    if common_key is not None and piece_key_weights is None:
-        raise ValueError("common_key needs piece_key_weights: the key each call is moved by")
-    n = len(primers)
-    batch = batch or n
-    genres = np.asarray(genres, np.int32)
-    out = []
-    for start in range(0, n, batch):
-        rows = list(range(start, min(start + batch, n)))
-        padded = rows + [rows[-1]] * (batch - len(rows))
-        window = np.asarray([primer_window(primers[i], encoder_len) for i in padded], np.int32)
-        genre = genres[padded]  # numpy: the jitted call's own transfer is the cheaper one
-        written = np.zeros((batch, 0), np.int32)
-        for call in range(max_calls):
-            k = _fold_in(key, start * max_calls + call)
-            this = settings if call == 0 else dataclasses.replace(settings, min_notes=0)  # rows go on
-            known = None
-            if piece_key_weights is not None:
-                # Each row's primer and what it wrote, PAD after (PAD weighs nothing in a key).
-                read = [np.concatenate([np.asarray(primers[i], np.int32), row])
-                        for i, row in zip(padded, written, strict=True)]  # fmt: skip
-                so_far = np.full((batch, max(r.shape[0] for r in read)), codec_lib.PAD, np.int32)
-                for r, ids in enumerate(read):
-                    so_far[r, : ids.shape[0]] = ids
-                known = key_input.estimate(jnp.asarray(so_far), piece_key_weights)
-            if common_key is None:
-                tokens = np.asarray(sample(params, window, genre, k, this, known))
-            else:
-                moved, moved_key, shift = key_input.to_common_key(window, np.asarray(known), common_key)
-                tokens = np.asarray(sample(params, moved, genre, k, this, moved_key))
-                tokens = key_input.from_common_key(tokens, shift, common_key)
-            tokens = tokens[:, :num_notes]
-            written = np.concatenate([written, tokens], axis=1)
-            window = np.concatenate([window, tokens], axis=1)[:, -encoder_len:]
-            if done is None or done(written[: len(rows)]):
-                break
-        out.append(written[: len(rows)])
-    width = max(w.shape[1] for w in out)  # batches that stopped after fewer calls: PAD
-    return np.concatenate(
-        [np.pad(w, ((0, 0), (0, width - w.shape[1])), constant_values=codec_lib.PAD) for w in out]
-    )

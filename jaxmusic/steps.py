@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from jaxmusic import key_input, models, parallel
+from jaxmusic import conditioning, models, parallel
 
 
 @flax.struct.dataclass
@@ -64,9 +64,8 @@ def make_optimizer(config: ml_collections.ConfigDict) -> tuple[optax.GradientTra
         decay_steps=max(config.num_train_steps, o.warmup_steps + 1),
         end_value=o.end_learning_rate,
     )
-    decay = o.get("weight_decay", 0.0)
-    if decay > 0:
-        adam = optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=decay, mask=_decayed)
+    if o.weight_decay > 0:
+        adam = optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay, mask=_decayed)
     else:  # plain Adam: the optimizer state of checkpoints from before the field
         adam = optax.adam(schedule, b1=o.b1, b2=o.b2)
     tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), adam)
@@ -79,8 +78,7 @@ def init_state(
     """A fresh state (on the default device; `jax.device_put` places it)."""
     enc = jnp.zeros((1, config.encoder_len), jnp.int32)
     dec = jnp.zeros((1, config.decoder_len), jnp.int32)
-    key = {"key": jnp.zeros((1,), jnp.int32)} if model.num_keys else {}
-    params = model.init(rng, enc, dec, jnp.zeros((1,), jnp.int32), **key)["params"]
+    params = model.init(rng, enc, dec, models.example_condition(model))["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
@@ -115,17 +113,10 @@ def token_sums(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> tup
     return (nll * weights).sum(-1), (correct * weights).sum(-1), weights.sum(-1)
 
 
-def model_inputs(model: models.Seq2Seq, batch: dict, key_weights: Any) -> tuple[tuple, dict]:
-    """The model's positional and keyword inputs for a batch: (encoder tokens, decoder
-    inputs, genre) and, for a model with a key input, the batch's `key` (its piece's so
-    far) or, in a batch without one, the key of each encoder window (`key_input.estimate`
-    with `key_weights`, float32[V, 12]; None: no key known)."""
-    args = (batch["encoder_tokens"], batch["decoder_inputs"], batch["genre"])
-    if not model.num_keys:
-        return args, {}
-    if "key" in batch:
-        return args, {"key": batch["key"]}
-    return args, {"key": key_input.estimate(batch["encoder_tokens"], key_weights)}
+def _model_inputs(batch: dict, conditioner: conditioning.Conditioner | None) -> tuple:
+    """The model's inputs of a batch: (encoder tokens, decoder inputs, condition)."""
+    cond = (conditioner or conditioning.Conditioner()).of_batch(batch)
+    return batch["encoder_tokens"], batch["decoder_inputs"], cond
 
 
 def make_train_step(
@@ -133,7 +124,7 @@ def make_train_step(
     tx: optax.GradientTransformation,
     mesh: jax.sharding.Mesh,
     rng: jax.Array,
-    key_weights: Any = None,
+    conditioner: conditioning.Conditioner | None = None,
     *,
     carried: bool = False,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
@@ -141,8 +132,8 @@ def make_train_step(
 
     The loss is the mean NLL over every weighted target of the global batch: each
     device sums its share, and the sums (and gradients) are added over devices, so
-    1 and N devices compute the same numbers. key_weights: for a model with a key
-    input, `key_input.pitch_class_weights` of the codec. carried: the batches are
+    1 and N devices compute the same numbers. conditioner: the model's conditioning
+    (`conditioning.Conditioner`; None: the genre alone). carried: the batches are
     carried windows (a `reset` field): the encoder starts from `state.carry` (zeroed
     where a row starts a piece) and the new carry is its final state; gradients stop
     at the window's start (truncated BPTT).
@@ -151,16 +142,16 @@ def make_train_step(
     def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         device_rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), lax.axis_index(parallel.AXIS))
 
-        args, kwargs = model_inputs(model, batch, key_weights)
+        args = _model_inputs(batch, conditioner)
         initial = _restart(state.carry, batch["reset"]) if carried else None
 
         def loss_fn(params):
             variables, rngs = {"params": params}, {"dropout": device_rng}
             if carried:
-                carry, logits = model.apply(variables, initial, *args, **kwargs, train=True, rngs=rngs,
+                carry, logits = model.apply(variables, initial, *args, train=True, rngs=rngs,
                                             method=type(model).carried)  # fmt: skip
             else:
-                carry, logits = None, model.apply(variables, *args, **kwargs, train=True, rngs=rngs)
+                carry, logits = None, model.apply(variables, *args, train=True, rngs=rngs)
             nll, correct, weight = token_sums(logits, batch["targets"], batch["weights"])
             return nll.sum(), (correct.sum(), weight.sum(), carry)
 
@@ -186,7 +177,11 @@ def make_train_step(
 
 
 def make_eval_step(
-    model: models.Seq2Seq, mesh: jax.sharding.Mesh, key_weights: Any = None, *, carried: bool = False
+    model: models.Seq2Seq,
+    mesh: jax.sharding.Mesh,
+    conditioner: conditioning.Conditioner | None = None,
+    *,
+    carried: bool = False,
 ) -> Callable[..., Any]:
     """jit(shard_map(step)): NLL, correct and weight sums, per genre (float32[G]).
 
@@ -197,13 +192,12 @@ def make_eval_step(
     num_genres = max(model.num_genres, 1)
 
     def step(params, batch, carry=None):
-        args, kwargs = model_inputs(model, batch, key_weights)
+        args = _model_inputs(batch, conditioner)
         if carried:
             initial = _restart(carry, batch["reset"])
-            carry, logits = model.apply({"params": params}, initial, *args, **kwargs,
-                                        method=type(model).carried)  # fmt: skip
+            carry, logits = model.apply({"params": params}, initial, *args, method=type(model).carried)
         else:
-            logits = model.apply({"params": params}, *args, **kwargs)
+            logits = model.apply({"params": params}, *args)
         sums = token_sums(logits, batch["targets"], batch["weights"])
         per_genre = [jax.ops.segment_sum(s, batch["genre"], num_segments=num_genres) for s in sums]
         sums = {

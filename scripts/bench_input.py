@@ -11,8 +11,8 @@ import statistics
 import time
 
 import configs
+from jaxmusic import conditioning, parallel
 from jaxmusic import input_pipeline as ip
-from jaxmusic import parallel
 
 
 def main() -> None:
@@ -26,8 +26,9 @@ def main() -> None:
     codec = ip.load_codec(args.data_dir)
     pieces = ip.load_pieces(args.data_dir, "train")
     it = ip.train_batches(
-        pieces, batch_size=batch, encoder_len=c.encoder_len, decoder_len=c.decoder_len,
-        seed=0, transpose=ip.transpose_tables(codec, c.transpose),
+        [pieces], shard_ids=[0], batch_size=batch, encoder_len=c.encoder_len, decoder_len=c.decoder_len,
+        seed=0, transpose=codec.transpose_tables(c.transpose),
+        conditioner=conditioning.Conditioner.from_config(c, codec),
     )  # fmt: skip
     for _ in range(20):  # warm up: tf.data start and prefetch
         next(it)

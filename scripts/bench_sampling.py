@@ -8,7 +8,7 @@ initialized model: greedy, the model's own distribution (temperature 1, top_p 1)
 temperature 0.9 and top_p 0.9 with every id at once and with the rhythm drawn
 untempered (the CLIs' default; 20 onset-gap groups of the vocabulary's ids in turn,
 as a codec's would be), each with the phrases re-encoded and with carried state,
-beside `bench.decode_floor`.
+beside `benchmarks.decode_floor`.
 """
 
 import argparse
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import configs
-from jaxmusic import bench, models, sampler, steps
+from jaxmusic import benchmarks, conditioning, models, sampler, steps
 
 
 def main() -> None:
@@ -36,10 +36,12 @@ def main() -> None:
     params = steps.init_state(model, tx, c, jax.random.key(0)).params
     group = np.r_[np.full(8, 21), np.arange(args.vocab - 8) % 20]  # special ids, then 20 gaps in turn
     group[2] = 20  # EOS
-    sample = sampler.for_model(model, vocab_size=args.vocab, first_note_id=8, phrase_len=c.decoder_len,
-                               num_notes=args.notes, groups=np.eye(22, dtype=np.float32)[group])  # fmt: skip
+    encode, step, complete, _ = sampler.model_functions(model, conditioning.Conditioner.from_config(c, None))
+    sample = sampler.make_sampler(encode, step, complete, vocab_size=args.vocab, first_note_id=8,
+                                  phrase_len=c.decoder_len, num_phrases=-(-args.notes // c.decoder_len),
+                                  groups=np.eye(22, dtype=np.float32)[group])  # fmt: skip
     window = jnp.asarray([sampler.primer_window([], c.encoder_len)] * args.batch, jnp.int32)
-    genre = jnp.zeros(args.batch, jnp.int32)
+    genre = conditioning.Condition(jnp.zeros(args.batch, jnp.int32))
     draws = {"greedy": dict(greedy=True), "temperature 1, top_p 1": dict(temperature=1.0, top_p=1.0),
              "temperature 0.9, top_p 0.9": dict(temperature=0.9, top_p=0.9),
              "0.9, 0.9, untempered rhythm (default)": dict(temperature=0.9, top_p=0.9,
@@ -56,7 +58,7 @@ def main() -> None:
                 times.append(time.perf_counter() - t)
             rate = args.batch * sample.notes_per_call / statistics.median(times)
             print(f"  {name:<38} {'carried' if carry else 'phrases':<8} {rate:9.0f}")
-    floor = bench.decode_floor(c, vocab_size=args.vocab)["notes_per_second"]
+    floor = benchmarks.decode_floor(c, vocab_size=args.vocab)["notes_per_second"]
     print(f"  batch-1 floor (decoder weight products alone)  {floor:9.0f}")
 
 

@@ -88,22 +88,21 @@ def run_jaxmusic(args, onehot: bool, order: str = "auto") -> dict:
     import jax
 
     from configs import default
-    from jaxmusic import bench
+    from jaxmusic import benchmarks
 
     c = default.get_config()
     c.batch_size, c.encoder_len, c.decoder_len = args.batch, args.seq, args.seq
     c.model.hidden, c.model.dropout, c.model.embed_dim = args.hidden, 0.0, 0 if onehot else args.hidden
     c.model.decoder_dropout = 0.0  # the peers have no dropout
     c.model.dtype, c.model.stack_order = args.dtype, order
-    r, model, params = bench.bench_train(c, vocab_size=args.vocab, num_genres=1, steps=args.steps)
+    r, generator = benchmarks.bench_train(c, vocab_size=args.vocab, num_genres=1, steps=args.steps)
     out = {"step_seconds": r["step_seconds_median"], "flops_per_step": r["flops_per_step"],
            "device": jax.devices()[0].device_kind}  # fmt: skip
     if onehot and order == "auto":  # sampling runs no whole stack: the same program either way
         for mode in SAMPLING_MODES:
             for b in (1, 64):
-                out[f"sampler_{mode}_notes_per_second_batch{b}"] = bench.bench_sampler(
-                    model, params, c, vocab_size=args.vocab, num_genres=1, batch=b,
-                    notes=SAMPLED_NOTES, phrase_len=_phrase_len(mode, args),
+                out[f"sampler_{mode}_notes_per_second_batch{b}"] = benchmarks.bench_sampler(
+                    generator, batch=b, notes=SAMPLED_NOTES, phrase_len=_phrase_len(mode, args),
                 )["notes_per_second"]  # fmt: skip
     return out
 
@@ -272,6 +271,32 @@ def worker(args) -> None:
     print("RESULT " + json.dumps(result))
 
 
+def _rounds(args, names: list[str]) -> tuple[dict[str, list[dict]], list[dict[str, float]]]:
+    """Every framework's run in every round (alternating their order), each in a fresh
+    process: (each framework's results, each round's step seconds by framework)."""
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    per_round: list[dict[str, float]] = []  # step seconds of each framework in each round
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for r in range(args.rounds):
+        per_round.append({})
+        for name in names if r % 2 == 0 else names[::-1]:
+            cmd = [sys.executable, __file__, "--worker", name] + [
+                f"--{k}={getattr(args, k)}"
+                for k in ("hidden", "batch", "seq", "vocab", "steps", "dtype", "host_malloc")
+            ]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            if proc.returncode or not line:
+                print(f"{name} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+                continue
+            runs[name].append(json.loads(line[0][7:]))
+            per_round[-1][name] = runs[name][-1]["step_seconds"]
+            print(
+                f"round {r + 1}: {name} {runs[name][-1]['step_seconds'] * 1e3:.0f} ms/step", file=sys.stderr
+            )
+    return runs, per_round
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hidden", type=int, default=256)
@@ -296,26 +321,7 @@ def main() -> None:
         parser.error(f"unknown --frameworks {sorted(unknown)}; choose from {', '.join(FRAMEWORKS)}")
     if args.dtype != "float32" and {"flax_nn_rnn", "keras"} & set(names):
         parser.error("--dtype bfloat16 runs jaxmusic, jaxmusic_embed and pytorch only")
-    runs: dict[str, list[dict]] = {n: [] for n in names}
-    per_round: list[dict[str, float]] = []  # step seconds of each framework in each round
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    for r in range(args.rounds):
-        per_round.append({})
-        for name in names if r % 2 == 0 else names[::-1]:
-            cmd = [sys.executable, __file__, "--worker", name] + [
-                f"--{k}={getattr(args, k)}"
-                for k in ("hidden", "batch", "seq", "vocab", "steps", "dtype", "host_malloc")
-            ]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
-            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-            if proc.returncode or not line:
-                print(f"{name} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-                continue
-            runs[name].append(json.loads(line[0][7:]))
-            per_round[-1][name] = runs[name][-1]["step_seconds"]
-            print(
-                f"round {r + 1}: {name} {runs[name][-1]['step_seconds'] * 1e3:.0f} ms/step", file=sys.stderr
-            )
+    runs, per_round = _rounds(args, names)
     medians = {n: statistics.median(x["step_seconds"] for x in v) for n, v in runs.items() if v}
     ref = medians.get("jaxmusic_embed")  # the same model and FLOPs as the peers
     shapes = f"hidden {args.hidden}, batch {args.batch}, {args.seq}+{args.seq} notes, vocabulary {args.vocab}"

@@ -4,7 +4,7 @@
       [--rounds 3] [--steps 5] [--dtype float32]
 
 Checks OLD (and NEW; default: the working tree) out into temporary git worktrees and
-times `jaxmusic.bench.bench_train` of configs/default.py (batch 32, 64 + 64 notes,
+times `jaxmusic.benchmarks.bench_train` of configs/default.py (batch 32, 64 + 64 notes,
 vocabulary 2,048, as scripts/compare_peers.py) in a fresh process per measurement,
 alternating the revisions in each round so that a noisy machine slows both alike.
 Prints each revision's median step time per hidden size and the ratio NEW / OLD.
@@ -25,13 +25,16 @@ ROOT = Path(__file__).resolve().parents[1]
 _MEASURE = """
 import json, sys
 from configs import default
-from jaxmusic import bench
+try:  # the library of jaxmusic.bench, as it was named from 2026-12-07 on
+    from jaxmusic import benchmarks as bench
+except ImportError:
+    from jaxmusic import bench
 c = default.get_config()
 c.batch_size, c.encoder_len, c.decoder_len = 32, 64, 64
 c.model.hidden, c.model.dtype = {hidden}, {dtype!r}
 c.model.decoder_dropout = 0.0  # the same work in every revision (0.2 in the default since 2026-12-01)
 r = bench.bench_train(c, vocab_size=2048, num_genres=4, steps={steps})
-r = r[0] if isinstance(r, tuple) else r  # (figures, model, params) from 21275d5 on
+r = r[0] if isinstance(r, tuple) else r  # (figures, ...) from 21275d5 on
 print(json.dumps(r["step_seconds_median"]))
 """
 

@@ -15,7 +15,7 @@ import argparse
 import jax
 
 import configs
-from jaxmusic import batching, models, parallel, steps
+from jaxmusic import batching, conditioning, models, parallel, steps
 
 
 def main() -> None:
@@ -38,7 +38,8 @@ def main() -> None:
         f"parameters + gradients + Adam moments: {n_params * 16 / 2**20:.0f} MiB (replicated on each device)"
     )
     mesh = parallel.make_mesh(jax.devices()[:1])
-    step = steps.make_train_step(model, tx, mesh, jax.random.key(1))
+    conditioner = conditioning.Conditioner.from_config(c, None)  # synthetic ids: no key to tell
+    step = steps.make_train_step(model, tx, mesh, jax.random.key(1), conditioner)
     b, te, td = per_device, c.encoder_len, c.decoder_len
     batch = batching.abstract(b, te, td)
     m = step.lower(state, batch).compile().memory_analysis()

@@ -40,22 +40,17 @@ def _nll_by_genre(metrics: dict) -> dict[str, float]:
 
 def _same_params_in_bfloat16(config, workdir: Path) -> dict[str, float]:
     """The float32 run's final parameters evaluated with bfloat16 products."""
-    from jaxmusic import checkpoint, evaluate, input_pipeline, models
+    from jaxmusic import inference, input_pipeline
 
-    params = checkpoint.Checkpointer(workdir, read_only=True).restore(None).state["params"]
-    codec = input_pipeline.load_codec(config.data_dir)
-    pieces = input_pipeline.load_pieces(config.data_dir, config.eval_split)
-    config = config.copy_and_resolve_references()
-    config.model.dtype = "bfloat16"
-    model = models.from_config(config, codec.vocab_size, len(codec.genres))
-    got = evaluate.model_likelihood(config, model, params, pieces, codec.genres)
-    return {"all": got["overall"]["nll_nats"], **{g: r["nll_nats"] for g, r in got["per_genre"].items()}}
+    generator = inference.Generator.load(workdir, dtype="bfloat16")
+    got = generator.likelihood(input_pipeline.load_pieces(config.data_dir, config.eval_split))
+    return _nll_by_genre(got)
 
 
 def main(argv: list[str]) -> None:
     from absl import flags, logging
 
-    from jaxmusic import train
+    from jaxmusic import trainer
     from jaxmusic.metric_writer import read_metrics
 
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
@@ -73,7 +68,7 @@ def main(argv: list[str]) -> None:
             print(f"--- {dtype}, seed {seed}: {steps} steps in {workdir}", file=sys.stderr)
             # A finished workdir trains no more and returns no metrics: its last evaluation then.
             metrics = (
-                train.train_and_evaluate(config, workdir)
+                trainer.train_and_evaluate(config, workdir)
                 or [r for r in read_metrics(workdir) if "eval_nll" in r][-1]
             )
             nll[dtype][seed] = _nll_by_genre(metrics)

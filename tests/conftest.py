@@ -49,10 +49,10 @@ def collection(tmp_path_factory):
 @pytest.fixture(scope="session")
 def built(collection, tmp_path_factory):
     """The collection built once: (data_dir, dataset folder, summary)."""
-    from data_pipeline import build
+    from data_pipeline import dataset
 
     data_dir = tmp_path_factory.mktemp("data")
-    out, summary = build.build(
+    out, summary = dataset.build(
         data_dir, name="fixture", midi_dir=collection[0], workers=2,
         validation_percent=25, test_percent=25, codec_kwargs={"min_count": 1},
     )  # fmt: skip
@@ -63,10 +63,10 @@ def built(collection, tmp_path_factory):
 def trained(built, tmp_path_factory):
     """A workdir of configs/tiny.py trained on `built` (20 steps)."""
     from configs import tiny
-    from jaxmusic import train
+    from jaxmusic import trainer
 
     config = tiny.get_config()
     config.data_dir = str(built[0])
     workdir = tmp_path_factory.mktemp("trained")
-    train.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)
     return workdir

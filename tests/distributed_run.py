@@ -29,7 +29,7 @@ def main() -> None:
     jax.config.update("jax_num_cpu_devices", args.devices)
 
     from configs import tiny
-    from jaxmusic import parallel, train
+    from jaxmusic import parallel, trainer
 
     parallel.initialize_distributed(
         coordinator=args.coordinator, num_processes=args.num_processes, process_id=args.process_id
@@ -41,7 +41,7 @@ def main() -> None:
         key, value = item.split("=")
         config[key] = int(value)
     assert jax.device_count() == args.devices * (args.num_processes or 1), jax.devices()
-    train.train_and_evaluate(config, args.workdir, stop_at=args.stop_at)
+    trainer.train_and_evaluate(config, args.workdir, stop_at=args.stop_at)
 
 
 if __name__ == "__main__":

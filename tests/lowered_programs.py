@@ -30,7 +30,7 @@ def main() -> None:
     import jax.numpy as jnp
 
     from configs import paper
-    from jaxmusic import batching, models, parallel, sampler, steps
+    from jaxmusic import batching, conditioning, models, parallel, sampler, steps
 
     config = paper.get_config()
     mesh = parallel.make_mesh()
@@ -51,10 +51,13 @@ def main() -> None:
     carried_step = steps.make_train_step(model, tx, mesh, jax.random.key(1), carried=True)
     carried_batch = batching.abstract(b, te, td, data, carried=True)
     eval_step = steps.make_eval_step(model, mesh)
-    sample = sampler.make_sampler(*sampler.model_functions(model), vocab_size=VOCAB,
-                                  first_note_id=4 + GENRES, phrase_len=td, num_phrases=2)  # fmt: skip
+    conditioner = conditioning.Conditioner.from_config(config, None)
+    encode, step, complete, _ = sampler.model_functions(model, conditioner)
+    sample = sampler.make_sampler(encode, step, complete, vocab_size=VOCAB, first_note_id=4 + GENRES,
+                                  phrase_len=td, num_phrases=2)  # fmt: skip
     window = jax.ShapeDtypeStruct((8, te), jnp.int32)
-    sample_args = (state.params, window, jax.ShapeDtypeStruct((8,), jnp.int32), jax.random.key(0), 1.0, 0.9)
+    cond = conditioning.Condition(jax.ShapeDtypeStruct((8,), jnp.int32))
+    sample_args = (state.params, window, cond, jax.random.key(0), 1.0, 0.9)
     programs = {
         "train_step": (train_step, (state, batch)),
         "carried_train_step": (carried_step, (carried_state, carried_batch)),

@@ -1,4 +1,4 @@
-"""bench: the CLI runs on the tiny config and writes valid JSON; the FLOP formula."""
+"""bench and benchmarks: the CLI runs on the tiny config and writes valid JSON; the FLOP formula."""
 
 import json
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from configs import default, tiny
-from jaxmusic import bench
+from jaxmusic import benchmarks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,9 +18,9 @@ def test_train_flops_formula():
     c.batch_size, c.encoder_len, c.decoder_len, c.model.hidden = 32, 64, 64, 256
     b, t, h, v = 32, 64, 256, 2048
     gathered = 2 * (2 * b * t * h * 4 * h + 2 * b * t * 2 * h * 4 * h)  # enc + dec: layer 1, layer 2
-    assert bench.train_flops(c, v, b) == 3 * (gathered + 2 * b * t * h * v)
+    assert benchmarks.train_flops(c, v, b) == 3 * (gathered + 2 * b * t * h * v)
     c.model.embed_dim = h  # Embedding + LSTM: the first layers' input products too
-    assert bench.train_flops(c, v, b) == 3 * (2 * 2 * (2 * b * t * 2 * h * 4 * h) + 2 * b * t * h * v)
+    assert benchmarks.train_flops(c, v, b) == 3 * (2 * 2 * (2 * b * t * 2 * h * 4 * h) + 2 * b * t * h * v)
 
 
 def test_cli_runs_on_tiny_and_writes_json(tmp_path):
@@ -34,7 +34,7 @@ def test_cli_runs_on_tiny_and_writes_json(tmp_path):
     r = json.loads(out.read_text())
     c = tiny.get_config()
     assert r["batch_size"] == c.batch_size and r["hidden"] == c.model.hidden and r["vocab_size"] == 64
-    assert r["flops_per_step"] == bench.train_flops(c, 64, c.batch_size)
+    assert r["flops_per_step"] == benchmarks.train_flops(c, 64, c.batch_size)
     assert r["steps_per_second"] > 0 and 0 < r["mfu"] < 1
     assert r["sampler_notes_per_second_batch1"] > 0 and r["sampler_notes_per_second_batch64"] > 0
     assert r["sampler_carried_notes_per_second_batch64"] > 0
@@ -59,13 +59,13 @@ def test_cli_runs_on_tiny_and_writes_json(tmp_path):
 
 
 def test_published_peaks_by_device_kind_and_dtype():
-    assert bench.published_peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.4
-    assert bench.published_peak_tflops("NVIDIA H100 PCIe", "bfloat16") == 756.0
-    assert bench.published_peak_tflops("NVIDIA L40S", "bfloat16") == 362.0  # not the L4's
-    assert bench.published_peak_tflops("NVIDIA L4", "float32") == 60.0
-    assert bench.published_peak_tflops("TPU v5 lite", "bfloat16") == 197.0
-    assert bench.published_peak_tflops("TPU v4", "float32") is None  # TPUs publish no float32 peak
-    assert bench.published_peak_tflops("Some New Accelerator", "bfloat16") is None
+    assert benchmarks.published_peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.4
+    assert benchmarks.published_peak_tflops("NVIDIA H100 PCIe", "bfloat16") == 756.0
+    assert benchmarks.published_peak_tflops("NVIDIA L40S", "bfloat16") == 362.0  # not the L4's
+    assert benchmarks.published_peak_tflops("NVIDIA L4", "float32") == 60.0
+    assert benchmarks.published_peak_tflops("TPU v5 lite", "bfloat16") == 197.0
+    assert benchmarks.published_peak_tflops("TPU v4", "float32") is None  # TPUs publish no float32 peak
+    assert benchmarks.published_peak_tflops("Some New Accelerator", "bfloat16") is None
 
 
 def test_model_step_sampler_and_bench_import_without_tensorflow():

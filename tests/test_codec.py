@@ -10,7 +10,7 @@ from helpers import CHORDS_AND_RESTS, DRUMS, Track, write_midi
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxmusic import codec, midi_io, music_stats
+from jaxmusic import codec, codec_fit, midi_io, music_stats
 
 
 def _notes(start, dur, pitch, vel):
@@ -22,7 +22,7 @@ def test_duration_and_velocity_bins_at_quantiles():
     dur = np.repeat([0.1, 0.2, 0.4, 0.8], 25)
     vel = np.repeat([30, 60, 90, 120], 25)
     notes = _notes(np.arange(100.0), dur, 60, vel)
-    c = codec.fit([notes], onset_bins=0, min_count=1)
+    c = codec_fit.fit([notes], onset_bins=0, min_count=1)
     # Quartiles of 25 x {0.1, 0.2, 0.4, 0.8} sit at indices 24.75, 49.5, 74.25 and
     # interpolate between the groups: 0.1 + .75 * .1, 0.2 + .5 * .2, 0.4 + .25 * .4.
     np.testing.assert_allclose(c.duration_edges, [0.175, 0.3, 0.5])
@@ -37,13 +37,13 @@ def test_equal_durations_share_a_bin_despite_float_noise():
     start = np.array([1.0, 2.0, 3.0, 4.0])
     notes = midi_io.make_notes(start, start + 0.2, 60, 80)  # 1.2 - 1.0 != 3.2 - 3.0 in floats
     assert len(set((notes["end"] - notes["start"]).tolist())) > 1
-    c = codec.fit([notes, _notes([0.0], [0.5], 60, 80)], min_count=1)
+    c = codec_fit.fit([notes, _notes([0.0], [0.5], 60, 80)], min_count=1)
     assert len(set(c.quantize(notes)[:, 2].tolist())) == 1
 
 
 def test_repeated_values_merge_bins():
     notes = _notes(np.arange(10.0), np.full(10, 0.5), 60, np.full(10, 100))
-    c = codec.fit([notes], onset_bins=0, min_count=1)
+    c = codec_fit.fit([notes], onset_bins=0, min_count=1)
     assert c.duration_values == (0.5,) and c.velocity_values == (100,)
 
 
@@ -51,7 +51,7 @@ def test_seed_encoding_with_no_onset_bins():
     # onset_bins=0 is the seed: the id is (pitch, velocity bin, duration bin);
     # decoding lays the notes back to back, so a chord becomes an arpeggio.
     notes = _notes([0, 0, 0, 3], [1, 2, 1, 2], [60, 64, 67, 72], [40, 100, 40, 100])
-    c = codec.fit([notes], onset_bins=0, duration_bins=2, velocity_bins=2, min_count=1)
+    c = codec_fit.fit([notes], onset_bins=0, duration_bins=2, velocity_bins=2, min_count=1)
     assert not c.has_onsets and c.num_onset_bins == 1
     np.testing.assert_array_equal(c.vocabulary, [[60, 0, 0, 0], [64, 1, 1, 0], [67, 0, 0, 0], [72, 1, 1, 0]])
     ids = c.encode(notes)
@@ -74,7 +74,7 @@ def test_round_trip_of_midi_with_chords_rests_tempo_tracks_and_drums(tmp_path):
     # In seconds, positive onset gaps take 4 values (0.25, 0.5, 1, 2) and durations 4
     # (0.25, 0.5, 1, 2, the last once in 12): the default 8 onset bins and 16
     # duration bins give each value a bin of its own, so the round trip is exact.
-    c = codec.fit([notes], duration_bins=16, min_count=1)
+    c = codec_fit.fit([notes], duration_bins=16, min_count=1)
     out = c.decode(c.encode(notes))
     np.testing.assert_array_equal(out["pitch"], notes["pitch"])
     np.testing.assert_allclose(out["start"], notes["start"], atol=1e-9)
@@ -97,15 +97,17 @@ def test_rare_long_gap_gets_a_bin_of_its_own():
     # 12 short gaps and one rest of 2 s: quantile bins merge the rest with 0.5 s.
     start = np.cumsum([0] + [0.25, 0.5] * 6 + [2.0])
     notes = _notes(start, np.full(14, 0.2), 60, 80)
-    assert 2.0 not in codec.fit([notes], onset_fit="quantile").onset_values
-    c = codec.fit([notes], min_count=1)
+    assert 2.0 not in codec_fit.fit([notes], onset_fit="quantile").onset_values
+    c = codec_fit.fit([notes], min_count=1)
     np.testing.assert_allclose(c.onset_values, [0.0, 0.25, 0.5, 2.0])
     np.testing.assert_allclose(c.decode(c.encode(notes))["start"], start)
 
 
 def test_lloyd_values_are_cluster_means():
     x = np.concatenate([np.full(50, 0.1), np.full(50, 0.12), np.full(100, 1.0)])
-    np.testing.assert_allclose(codec._lloyd_values(codec.Counts.of(x), np.array([0.05, 0.5])), [0.11, 1.0])
+    np.testing.assert_allclose(
+        codec_fit._lloyd_values(codec_fit.Counts.of(x), np.array([0.05, 0.5])), [0.11, 1.0]
+    )
 
 
 def _lloyd_over_samples(x, values, iterations=100):
@@ -133,15 +135,15 @@ _grid_samples = hnp.arrays(np.float64, st.integers(1, 300), elements=st.sampled_
 def test_counts_give_numpys_quantiles_medians_and_sums_to_the_bit(x, noise):
     # Repeated values (what counts fold) plus a few distinct ones near them.
     x = np.concatenate([x, x[: x.size // 3] + np.random.default_rng(noise).normal(0, 1e-7, x.size // 3)])
-    counts = codec.Counts.of(x)
+    counts = codec_fit.Counts.of(x)
     q = np.array([0.0, 0.1, 0.25, 1 / 3, 0.5, 0.75, 0.995, 1.0])
     assert counts.quantile(q).tobytes() == np.quantile(x, q).tobytes()
     assert counts.median() == np.median(x)
     higher = np.quantile(x, 0.995, method="higher")
     assert counts.ranked(np.ceil((x.size - 1) * 0.995).astype(np.int64)) == higher
     start = np.quantile(x, [0.2, 0.5, 0.8])
-    assert codec._lloyd_values(counts, start).tobytes() == _lloyd_over_samples(x, start).tobytes()
-    halves = codec.Counts.of(x[::2]).merge(codec.Counts.of(x[1::2]))
+    assert codec_fit._lloyd_values(counts, start).tobytes() == _lloyd_over_samples(x, start).tobytes()
+    halves = codec_fit.Counts.of(x[::2]).merge(codec_fit.Counts.of(x[1::2]))
     assert halves.values.tobytes() == counts.values.tobytes()
     assert halves.counts.tolist() == counts.counts.tolist()
 
@@ -153,26 +155,26 @@ def test_a_codec_fitted_from_merged_statistics_equals_one_fitted_on_all_the_piec
         start = np.cumsum(rng.choice([0.0, 0.0, 0.125, 0.25, 0.5, 1 / 3, 3.0], n))
         pieces.append(_notes(start, rng.choice([0.1, 0.25, 0.5, 1.5], n), rng.integers(40, 80, n),
                              rng.integers(1, 128, n)))  # fmt: skip
-    whole = codec.fit(pieces, genres=["a", "b"])
-    parts = [codec.NoteStats(), codec.NoteStats()]
+    whole = codec_fit.fit(pieces, genres=["a", "b"])
+    parts = [codec_fit.NoteStats(), codec_fit.NoteStats()]
     for i, p in enumerate(pieces):
         parts[i % 2].add(p)
     parts[1]._PENDING = 0  # fold at every piece in one part, never in the other
-    stats = codec.NoteStats().merge(parts[1]).merge(parts[0])
+    stats = codec_fit.NoteStats().merge(parts[1]).merge(parts[0])
     assert stats.notes == sum(p.shape[0] for p in pieces)
-    bins = codec.fit_bins(stats, genres=["a", "b"])
-    counts = sum(bins.tuple_counts(bins.quantize(p)) for p in pieces)
-    merged = codec.with_vocabulary(bins, counts)
+    bins = codec_fit.fit_bins(stats, genres=["a", "b"])
+    counts = sum(codec_fit.tuple_counts(bins, bins.quantize(p)) for p in pieces)
+    merged = codec_fit.with_vocabulary(bins, counts)
     assert merged.fingerprint == whole.fingerprint
     assert merged.vocab_size > 50
     assert merged.onset_values == (0.0, 0.125, 0.25, 0.333333, 0.5, 3.0)  # "with the previous" + 5 gaps
     with pytest.raises(codec.CodecError, match="no notes"):
-        codec.fit_bins(codec.NoteStats())
+        codec_fit.fit_bins(codec_fit.NoteStats())
 
 
 def test_specials_and_genres_in_decode():
     notes = _notes([0, 0.5], [0.5, 0.5], [60, 62], [80, 80])
-    c = codec.fit([notes], genres=["jazz", "rock"], min_count=1)
+    c = codec_fit.fit([notes], genres=["jazz", "rock"], min_count=1)
     assert c.first_note_id == codec.NUM_SPECIAL + 2
     assert c.genre_id("rock") == codec.NUM_SPECIAL + 1
     a, b = c.encode(notes)
@@ -187,7 +189,7 @@ def test_specials_and_genres_in_decode():
 
 def test_unknown_tuples_become_nearest_or_unk():
     train = _notes([0, 1, 2], [0.5, 0.5, 0.5], [60, 64, 67], [80, 80, 80])
-    c = codec.fit([train], onset_bins=2, min_count=1)
+    c = codec_fit.fit([train], onset_bins=2, min_count=1)
     new = _notes([0, 1], [0.5, 0.5], [61, 64], [80, 80])  # pitch 61 never seen
     assert c.unknown_mask(new).tolist() == [True, False]
     assert c.encode(new, unknown="unk")[0] == codec.UNK
@@ -197,13 +199,13 @@ def test_unknown_tuples_become_nearest_or_unk():
 
 def test_min_count_drops_rare_tuples():
     notes = _notes(np.arange(7.0), np.full(7, 0.5), [60, 60, 60, 62, 62, 62, 64], np.full(7, 80))
-    c = codec.fit([notes], onset_bins=0, min_count=2)
+    c = codec_fit.fit([notes], onset_bins=0, min_count=2)
     assert sorted(set(c.vocabulary[:, 0])) == [60, 62]
 
 
 def test_save_and_load_round_trip(tmp_path):
     notes = helpers.seconds_at_120(CHORDS_AND_RESTS)
-    c = codec.fit([notes], genres=["classical"], min_count=1)
+    c = codec_fit.fit([notes], genres=["classical"], min_count=1)
     path = tmp_path / "codec.json"
     c.save(path)
     back = codec.load(path, expected_fingerprint=c.fingerprint)
@@ -215,10 +217,10 @@ def test_save_and_load_round_trip(tmp_path):
 
 def test_load_refuses_other_or_edited_codecs(tmp_path):
     notes = helpers.seconds_at_120(CHORDS_AND_RESTS)
-    c = codec.fit([notes], min_count=1)
+    c = codec_fit.fit([notes], min_count=1)
     path = tmp_path / "codec.json"
     c.save(path)
-    other = codec.fit([notes], onset_bins=0, min_count=1)
+    other = codec_fit.fit([notes], onset_bins=0, min_count=1)
     with pytest.raises(codec.CodecError, match="does not match the expected"):
         codec.load(path, expected_fingerprint=other.fingerprint)
     d = json.loads(path.read_text())
@@ -238,11 +240,11 @@ def test_load_refuses_other_or_edited_codecs(tmp_path):
 def test_fit_refuses_bad_arguments():
     notes = helpers.seconds_at_120(CHORDS_AND_RESTS)
     with pytest.raises(codec.CodecError, match="no notes"):
-        codec.fit([])
+        codec_fit.fit([])
     with pytest.raises(codec.CodecError, match="onset_fit"):
-        codec.fit([notes], onset_fit="kmeans")
+        codec_fit.fit([notes], onset_fit="kmeans")
     with pytest.raises(codec.CodecError, match="genre names repeat"):
-        codec.fit([notes], genres=["pop", "pop"])
+        codec_fit.fit([notes], genres=["pop", "pop"])
 
 
 sorted_starts = hnp.arrays(np.float64, st.integers(1, 60), elements=st.floats(0, 30, allow_nan=False)).map(
@@ -258,7 +260,7 @@ def test_round_trip_keeps_pitch_order_and_onset_order(start, data):
     dur = data.draw(hnp.arrays(np.float64, n, elements=st.floats(0.01, 4)))
     vel = data.draw(hnp.arrays(np.int16, n, elements=st.integers(1, 127)))
     notes = _notes(start, dur, pitch, vel)
-    c = codec.fit([notes], min_count=1)
+    c = codec_fit.fit([notes], min_count=1)
     out = c.decode(c.encode(notes))
     np.testing.assert_array_equal(out["pitch"], notes["pitch"])  # pitch order kept
     assert np.all(np.diff(out["start"]) >= 0)  # onsets in the same order

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from data_pipeline import build, builder, corpus
+from data_pipeline import build, corpus, dataset, sources
 from jaxmusic import codec as codec_lib
-from jaxmusic import midi_io
+from jaxmusic import codec_fit, midi_io
 
 
 def _manifest(out):
-    return [json.loads(line) for line in (out / builder.MANIFEST_FILE).read_text().splitlines()]
+    return [json.loads(line) for line in (out / sources.MANIFEST_FILE).read_text().splitlines()]
 
 
 def _examples(out):
@@ -32,7 +32,7 @@ def test_every_file_is_accounted_for(built, collection):
     by_path = {r["path"]: r for r in rows}
     assert by_path["rock/broken.mid"]["reason"] == "not a MIDI file: looks like HTML/XML"
     assert by_path["pop/copy_of_jazz0.mid"]["reason"] == "same bytes as jazz/piece0.mid"
-    assert by_path["loose.mid"]["genre"] == builder.UNKNOWN_GENRE
+    assert by_path["loose.mid"]["genre"] == sources.UNKNOWN_GENRE
     assert by_path["jazz/piece1.mid"]["genre"] == "jazz"
 
 
@@ -44,7 +44,7 @@ def test_splits_are_disjoint_and_match_the_manifest(built):
     for row in _manifest(out):
         if row["status"] == "ok":
             assert row["sha1"] in examples[row["split"]]
-            assert row["split"] == builder.split_of(row["sha1"], 25, 25)
+            assert row["split"] == sources.split_of(row["sha1"], 25, 25)
 
 
 def test_codec_is_fitted_on_the_train_split_only(built, collection):
@@ -52,17 +52,17 @@ def test_codec_is_fitted_on_the_train_split_only(built, collection):
     rows = [r for r in _manifest(out) if r["status"] == "ok"]
     train = [midi_io.read(collection[0] / r["path"]).notes for r in rows if r["split"] == "train"]
     genres = sorted({r["genre"] for r in rows})
-    refit = codec_lib.fit(train, genres=genres, min_count=1)
-    saved = codec_lib.load(out / builder.CODEC_FILE)
+    refit = codec_fit.fit(train, genres=genres, min_count=1)
+    saved = codec_lib.load(out / sources.CODEC_FILE)
     assert saved.fingerprint == refit.fingerprint
-    everything = codec_lib.fit([midi_io.read(collection[0] / r["path"]).notes for r in rows],
+    everything = codec_fit.fit([midi_io.read(collection[0] / r["path"]).notes for r in rows],
                                genres=genres, min_count=1)  # fmt: skip
     assert saved.fingerprint != everything.fingerprint
 
 
 def test_examples_hold_the_encoded_piece(built, collection):
     _, out, _ = built
-    codec = codec_lib.load(out / builder.CODEC_FILE)
+    codec = codec_lib.load(out / sources.CODEC_FILE)
     examples = _examples(out)
     for row in _manifest(out):
         if row["status"] != "ok":
@@ -76,10 +76,10 @@ def test_examples_hold_the_encoded_piece(built, collection):
 
 def test_rebuild_is_identical(built, collection, tmp_path):
     _, out, _ = built
-    out2, _ = build.build(tmp_path, name="fixture", midi_dir=collection[0], workers=1,
+    out2, _ = dataset.build(tmp_path, name="fixture", midi_dir=collection[0], workers=1,
                           validation_percent=25, test_percent=25, codec_kwargs={"min_count": 1})  # fmt: skip
-    assert (out2 / builder.CODEC_FILE).read_bytes() == (out / builder.CODEC_FILE).read_bytes()
-    assert (out2 / builder.MANIFEST_FILE).read_bytes() == (out / builder.MANIFEST_FILE).read_bytes()
+    assert (out2 / sources.CODEC_FILE).read_bytes() == (out / sources.CODEC_FILE).read_bytes()
+    assert (out2 / sources.MANIFEST_FILE).read_bytes() == (out / sources.MANIFEST_FILE).read_bytes()
     a, b = _examples(out), _examples(out2)
     assert a.keys() == b.keys()
     for split in a:
@@ -89,17 +89,17 @@ def test_rebuild_is_identical(built, collection, tmp_path):
 
 
 def test_split_of_is_a_function_of_the_hash():
-    counts = {s: 0 for s in builder.SPLITS}
+    counts = {s: 0 for s in sources.SPLITS}
     for i in range(2000):
-        counts[builder.split_of(f"{i * 2654435761 % 2**32:08x}", 5, 5)] += 1
+        counts[sources.split_of(f"{i * 2654435761 % 2**32:08x}", 5, 5)] += 1
     assert 0.85 < counts["train"] / 2000 < 0.95
-    assert builder.split_of("00000000", 5, 5) == "validation"  # bucket 0
-    assert builder.split_of("00000005", 5, 5) == "test"  # bucket 5
-    assert builder.split_of("0000000a", 5, 5) == "train"  # bucket 10
+    assert sources.split_of("00000000", 5, 5) == "validation"  # bucket 0
+    assert sources.split_of("00000005", 5, 5) == "test"  # bucket 5
+    assert sources.split_of("0000000a", 5, 5) == "train"  # bucket 10
 
 
 def test_default_num_shards_is_a_power_of_two():
-    assert [build.default_num_shards(n) for n in (1, 100, 909, 1198, 10**6)] == [1, 1, 8, 16, 64]
+    assert [dataset.default_num_shards(n) for n in (1, 100, 909, 1198, 10**6)] == [1, 1, 8, 16, 64]
 
 
 def test_cli_builds_and_refuses_bad_input(collection, tmp_path, capsys):
@@ -112,7 +112,7 @@ def test_cli_builds_and_refuses_bad_input(collection, tmp_path, capsys):
     assert f"genre folder {root / 'folk'} holds no MIDI files" in captured.err
     codec_before = (tmp_path / "midi_pieces" / "cli" / "1.0.0" / "codec.json").read_bytes()
     assert build.main(args) == 2  # already there: refused, and left as it was
-    assert "pass --overwrite" in capsys.readouterr().err
+    assert "a dataset is already there" in capsys.readouterr().err
     assert (tmp_path / "midi_pieces" / "cli" / "1.0.0" / "codec.json").read_bytes() == codec_before
     empty = tmp_path / "empty"
     (empty / "jazz").mkdir(parents=True)
@@ -189,8 +189,8 @@ def _to_bucket(root, url):
 
 
 def _assert_same_dataset(out, other):
-    assert (other / builder.CODEC_FILE).read_bytes() == (out / builder.CODEC_FILE).read_bytes()
-    assert (other / builder.MANIFEST_FILE).read_bytes() == (out / builder.MANIFEST_FILE).read_bytes()
+    assert (other / sources.CODEC_FILE).read_bytes() == (out / sources.CODEC_FILE).read_bytes()
+    assert (other / sources.MANIFEST_FILE).read_bytes() == (out / sources.MANIFEST_FILE).read_bytes()
     a, b = _examples(out), _examples(other)
     assert a.keys() == b.keys() == {"train", "validation", "test"}
     for split in a:
@@ -206,18 +206,18 @@ def test_beam_build_and_a_build_from_a_bucket_equal_the_local_build(built, colle
     (TensorFlow's ram:// file system), as the local build does from it."""
     _, out, summary = built
     bucket = _to_bucket(collection[0], "ram://test_beam_corpus")
-    assert [label.split("ram://test_beam_corpus/")[1] for label, _ in builder.find_sources(bucket)] == [
+    assert [label.split("ram://test_beam_corpus/")[1] for label, _ in sources.find_sources(bucket)] == [
         p.relative_to(collection[0]).as_posix() for p in midi_io.find_midi_files(collection[0])
     ]
     kwargs = dict(name="fixture", midi_dir=bucket, validation_percent=25, test_percent=25,
                   codec_kwargs={"min_count": 1})  # fmt: skip
-    beam_out, beam_summary = build.build(tmp_path / "beam", beam_runner="DirectRunner", **kwargs)
+    beam_out, beam_summary = dataset.build(tmp_path / "beam", beam_runner="DirectRunner", **kwargs)
     assert beam_summary == summary
     _assert_same_dataset(out, beam_out)
-    local_out, _ = build.build(tmp_path / "local", workers=2, **kwargs)  # forked workers read ram:// too
+    local_out, _ = dataset.build(tmp_path / "local", workers=2, **kwargs)  # forked workers read ram:// too
     _assert_same_dataset(out, local_out)
-    with pytest.raises(builder.BuildError, match="the local build writes to a local folder"):
-        build.build("gs://no-such-bucket/data", **kwargs)
+    with pytest.raises(sources.BuildError, match="the local build writes to a local folder"):
+        dataset.build("gs://no-such-bucket/data", **kwargs)
 
 
 def test_beam_bad_input_is_one_line_and_leaves_no_dataset(collection, tmp_path, capsys, monkeypatch):
@@ -257,7 +257,7 @@ def test_make_corpus_is_reproducible_and_meets_the_build(tmp_path):
     assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
     assert make_corpus.main(["--out", str(tmp_path / "a"), *args]) == 2  # not over a corpus
     kinds = [make_corpus.write_file(tmp_path / "c", 3, i, make_corpus.GENRES, 0.15, 0.10) for i in range(48)]
-    _, summary = build.build(tmp_path / "data", name="synthetic", midi_dir=tmp_path / "a", workers=1)
+    _, summary = dataset.build(tmp_path / "data", name="synthetic", midi_dir=tmp_path / "a", workers=1)
     assert summary["rejected"] == sum(k in make_corpus.BROKEN_KINDS for k in kinds) > 0
     assert summary["duplicate"] == kinds.count("duplicate") > 0
     whole = [f for f in files if kinds[int(f.stem)] == "ok"]

@@ -6,6 +6,7 @@ import math
 import pytest
 
 from jaxmusic import evaluate, metric_writer
+from jaxmusic.evaluation import genre, keys, report, samples, statistics
 
 
 def _evaluate(workdir, *extra):
@@ -19,7 +20,7 @@ def test_degenerate_samples_are_judged_as_written():
 
     written = [np.asarray([9, 9, 10, 11, 12]), np.asarray([7, 7, 7, 8])]
     cut = [w[:2] for w in written]
-    c = evaluate._Continuations([0, 1], cut, np.asarray([0, 1]), [], np.zeros(2), cut, [False] * 2, written)
+    c = samples.Continuations([0, 1], cut, np.asarray([0, 1]), [], np.zeros(2), cut, [False] * 2, written)
     assert c.degenerate_share() == 0.5  # the second repeats one note over half of what it wrote
 
 
@@ -39,25 +40,25 @@ def test_key_agreement_counts_and_interval():
         decode = staticmethod(lambda piece: piece)
 
     c, g, f_sharp, one = scale(0), scale(7), scale(6), scale(0, (0, 12))
-    counts = evaluate.key_agreement_counts(Codec, [c, c, g, c], [c, f_sharp, g, one])
+    counts = keys.agreement_counts(Codec, [c, c, g, c], [c, f_sharp, g, one])
     assert counts == (2, 3)  # C-C and G-G agree, C-F# does not, a lone pitch class has no key
-    assert evaluate.key_agreement(Codec, [c, c, g, c], [c, f_sharp, g, one]) == pytest.approx(2 / 3)
+    assert keys.agreement(Codec, [c, c, g, c], [c, f_sharp, g, one]) == pytest.approx(2 / 3)
 
     for k, n in ((30, 43), (0, 10), (10, 10), (127, 256)):
-        lo, hi = evaluate.wilson_interval(k, n)
+        lo, hi = keys.wilson_interval(k, n)
         z, p = 1.96, k / n
         # (p - q)^2 = z^2 q (1 - q) / n  <=>  (1 + z^2/n) q^2 - (2p + z^2/n) q + p^2 = 0
         a, b, c2 = 1 + z * z / n, -(2 * p + z * z / n), p * p
         roots = sorted((-b + sign * math.sqrt(b * b - 4 * a * c2)) / (2 * a) for sign in (-1, 1))
         assert (lo, hi) == pytest.approx(roots, abs=1e-12)
         assert lo <= p <= hi
-    assert evaluate.wilson_interval(30, 43) == pytest.approx((0.549, 0.814), abs=1e-3)
-    assert evaluate.wilson_interval(0, 0) == (0.0, 1.0)
+    assert keys.wilson_interval(30, 43) == pytest.approx((0.549, 0.814), abs=1e-3)
+    assert keys.wilson_interval(0, 0) == (0.0, 1.0)
 
 
 def test_sweep_rows_name_every_switch():
     """A row of a min_notes sweep says which it is (rows of min_notes 1 and 8 once read alike)."""
-    flags = evaluate._drawing_flags
+    flags = report._drawing_flags
     assert flags({"min_notes": 1, "untempered_rhythm": True}, "carried") == ", untempered rhythm"
     assert flags({"min_notes": 8, "carry_state": True}, "carried") == ", carried, min_notes 8"
     assert flags({"min_notes": 8, "fixed_length": True}, "carried") == ""  # never ends: no minimum to tell
@@ -77,18 +78,18 @@ def test_genre_classifier_hears_what_the_statistics_cannot():
     for _ in range(40):
         start = np.cumsum(rng.choice([0.25, 0.5, 1.0], 24))
         pitch = 48 + rng.choice(scale, 24) + 12 * rng.integers(0, 2, 24)
-        for genre, shift in ((0, 0), (1, 24)):
+        for label, shift in ((0, 0), (1, 24)):
             pieces.append(midi_io.make_notes(start, start + 0.2, pitch + shift, np.full(24, 70)))
-            genres.append(genre)
+            genres.append(label)
     genres = np.asarray(genres)
-    features = evaluate.genre_features(pieces)
+    features = genre.features(pieces)
     columns = sum(music_stats.statistics(pieces[:1])[n].shape[1] for n in music_stats.STATISTICS)
     assert features.shape == (80, columns + 88)
     np.testing.assert_allclose(features[0::2, :columns], features[1::2, :columns])  # statistics: alike
     train, test = slice(0, 60), slice(60, 80)
-    classifier = evaluate.fit_genre_classifier(features[train], genres[train])
+    classifier = genre.fit_classifier(features[train], genres[train])
     assert (classifier.predict(features[test]) == genres[test]).mean() == 1.0
-    from_statistics = evaluate.fit_genre_classifier(features[train, :columns], genres[train])
+    from_statistics = genre.fit_classifier(features[train, :columns], genres[train])
     predicted = from_statistics.predict(features[test, :columns])
     assert (predicted[0::2] == predicted[1::2]).all()  # each pair alike: right on at most half
 
@@ -104,14 +105,14 @@ def test_genre_lines_tell_an_undrawn_genre_from_an_absent_one():
 
     real = np.array([[0], [0], [1], [2]])  # genres 0, 0, 1 (2 is misclassified below)
     samples = np.array([[0], [0], [2]])
-    ga = evaluate.genre_adherence(ByFirstColumn(), 10, real, np.array([0, 0, 1, 1]), samples,
+    ga = genre.adherence(ByFirstColumn(), 10, real, np.array([0, 0, 1, 1]), samples,
                                   np.array([0, 0, 0]), ("a", "b", "c"))  # fmt: skip
     assert ga["real_accuracy"] == 0.75 and ga["adherence"] == 2 / 3
-    lines = evaluate.genre_lines(ga, "validation")
+    lines = report.genre_lines(ga, "validation")
     assert lines[1] == "  a: 3 samples, 66.7% classified a (real pieces: 100.0% of 2)"
     assert lines[2] == "  b: no samples (no primer drawn from its 2 pieces; more --num_samples draw more)"
     assert lines[3] == "  c: no samples (no piece of c in split validation to prime with)"
-    assert evaluate.genre_lines({"skipped": "one genre"}, "test") == ["genre adherence: skipped (one genre)"]
+    assert report.genre_lines({"skipped": "one genre"}, "test") == ["genre adherence: skipped (one genre)"]
 
 
 def test_cli_end_to_end(trained, tmp_path, capsys):
@@ -207,24 +208,24 @@ def test_reference_overlap_is_high_for_real_music_and_low_for_a_repeated_note(bu
     import numpy as np
 
     from jaxmusic import codec as codec_lib
-    from jaxmusic import input_pipeline, music_stats
+    from jaxmusic import input_pipeline, music_stats, windows
 
     data_dir = built[0]
     codec = input_pipeline.load_codec(data_dir)
     real, train = (input_pipeline.load_pieces(data_dir, s) for s in ("validation", "train"))
-    _, real_ids = evaluate.continuations(real, 6, 12)
+    _, real_ids = samples.continuations(real, 6, 12)
     real_stats = music_stats.statistics([codec.decode(ids) for ids in real_ids])
 
     def reference(pieces):
-        _, ids = evaluate.continuations(pieces, 6, 12)
-        return evaluate.reference_overlaps(codec, ids, real_stats, count=8, seed=0)
+        _, ids = samples.continuations(pieces, 6, 12)
+        return statistics.reference_overlaps(codec, ids, real_stats, count=8, seed=0)
 
     ours = reference(train)
     one = np.asarray([codec_lib.BOS, *[codec.first_note_id + 3] * 30, codec_lib.EOS], np.int32)
-    theirs = reference(input_pipeline.Pieces([one] * 8, np.zeros(8, np.int32)))
+    theirs = reference(windows.Pieces([one] * 8, np.zeros(8, np.int32)))
     assert set(ours) == set(music_stats.STATISTICS)
     assert np.mean(list(ours.values())) > np.mean(list(theirs.values())) + 0.2
-    short = input_pipeline.Pieces([one[:5]], np.zeros(1, np.int32))  # no piece longer than the primer
+    short = windows.Pieces([one[:5]], np.zeros(1, np.int32))  # no piece longer than the primer
     assert reference(short) is None
 
 
@@ -259,7 +260,7 @@ def test_bfloat16_products_score_as_float32(trained, tmp_path, capsys):
         (["--sweep", "warmth=1"], "--sweep 'warmth=1': use name=v1,v2,... with name one of temperature"),
         (["--sweep", "top_k=high"], "--sweep 'top_k=high': a value is not a top_k"),
         (["--sweep", "carry_state=yes"], "--sweep 'carry_state=yes': a value is not a carry_state"),
-        (["--long_notes", "13"], "--long_notes must be 0 or >= 2 x --num_notes (24), got 13"),
+        (["--long_notes", "13"], "--long_notes must be 0 or >= 2 x num_notes (24), got 13"),
         (["--dtype", "float8"], "--dtype 'float8' is not one of float32, bfloat16, float16"),
     ],
 )

@@ -194,9 +194,10 @@ def test_each_stack_is_one_wavefront_scan(lowered, platform):
 def _default_step_loops(platform: str, order: str) -> list[int]:
     """Trip counts of the default config's train step lowered for a platform."""
     import jax
+    import numpy as np
 
     from configs import default
-    from jaxmusic import batching, models, parallel, steps
+    from jaxmusic import batching, conditioning, models, parallel, steps
 
     config = default.get_config()
     config.model.hidden, config.model.stack_order = 32, order  # the schedule does not depend on H
@@ -204,8 +205,11 @@ def _default_step_loops(platform: str, order: str) -> list[int]:
     tx, _ = steps.make_optimizer(config)
     mesh = parallel.make_mesh()
     state = jax.eval_shape(lambda: steps.init_state(model, tx, config, jax.random.key(0)))
-    batch = batching.abstract(config.batch_size, config.encoder_len, config.decoder_len)
-    step = steps.make_train_step(model, tx, mesh, jax.random.key(1))
+    batch = batching.abstract(config.batch_size, config.encoder_len, config.decoder_len, conditioned=True)
+    # The key and density of the piece so far come with the batch, as in a real run.
+    weights = np.zeros((40, 14), np.float32)
+    conditioner = conditioning.Conditioner(key=True, density=True, context="piece", weights=weights)
+    step = steps.make_train_step(model, tx, mesh, jax.random.key(1), conditioner)
     return loop_trip_counts(step.trace(state, batch).lower(lowering_platforms=(platform,)).as_text())
 
 

@@ -8,16 +8,18 @@ import optax
 import pytest
 
 from jaxmusic import models, parallel, steps
+from jaxmusic.conditioning import Condition
 
 V, G = 23, 3
 
 
-def _batch(rng, b=4, te=5, td=7):
+def _batch(rng, b=4, te=5, td=7, key=None):
+    """The model's inputs: tokens and the condition (a genre each; a key each, if given)."""
     k1, k2, k3 = jax.random.split(rng, 3)
     return {
         "encoder_tokens": jax.random.randint(k1, (b, te), 0, V),
         "decoder_inputs": jax.random.randint(k2, (b, td), 0, V),
-        "genre": jax.random.randint(k3, (b,), 0, G),
+        "cond": Condition(jax.random.randint(k3, (b,), 0, G), key),
     }
 
 
@@ -39,7 +41,7 @@ def test_decode_step_equals_teacher_forcing():
     params = model.init(jax.random.key(3), **batch)["params"]
     teacher = model.apply({"params": params}, **batch)
     carries = model.apply(
-        {"params": params}, batch["encoder_tokens"], batch["genre"], method=models.Seq2Seq.encode
+        {"params": params}, batch["encoder_tokens"], batch["cond"], method=models.Seq2Seq.encode
     )
     per_step = []
     for t in range(batch["decoder_inputs"].shape[1]):
@@ -47,7 +49,7 @@ def test_decode_step_equals_teacher_forcing():
             {"params": params},
             carries,
             batch["decoder_inputs"][:, t],
-            batch["genre"],
+            batch["cond"],
             method=models.Seq2Seq.decode_step,
         )
         per_step.append(logits)
@@ -59,8 +61,8 @@ def test_genre_changes_the_output():
     batch = _batch(jax.random.key(4))
     params = model.init(jax.random.key(5), **batch)["params"]
     params = jax.tree.map(lambda p: p + 0.1, params)  # genre tables start at random anyway
-    a = model.apply({"params": params}, **{**batch, "genre": jnp.zeros(4, jnp.int32)})
-    b = model.apply({"params": params}, **{**batch, "genre": jnp.ones(4, jnp.int32)})
+    a = model.apply({"params": params}, **{**batch, "cond": Condition(jnp.zeros(4, jnp.int32))})
+    b = model.apply({"params": params}, **{**batch, "cond": Condition(jnp.ones(4, jnp.int32))})
     assert float(jnp.abs(a - b).max()) > 1e-3
 
 
@@ -68,7 +70,7 @@ def test_condition_output_adds_the_genre_and_key_rows_to_every_step():
     """condition_output: the logits are the plain model's (same other parameters) plus
     the genre's and the key's rows of their head tables, at every decoder step and in
     decode_step; the tables start at zero, so a fresh model is the plain one."""
-    batch = dict(_batch(jax.random.key(40)), key=jnp.array([0, 5, 13, 24]))
+    batch = _batch(jax.random.key(40), key=jnp.array([0, 5, 13, 24]))
     kw = dict(vocab_size=V, num_genres=G, num_layers=2, hidden=8, num_keys=25)
     plain, conditioned = models.Seq2Seq(**kw), models.Seq2Seq(**kw, condition_output=True)
     params = conditioned.init(jax.random.key(41), **batch)["params"]
@@ -82,14 +84,15 @@ def test_condition_output_adds_the_genre_and_key_rows_to_every_step():
     rng = np.random.default_rng(0)
     params = dict(params, head_genre={"embedding": jnp.asarray(rng.normal(size=(G, V)), jnp.float32)},
                   head_key={"embedding": jnp.asarray(rng.normal(size=(25, V)), jnp.float32)})  # fmt: skip
-    rows = params["head_genre"]["embedding"][batch["genre"]] + params["head_key"]["embedding"][batch["key"]]
+    cond = batch["cond"]
+    rows = params["head_genre"]["embedding"][cond.genre] + params["head_key"]["embedding"][cond.key]
     logits = conditioned.apply({"params": params}, **batch)
     np.testing.assert_allclose(logits - plain.apply({"params": base}, **batch), np.broadcast_to(
         rows[:, None], logits.shape), rtol=1e-5, atol=1e-5)  # fmt: skip
-    carries = conditioned.apply({"params": params}, batch["encoder_tokens"], batch["genre"], key=batch["key"],
+    carries = conditioned.apply({"params": params}, batch["encoder_tokens"], cond,
                                 method=models.Seq2Seq.encode)  # fmt: skip
-    _, first = conditioned.apply({"params": params}, carries, batch["decoder_inputs"][:, 0], batch["genre"],
-                                 key=batch["key"], method=models.Seq2Seq.decode_step)  # fmt: skip
+    _, first = conditioned.apply({"params": params}, carries, batch["decoder_inputs"][:, 0], cond,
+                                 method=models.Seq2Seq.decode_step)  # fmt: skip
     np.testing.assert_allclose(first, logits[:, 0], rtol=1e-5, atol=1e-5)
 
 
@@ -116,9 +119,8 @@ def test_train_step_overfits_one_batch():
     batch["weights"] = np.ones((8, 5), np.float32)
     tx = optax.adam(1e-2)
     mesh = parallel.make_mesh()
-    params = model.init(jax.random.key(0), batch["encoder_tokens"], batch["decoder_inputs"], batch["genre"])[
-        "params"
-    ]
+    params = model.init(jax.random.key(0), batch["encoder_tokens"], batch["decoder_inputs"],
+                        Condition(batch["genre"]))["params"]  # fmt: skip
     state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
     step = steps.make_train_step(model, tx, mesh, jax.random.key(1))
     first = None
@@ -152,12 +154,12 @@ def _reference_logits(params, batch, num_layers):
     zeros = jnp.zeros((b, hidden))
     x, carries = batch["encoder_tokens"], []
     for k in range(num_layers):
-        genre = params["encoder_genre"]["embedding"][batch["genre"]] if k == 0 else None
+        genre = params["encoder_genre"]["embedding"][batch["cond"].genre] if k == 0 else None
         carry, x = layer(params[f"encoder_layers_{k}"], x, (zeros, zeros), genre, k == 0)
         carries.append(carry)
     y = batch["decoder_inputs"]
     for k in range(num_layers):
-        genre = params["decoder_genre"]["embedding"][batch["genre"]] if k == 0 else None
+        genre = params["decoder_genre"]["embedding"][batch["cond"].genre] if k == 0 else None
         _, y = layer(params[f"decoder_layers_{k}"], y, carries[k], genre, k == 0)
     return y @ params["head"]["kernel"] + params["head"]["bias"]
 
@@ -213,7 +215,7 @@ def test_wavefront_trains_as_the_layers_do(num_layers):
     """In training, with dropout between the layers of both stacks and a key input: the
     wavefront draws the same dropout masks and gives the same logits and gradients as
     the layers one after another."""
-    batch = dict(_batch(jax.random.key(30)), key=jnp.array([0, 5, 13, 23]))
+    batch = _batch(jax.random.key(30), key=jnp.array([0, 5, 13, 23]))
     kw = dict(vocab_size=V, num_genres=G, num_layers=num_layers, hidden=8, dropout=0.3, decoder_dropout=0.2,
               num_keys=24)  # fmt: skip
     wave, layers = (models.Seq2Seq(**kw, stack_order=o) for o in ("wavefront", "layers"))
@@ -253,10 +255,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from jaxmusic import models
+from jaxmusic.conditioning import Condition
 models.COLUMN_LAYOUT_FROM_HIDDEN = int(sys.argv[1])
 k = jax.random.split(jax.random.key(0), 3)
 batch = dict(encoder_tokens=jax.random.randint(k[0], (4, 5), 0, 23),
-             decoder_inputs=jax.random.randint(k[1], (4, 6), 0, 23), genre=jnp.array([0, 1, 2, 0]))
+             decoder_inputs=jax.random.randint(k[1], (4, 6), 0, 23), cond=Condition(jnp.array([0, 1, 2, 0])))
 model = models.Seq2Seq(vocab_size=23, num_genres=3, num_layers=2, hidden=8, stack_order=sys.argv[2])
 params = model.init(k[2], **batch)["params"]
 loss = lambda p, b: (model.apply({"params": p}, **b) * jnp.arange(23) / 23).sum()
@@ -341,14 +344,15 @@ def test_carried_windows_read_as_one_long_window():
     params = model.init(jax.random.key(1), **batch)["params"]
     tokens = jax.random.randint(jax.random.key(2), (4, 8), 0, V)
     apply = lambda *a, **k: model.apply({"params": params}, *a, method=models.Seq2Seq.encode, **k)  # noqa: E731
-    whole = apply(tokens, batch["genre"])
-    carried = apply(tokens[:, 4:], batch["genre"], initial=apply(tokens[:, :4], batch["genre"]))
+    whole = apply(tokens, batch["cond"])
+    carried = apply(tokens[:, 4:], batch["cond"], initial=apply(tokens[:, :4], batch["cond"]))
     for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(carried), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
     mesh = parallel.make_mesh()
-    data = {**batch, "targets": batch["decoder_inputs"], "weights": jnp.ones((4, 4), jnp.float32),
-            "reset": jnp.asarray([1.0, 0.0, 1.0, 0.0])}  # fmt: skip
+    data = {"encoder_tokens": batch["encoder_tokens"], "decoder_inputs": batch["decoder_inputs"],
+            "genre": batch["cond"].genre, "targets": batch["decoder_inputs"],
+            "weights": jnp.ones((4, 4), jnp.float32), "reset": jnp.asarray([1.0, 0.0, 1.0, 0.0])}  # fmt: skip
     data = parallel.global_batch({k: np.asarray(v) for k, v in data.items()}, mesh)
     eval_step = steps.make_eval_step(model, mesh, carried=True)
     noise = jax.tree.map(lambda a: a + 1.0, steps.zero_carry(model, 4))
@@ -357,7 +361,7 @@ def test_carried_windows_read_as_one_long_window():
     for r in range(4):  # each row alone, from zeros (reset) or from the noise
         row = {k: v[r : r + 1] for k, v in data.items()}
         start = [tuple(a[r : r + 1] * (1 - row["reset"][0]) for a in layer) for layer in noise]
-        args = (row["encoder_tokens"], row["decoder_inputs"], row["genre"])
+        args = (row["encoder_tokens"], row["decoder_inputs"], Condition(row["genre"]))
         rows[r] = model.apply({"params": params}, start, *args, method=models.Seq2Seq.carried)
         for a, b in zip(jax.tree.leaves(rows[r][0]), jax.tree.leaves(carry), strict=True):
             np.testing.assert_allclose(np.asarray(a)[0], np.asarray(b)[r], rtol=1e-5, atol=1e-6)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jaxmusic import midi_io, music_stats
+from jaxmusic import conditioning, midi_io, music_stats
 
 
 def notes(*rows):
@@ -37,19 +37,19 @@ def test_key_statistics():
     c_major = notes(*[(t, t + 1, p) for t, p in enumerate([60, 62, 64, 65, 67, 69, 71])])
     assert music_stats.scale_consistency(c_major)[0] == pytest.approx(1.0)  # every note in C major's scale
     assert music_stats.pitch_class_entropy(c_major)[0] == pytest.approx(np.log2(7))  # 7 classes, equally
-    assert music_stats.KEY_NAMES[music_stats.estimate_key(c_major)] == "C major"
+    assert conditioning.KEY_NAMES[music_stats.estimate_key(c_major)] == "C major"
     chromatic = notes(*[(t, t + 1, 60 + t) for t in range(12)])
     assert music_stats.scale_consistency(chromatic)[0] == pytest.approx(7 / 12)
     assert music_stats.pitch_class_entropy(chromatic)[0] == pytest.approx(np.log2(12))
     # A minor: the tonic and fifth held longest; the same notes as C major otherwise.
     a_minor = notes(*[(t, t + (3 if p in (57, 64, 69) else 1), p)
                       for t, p in enumerate([57, 59, 60, 62, 64, 65, 67, 69])])  # fmt: skip
-    assert music_stats.KEY_NAMES[music_stats.estimate_key(a_minor)] == "A minor"
+    assert conditioning.KEY_NAMES[music_stats.estimate_key(a_minor)] == "A minor"
     up = c_major.copy()
     up["pitch"] += 7
-    assert music_stats.KEY_NAMES[music_stats.estimate_key(up)] == "G major"  # transposes with the piece
-    assert music_stats.estimate_key(notes((0, 1, 60), (1, 2, 72))) == -1  # one pitch class: no key
-    assert music_stats.estimate_key(EMPTY) == -1
+    assert conditioning.KEY_NAMES[music_stats.estimate_key(up)] == "G major"  # transposes with the piece
+    assert music_stats.estimate_key(notes((0, 1, 60), (1, 2, 72))) == conditioning.NO_KEY  # one pitch class
+    assert music_stats.estimate_key(EMPTY) == conditioning.NO_KEY
 
 
 def test_rhythm_statistics():

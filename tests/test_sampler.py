@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from jaxmusic import codec as codec_lib
-from jaxmusic import midi_io, render, sample, sampler
+from jaxmusic import codec_fit, inference, midi_io, render, sample, sampler
+from jaxmusic.conditioning import Condition
 
 V, FIRST = 40, 6  # ids 0..5: PAD, BOS, EOS, UNK and two genres
 
@@ -25,8 +26,8 @@ def _run(logit_fn, window, *, phrase_len=3, num_phrases=4, key=0, **settings):
     fn = sampler.make_sampler(*_stub(logit_fn), vocab_size=V, first_note_id=FIRST,
                               phrase_len=phrase_len, num_phrases=num_phrases)  # fmt: skip
     window = jnp.asarray(window, jnp.int32)
-    genre = jnp.zeros(window.shape[0], jnp.int32)
-    return np.asarray(fn(None, window, genre, jax.random.key(key), sampler.Settings(**settings)))
+    cond = Condition(jnp.zeros(window.shape[0], jnp.int32))
+    return np.asarray(fn(None, window, cond, jax.random.key(key), sampler.Settings(**settings)))
 
 
 def plus_one(token):
@@ -58,7 +59,7 @@ def _counting_model():
 def test_carried_state_equals_a_step_by_step_reference():
     encode, step = _counting_model()
     window = jnp.asarray([[0, 1, 7, 8], [1, 9, 10, 11]], jnp.int32)
-    genre = jnp.zeros(2, jnp.int32)
+    genre = Condition(jnp.zeros(2, jnp.int32))
     count, token, want = encode(None, window, genre), window[:, -1], []
     for _ in range(12):  # the reference: encode once, then one decoder step a note
         count, logits = step(None, count, token, genre)
@@ -86,7 +87,7 @@ def test_carried_encoder_equals_a_phrase_by_phrase_reference():
         return count + 2 * (tokens >= FIRST).sum(-1)
 
     window = jnp.asarray([[0, 1, 7, 8], [1, 9, 10, 11]], jnp.int32)
-    genre = jnp.zeros(2, jnp.int32)
+    genre = Condition(jnp.zeros(2, jnp.int32))
     state, token, want = encode(None, window, genre), window[:, -1], []
     for _ in range(4):  # phrases of 3
         count, phrase = state, []
@@ -196,10 +197,12 @@ def test_compiles_once_per_shape():
     fn = sampler.make_sampler(*_stub(counted), vocab_size=V, first_note_id=FIRST, phrase_len=2, num_phrases=3)
     window = jnp.asarray([[0, 1, 7]], jnp.int32)
     for t, p in [(1.0, 0.95), (0.5, 0.9), (2.0, 0.3)]:  # one mode: new values do not recompile
-        fn(None, window, jnp.zeros(1, jnp.int32), jax.random.key(0), sampler.Settings(temperature=t, top_p=p))
+        fn(None, window, Condition(jnp.zeros(1, jnp.int32)), jax.random.key(0),
+           sampler.Settings(temperature=t, top_p=p))  # fmt: skip
     assert len(traces) == 1
     for t, p in [(1.0, 1.0), (0.7, 1.0)]:  # no nucleus: a second program, once
-        fn(None, window, jnp.zeros(1, jnp.int32), jax.random.key(0), sampler.Settings(temperature=t, top_p=p))
+        fn(None, window, Condition(jnp.zeros(1, jnp.int32)), jax.random.key(0),
+           sampler.Settings(temperature=t, top_p=p))  # fmt: skip
     assert len(traces) == 2
 
 
@@ -216,7 +219,8 @@ def test_each_mode_compiles_without_a_per_note_branch(settings):
     )
     window = jnp.asarray([[0, 1, 7]], jnp.int32)
     jitted = fn.jitted(sampler.Mode.of(sampler.Settings(**s)))
-    text = jitted.trace(None, window, jnp.zeros(1, jnp.int32), jax.random.key(0), 1.0, 0.9).lower().as_text()
+    cond = Condition(jnp.zeros(1, jnp.int32))
+    text = jitted.trace(None, window, cond, jax.random.key(0), 1.0, 0.9).lower().as_text()
     assert "stablehlo.case" not in text and "stablehlo.if" not in text
     assert "stablehlo.sort" not in text  # the nucleus by bisection, top-k by TopK: no sort of the vocabulary
     assert ("TopK" in text or "top_k" in text) == (s["top_k"] > 0 and not s["greedy"])
@@ -429,7 +433,7 @@ def test_untempered_rhythm_draws_the_group_from_the_model_then_the_id_within_it(
 def test_rhythm_groups_are_the_onset_gap_bins():
     start = np.array([0.0, 0.0, 0.5, 1.5, 1.5, 3.0])
     notes = midi_io.make_notes(start, start + 0.4, np.array([60, 64, 62, 60, 67, 65]), np.full(6, 80))
-    codec = codec_lib.fit([notes], min_count=1)
+    codec = codec_fit.fit([notes], min_count=1)
     groups = sampler.rhythm_groups(codec)
     rows = np.asarray(codec.vocabulary)
     assert groups.shape[0] == codec.vocab_size and (groups.sum(1) == 1).all()
@@ -449,39 +453,44 @@ def test_untempered_rhythm_needs_a_sampler_with_groups():
         *_stub(plus_one), vocab_size=V, first_note_id=FIRST, phrase_len=2, num_phrases=1
     )
     with pytest.raises(sampler.UsageError, match="untempered_rhythm"):
-        fn(None, jnp.zeros((1, 3), jnp.int32), jnp.zeros(1, jnp.int32), jax.random.key(0),
+        fn(None, jnp.zeros((1, 3), jnp.int32), Condition(jnp.zeros(1, jnp.int32)), jax.random.key(0),
            sampler.Settings(untempered_rhythm=True))  # fmt: skip
 
 
 class _KeyWriter:
     """A stand-in for a compiled sampler that writes, for each row, ids drawn from the
-    key it was given, and records the window and genre it received."""
+    key it was given, and records the window and condition it received."""
 
     notes_per_call = 4
 
     def __init__(self):
         self.calls = []
 
-    def __call__(self, params, window, genre, key, settings, known_key=None):
-        self.calls.append((np.asarray(window), np.asarray(genre)))
-        ids = jax.random.randint(key, (window.shape[0], self.notes_per_call), FIRST, V)
+    def __call__(self, params, window, cond, rng, settings):
+        self.calls.append((np.asarray(window), np.asarray(cond.genre)))
+        ids = jax.random.randint(rng, (window.shape[0], self.notes_per_call), FIRST, V)
         return np.asarray(ids, np.int32)
 
 
 def test_generate_draws_each_call_from_the_key_folded_with_its_rows_and_continuation():
-    """The call for the rows from index s, continuation c, draws with fold_in(key, s *
-    max_calls + c): the same key, primers and settings give the same notes, batch by
+    """The call for the rows from index s, continuation c, draws with fold_in(key(seed), s *
+    max_calls + c): the same seed, primers and settings give the same notes, batch by
     batch and call by call."""
-    key, max_calls = jax.random.key(7), 2
+    from configs import tiny
+
+    seed, max_calls = 7, 2
     fn = _KeyWriter()
+    config = tiny.get_config()
+    config.encoder_len, config.model.key_input, config.model.density_input = 3, False, False
+    generator = inference.Generator(config, None, vocab_size=V, num_genres=FIRST - codec_lib.NUM_SPECIAL)
+    generator.sampler = lambda num_notes, phrase_len=None: fn
     primers, genres = [[FIRST], [FIRST + 1], [FIRST + 2]], np.array([0, 1, 0], np.int32)
-    written = sampler.generate(fn, None, primers, genres, encoder_len=3, num_notes=4,
-                               settings=sampler.Settings(), key=key, batch=2, max_calls=max_calls,
-                               done=lambda rows: False)  # fmt: skip
+    written = generator.generate(primers, genres, num_notes=4, settings=sampler.Settings(), seed=seed,
+                                 batch=2, max_calls=max_calls, done=lambda rows: False)  # fmt: skip
     assert written.shape == (3, 8) and len(fn.calls) == 4  # two batches (the second padded), two calls each
     for start in (0, 2):
         for call in range(max_calls):
-            k = jax.random.fold_in(key, start * max_calls + call)
+            k = jax.random.fold_in(jax.random.key(seed), start * max_calls + call)
             expected = np.asarray(jax.random.randint(k, (2, 4), FIRST, V))[: 3 - start]
             np.testing.assert_array_equal(written[start : start + 2, 4 * call : 4 * call + 4], expected)
     window, genre = fn.calls[2]  # the second batch's first call: row 2 and its padding copy

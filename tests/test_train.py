@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from jaxmusic import checkpoint, train
+from jaxmusic import checkpoint, inference, run_config, train, trainer
 from jaxmusic.metric_writer import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +47,7 @@ def _assert_trees_equal(a, b):
 
 def test_train_writes_metrics_and_checkpoints(built, tmp_path):
     data_dir, _, _ = built
-    result = train.train_and_evaluate(_config(data_dir), tmp_path)
+    result = trainer.train_and_evaluate(_config(data_dir), tmp_path)
     assert checkpoint.Checkpointer(tmp_path, read_only=True).steps() == [10, 20]
     rows = read_metrics(tmp_path)
     train_rows = [r for r in rows if "train_loss" in r]
@@ -66,19 +66,19 @@ def test_train_writes_metrics_and_checkpoints(built, tmp_path):
 
 
 def test_a_run_under_one_epoch_says_so(built, tmp_path, capsys):
-    train.train_and_evaluate(_config(built[0], num_train_steps=3), tmp_path)
+    trainer.train_and_evaluate(_config(built[0], num_train_steps=3), tmp_path)
     assert "warning: the run saw 0." in capsys.readouterr().err
-    train.train_and_evaluate(_config(built[0], num_train_steps=60), tmp_path / "long")
+    trainer.train_and_evaluate(_config(built[0], num_train_steps=60), tmp_path / "long")
     assert "epochs of its train split" not in capsys.readouterr().err
 
 
 def test_stop_and_resume_equals_an_uninterrupted_run(built, tmp_path):
     data_dir, _, _ = built
     config = _config(data_dir, checkpoint_every=7)
-    train.train_and_evaluate(config, tmp_path / "straight")
-    train.train_and_evaluate(config, tmp_path / "resumed", stop_at=10)
+    trainer.train_and_evaluate(config, tmp_path / "straight")
+    trainer.train_and_evaluate(config, tmp_path / "resumed", stop_at=10)
     assert checkpoint.Checkpointer(tmp_path / "resumed", read_only=True).steps()[-1] == 10
-    train.train_and_evaluate(config, tmp_path / "resumed")
+    trainer.train_and_evaluate(config, tmp_path / "resumed")
     _assert_trees_equal(_params(tmp_path / "straight", 20), _params(tmp_path / "resumed", 20))
 
 
@@ -87,35 +87,34 @@ def test_carried_windows_resume_exactly_and_refuse_a_changed_run(built, tmp_path
     resumed, it ends where an uninterrupted run does; a workdir is not resumed with
     carried windows switched, or with another batch size."""
     config = _config(built[0], carried_windows=True, encoder_len=4, checkpoint_every=7, num_train_steps=14)
-    straight = train.train_and_evaluate(config, tmp_path / "straight")
-    train.train_and_evaluate(config, tmp_path / "resumed", stop_at=9)
+    straight = trainer.train_and_evaluate(config, tmp_path / "straight")
+    trainer.train_and_evaluate(config, tmp_path / "resumed", stop_at=9)
     assert checkpoint.Checkpointer(tmp_path / "resumed", read_only=True).carry_rows(9) == 8
-    resumed = train.train_and_evaluate(config, tmp_path / "resumed")
+    resumed = trainer.train_and_evaluate(config, tmp_path / "resumed")
     _assert_trees_equal(_params(tmp_path / "straight", 14), _params(tmp_path / "resumed", 14))
     assert resumed["eval_nll"] == straight["eval_nll"]
     # jaxmusic.evaluate reads the pieces as the training evaluation did: the same NLL.
-    from jaxmusic import evaluate, input_pipeline
+    from jaxmusic import input_pipeline
 
-    loaded = checkpoint.load_for_inference(tmp_path / "straight")
-    pieces = input_pipeline.load_pieces(built[0], "validation")
-    got = evaluate.model_likelihood(loaded.config, loaded.model, loaded.params, pieces, loaded.codec.genres,
-                                    loaded.key_weights)["overall"]  # fmt: skip
-    assert got["nll_nats"] == pytest.approx(straight["eval_nll"], rel=1e-5)
-    assert loaded.carried and loaded.sampler(8)._encode_from is not None
-    with pytest.raises(train.TrainingError, match="carried_windows=True, this run asks for False"):
-        train.train_and_evaluate(_config(built[0], encoder_len=4, num_train_steps=20), tmp_path / "straight")
-    with pytest.raises(train.TrainingError, match="state of 8 batch rows, this run has 4"):
-        train.train_and_evaluate(_config(built[0], carried_windows=True, encoder_len=4, batch_size=4,
+    loaded = inference.Generator.load(tmp_path / "straight")
+    got = loaded.likelihood(input_pipeline.load_pieces(built[0], "validation"))
+    assert got["eval_nll"] == pytest.approx(straight["eval_nll"], rel=1e-5)
+    assert loaded.config.carried_windows and loaded.sampler(8)._encode_from is not None
+    with pytest.raises(run_config.ResumeError, match="carried_windows=True, this run asks for False"):
+        trainer.train_and_evaluate(_config(built[0], encoder_len=4, num_train_steps=20),
+                                   tmp_path / "straight")  # fmt: skip
+    with pytest.raises(trainer.TrainingError, match="state of 8 batch rows, this run has 4"):
+        trainer.train_and_evaluate(_config(built[0], carried_windows=True, encoder_len=4, batch_size=4,
                                          num_train_steps=20), tmp_path / "straight")  # fmt: skip
 
 
 def test_corrupt_latest_checkpoint_falls_back(built, tmp_path, capsys):
     data_dir, _, _ = built
-    train.train_and_evaluate(_config(data_dir), tmp_path)
+    trainer.train_and_evaluate(_config(data_dir), tmp_path)
     for f in (tmp_path / "checkpoints" / "20" / "state").rglob("*"):
         if f.is_file():
             f.write_bytes(b"garbage")
-    train.train_and_evaluate(_config(data_dir, num_train_steps=30), tmp_path)
+    trainer.train_and_evaluate(_config(data_dir, num_train_steps=30), tmp_path)
     assert "checkpoint 20 is unreadable" in capsys.readouterr().err
     rows = [r for r in read_metrics(tmp_path) if "train_loss" in r]
     assert [r["step"] for r in rows][-4:] == [15, 20, 25, 30]  # resumed at 10, went on to 30
@@ -125,38 +124,40 @@ def test_corrupt_latest_checkpoint_falls_back(built, tmp_path, capsys):
 def test_non_finite_loss_stops_naming_the_step(built, tmp_path):
     data_dir, _, _ = built
     config = _config(data_dir, **{"optimizer.learning_rate": float("nan"), "optimizer.warmup_steps": 0})
-    with pytest.raises(train.TrainingError, match="loss is nan at step 2"):
-        train.train_and_evaluate(config, tmp_path)
+    with pytest.raises(trainer.TrainingError, match="loss is nan at step 2"):
+        trainer.train_and_evaluate(config, tmp_path)
     assert checkpoint.Checkpointer(tmp_path, read_only=True).steps() == []  # nothing bad saved
     assert not (tmp_path / "train.lock").exists()  # released on the error path too
 
 
 def test_workdir_of_another_codec_or_model_is_refused(built, tmp_path):
     data_dir, out, _ = built
-    train.train_and_evaluate(_config(data_dir, num_train_steps=10), tmp_path)
-    with pytest.raises(train.TrainingError, match=r"model\.hidden=16, this run asks for 32"):
-        train.train_and_evaluate(_config(data_dir, num_train_steps=20, **{"model.hidden": 32}), tmp_path)
+    trainer.train_and_evaluate(_config(data_dir, num_train_steps=10), tmp_path)
+    with pytest.raises(run_config.ResumeError, match=r"model\.hidden=16, this run asks for 32"):
+        trainer.train_and_evaluate(_config(data_dir, num_train_steps=20, **{"model.hidden": 32}), tmp_path)
     # An input that adds parameters (the density's rows), taken away: refused the same way.
-    with pytest.raises(train.TrainingError, match=r"model\.density_input=True, this run asks for False"):
-        train.train_and_evaluate(_config(data_dir, num_train_steps=20, **{"model.density_input": False}),
+    with pytest.raises(run_config.ResumeError, match=r"model\.density_input=True, this run asks for False"):
+        trainer.train_and_evaluate(_config(data_dir, num_train_steps=20, **{"model.density_input": False}),
                                  tmp_path)  # fmt: skip
     # Weight decay turned off: the optimizer state loses a node, so it is refused too.
-    with pytest.raises(train.TrainingError, match=r"trained with weight decay.*weight_decay=0.0"):
-        train.train_and_evaluate(_config(data_dir, num_train_steps=20, **{"optimizer.weight_decay": 0.0}),
+    turned_off = r"optimizer\.weight_decay > 0=True, this run asks for False"
+    with pytest.raises(run_config.ResumeError, match=turned_off):
+        trainer.train_and_evaluate(_config(data_dir, num_train_steps=20, **{"optimizer.weight_decay": 0.0}),
                                  tmp_path)  # fmt: skip
     # The windows' keys would change mid-run: refused.
-    with pytest.raises(train.TrainingError, match=r"trained with common_key=False, this run asks for True"):
-        train.train_and_evaluate(_config(data_dir, num_train_steps=20, common_key=True), tmp_path)
+    with pytest.raises(run_config.ResumeError, match=r"common_key=False, this run asks for True"):
+        trainer.train_and_evaluate(_config(data_dir, num_train_steps=20, common_key=True), tmp_path)
     other = tmp_path / "other"
     import shutil
 
     shutil.copytree(out, other)
     from jaxmusic import codec as codec_lib
+    from jaxmusic import codec_fit
 
     c = codec_lib.load(other / "codec.json")
-    codec_lib.fit([_some_notes()], genres=c.genres, min_count=1).save(other / "codec.json")
-    with pytest.raises(train.TrainingError, match="trained with codec"):
-        train.train_and_evaluate(_config(other, num_train_steps=20), tmp_path)
+    codec_fit.fit([_some_notes()], genres=c.genres, min_count=1).save(other / "codec.json")
+    with pytest.raises(trainer.TrainingError, match="trained with codec"):
+        trainer.train_and_evaluate(_config(other, num_train_steps=20), tmp_path)
 
 
 def _some_notes():
@@ -238,7 +239,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(built, tmp_path, capsys):
     gone.wait()
     lock = {"host": socket.gethostname(), "pid": gone.pid, "pid_start": None, "time": time.time() - 60}
     (tmp_path / "train.lock").write_text(json.dumps(lock))
-    train.train_and_evaluate(_config(data_dir, num_train_steps=5), tmp_path)
+    trainer.train_and_evaluate(_config(data_dir, num_train_steps=5), tmp_path)
     assert f"took over the lock of pid {gone.pid} on host" in capsys.readouterr().err
     assert checkpoint.Checkpointer(tmp_path, read_only=True).steps()[-1] == 5
     assert not (tmp_path / "train.lock").exists()
@@ -251,7 +252,7 @@ def test_sigkill_resumes_from_the_last_checkpoint(built, tmp_path):
     proc.communicate(timeout=60)
     last = checkpoint.Checkpointer(tmp_path, read_only=True).steps()[-1]
     config = _config(data_dir, num_train_steps=last + 10, checkpoint_every=20, eval_every=100000)
-    train.train_and_evaluate(config, tmp_path)
+    trainer.train_and_evaluate(config, tmp_path)
     steps = [r["step"] for r in read_metrics(tmp_path) if "train_loss" in r]
     assert steps[-2:] == [last + 5, last + 10]  # went on from the checkpoint, not from 0
     assert checkpoint.Checkpointer(tmp_path, read_only=True).steps()[-1] == last + 10
@@ -282,7 +283,7 @@ def test_a_common_key_run_is_evaluated_and_sampled_as_trained(built, tmp_path, c
     training (the same NLL as the run's own final evaluation) and samples through the move."""
     from jaxmusic import evaluate
 
-    train.train_and_evaluate(_config(built[0], num_train_steps=6, common_key=True), tmp_path)
+    trainer.train_and_evaluate(_config(built[0], num_train_steps=6, common_key=True), tmp_path)
     final = [m for m in read_metrics(tmp_path) if "eval_nll" in m][-1]
     out = tmp_path / "eval.json"
     args = ["--num_samples", "4", "--num_notes", "8", "--batch", "4", "--long_notes", "0", "--json", str(out)]

@@ -1,0 +1,101 @@
+"""The whole evaluation: `run(generator, Options(...))` -> the report, section by section
+(the sections: this package's modules)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from jaxmusic import inference, sampler
+from jaxmusic.errors import UsageError
+from jaxmusic.evaluation import genre, keys, likelihood, long_form, report, samples, statistics, sweep
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """What to evaluate and how (every CLI flag of jaxmusic.evaluate but the outputs').
+
+    Attributes:
+      workdir: the run, as the report names it.
+      split: the dataset split evaluated; data_dir: the dataset (None: the model's own).
+      num_samples, num_notes, primer_notes: samples, their notes, the notes of real music
+        each continues (None: the config's encoder_len).
+      ngram_orders: Kneser-Ney baseline orders (each >= 2).
+      settings: how samples are drawn; sweep: settings to compare (`sweep.parse` rows).
+      long_notes: notes of the long samples (0: none); seed: primer choice and sampling;
+      batch: samples generated at once; plots: a folder for PNG plots, or None.
+    """
+
+    workdir: str
+    settings: sampler.Settings
+    split: str = "validation"
+    data_dir: str | None = None
+    num_samples: int = 64
+    num_notes: int = 128
+    primer_notes: int | None = None
+    ngram_orders: tuple[int, ...] = (2, 3, 4)
+    sweep: tuple[dict, ...] = ()
+    long_notes: int = 1024
+    seed: int = 0
+    batch: int = 64
+    plots: str | None = None
+
+    def check(self) -> None:
+        """Raises UsageError naming an option that cannot work, before any long work."""
+        for name, low in (("num_samples", 1), ("num_notes", 1), ("batch", 1)):
+            if getattr(self, name) < low:
+                raise UsageError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if self.long_notes and self.long_notes < 2 * self.num_notes:
+            raise UsageError(
+                f"long_notes must be 0 or >= 2 x num_notes ({2 * self.num_notes}), got {self.long_notes}"
+            )
+        if self.primer_notes is not None and self.primer_notes < 0:
+            raise UsageError(f"primer_notes must be >= 0, got {self.primer_notes}")
+        if any(n < 2 for n in self.ngram_orders):
+            raise UsageError(
+                f"ngram_orders must be >= 2 (the unigram is always reported), got {self.ngram_orders}"
+            )
+
+
+def run(generator: inference.Generator, options: Options) -> dict[str, Any]:
+    """The whole evaluation; returns the JSON report (and writes the plots if asked)."""
+    options.check()
+    codec, config = generator.codec, generator.config
+    dataset, pieces, train_pieces = samples.load_splits(generator, options.data_dir, options.split)
+    primer_notes = config.encoder_len if options.primer_notes is None else options.primer_notes
+    genres = tuple(codec.genres) or ("all",)
+    out: dict[str, Any] = {
+        "workdir": options.workdir,
+        "checkpoint_step": generator.step,
+        "dtype": config.model.dtype,  # the products' input type (as asked, or the checkpoint's)
+        "dataset": str(dataset),
+        "split": options.split,
+        "pieces": len(pieces),
+        "codec_fingerprint": codec.fingerprint,
+        "genres": list(genres),
+        "missing_genres": [g for i, g in enumerate(genres) if not (pieces.genres == i).any()],
+    }
+    out["likelihood"] = likelihood.section(generator, pieces, genres)
+    out["baselines"] = likelihood.baselines(
+        train_pieces, pieces, codec.vocab_size, options.ngram_orders, genres
+    )
+    c = samples.Continuations.draw(generator, pieces, options, primer_notes, options.settings)
+    real, generated = statistics.of(codec, c.real_ids), statistics.of(codec, c.sample_ids)
+    out["samples"] = samples.section(c, options, primer_notes, options.settings)
+    out["statistics"] = statistics.section(real, generated)
+    # The train split's continuations: real music in the samples' place, and what the
+    # genre classifier learns from.
+    train = samples.continuations(train_pieces, primer_notes, options.num_notes)
+    out["samples"]["train_degenerate_share"] = statistics.degenerate_share(train[1]) if train[1] else None
+    statistics.add_reference(out["statistics"], codec, train[1], real, options.num_samples, options.seed)
+    out["key_agreement"] = keys.section(codec, pieces, train_pieces, train, c, primer_notes, options.seed)
+    out["genre_adherence"], classifier = genre.section(codec, pieces, train_pieces, train, c, real, generated)
+    out["long_form"] = long_form.section(generator, options, c, real, classifier)
+    if options.sweep:
+        out["sweep"] = [sweep.row(generator, options, pieces, primer_notes,
+                                  dataclasses.replace(options.settings, **combo), real)
+                        for combo in options.sweep]  # fmt: skip
+    if options.plots:
+        out["plots"] = report.plot(Path(options.plots), real[1], generated[1], out)
+    return out

@@ -1,0 +1,195 @@
+"""The report as people read it: the printed table (`format_report`) and the plots
+(`plot`), each made from the report dict alone."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from jaxmusic import music_stats
+
+
+def plot(out_dir: str | os.PathLike, real: dict, generated: dict, report: dict) -> list[str]:
+    """PNGs: per statistic, real against generated values and the distance densities;
+    likelihood.png, the model's NLL per genre against the baselines. Returns the names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    written = []
+    for name in music_stats.STATISTICS:
+        r, g = real[name], generated[name]
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+        if r.shape[1] > 1:  # a histogram statistic: mean bins side by side
+            x = np.arange(r.shape[1])
+            left.bar(x - 0.2, r.mean(0), 0.4, label=f"real ({r.shape[0]})")
+            left.bar(x + 0.2, g.mean(0), 0.4, label=f"generated ({g.shape[0]})")
+            labels = (["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
+                      if name == "pitch_class_histogram" else
+                      [f"<{e:g}s" for e in music_stats.NOTE_LENGTH_EDGES[1:-1]] + ["longer"])  # fmt: skip
+            left.set_xticks(x, labels, fontsize=7)
+            left.set_ylabel("mean share of notes")
+        else:
+            bins = np.histogram_bin_edges(np.concatenate([r[:, 0], g[:, 0]]), bins=30)
+            left.hist(r[:, 0], bins, alpha=0.55, density=True, label=f"real ({r.shape[0]})")
+            left.hist(g[:, 0], bins, alpha=0.55, density=True, label=f"generated ({g.shape[0]})")
+            left.set_ylabel("density")
+        left.set_title(name.replace("_", " "))
+        left.legend(fontsize=8)
+        grid, p, q = music_stats.distance_densities(r, g)
+        right.plot(grid, p, label="real to real (intra-set)")
+        right.plot(grid, q, label="real to generated (inter-set)")
+        right.fill_between(grid, np.minimum(p, q), alpha=0.25)
+        s = report["statistics"][name]
+        right.set_title(f"distances: overlap {s['overlap_area']:.3f}, KL {s['kl_divergence']:.3f}")
+        right.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / f"{name}.png", dpi=90)
+        plt.close(fig)
+        written.append(f"{name}.png")
+
+    rows = {"LSTM": report["likelihood"], **report["baselines"]}
+    groups = ["overall", *report["likelihood"]["per_genre"]]
+    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(groups), 3.6))
+    width = 0.8 / len(rows)
+    for k, (label, lik) in enumerate(rows.items()):
+        vals = [lik["overall"]["nll_nats"] if grp == "overall" else lik["per_genre"][grp]["nll_nats"]
+                for grp in groups]  # fmt: skip
+        ax.bar(np.arange(len(groups)) + (k - (len(rows) - 1) / 2) * width, vals, width, label=label)
+    ax.set_xticks(np.arange(len(groups)), groups)
+    ax.set_ylabel("NLL per note (nats)")
+    ax.set_title(f"{report['split']} split, checkpoint {report['checkpoint_step']}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_dir / "likelihood.png", dpi=90)
+    plt.close(fig)
+    written.append("likelihood.png")
+    return written
+
+
+def _drawing_flags(settings: dict, carried: str) -> str:
+    """The switches a report's settings turn on, as ", <carried>, untempered rhythm,
+    min_notes N" (min_notes when not 1, the default: a continuation is never empty)."""
+    min_notes = settings.get("min_notes", 1)
+    return (
+        (f", {carried}" if settings.get("carry_state") else "")
+        + (", untempered rhythm" if settings.get("untempered_rhythm") else "")
+        + (f", min_notes {min_notes}" if min_notes != 1 and not settings.get("fixed_length") else "")
+    )
+
+
+def _share_text(ka: dict, name: str) -> str:
+    """One key-agreement share as '56.7% (50.6 to 62.6, 254)', or '56.7%' in reports
+    from before the intervals."""
+    c = ka.get("counts", {}).get(name)
+    if c is None:
+        return f"{100 * ka[name]:.1f}%"
+    lo, hi = c["interval"]
+    return f"{100 * c['share']:.1f}% ({100 * lo:.1f} to {100 * hi:.1f}, {c['pairs']})"
+
+
+def genre_lines(ga: dict, split: str) -> list[str]:
+    """The report's genre-adherence lines: overall, then per genre (or why it has no samples)."""
+    if "skipped" in ga:
+        return [f"genre adherence: skipped ({ga['skipped']})"]
+    lines = [
+        f"genre adherence: {100 * ga['adherence']:.1f}% of samples classified as the genre asked; "
+        f"classifier accuracy on real {split} pieces {100 * ga['real_accuracy']:.1f}% "
+        f"(majority class {100 * ga['real_chance']:.1f}%)"
+    ]
+    for g, v in ga["per_genre"].items():
+        if not v["samples"]:
+            # Primers are drawn at random from the split's pieces: a genre with a few
+            # pieces can go undrawn in a small number of samples.
+            why = (f"no primer drawn from its {v['real_pieces']} pieces; more --num_samples draw more"
+                   if v["real_pieces"] else f"no piece of {g} in split {split} to prime with")  # fmt: skip
+            lines.append(f"  {g}: no samples ({why})")
+            continue
+        real = f"{100 * v['real_accuracy']:.1f}%" if v["real_accuracy"] is not None else "-"
+        lines.append(f"  {g}: {v['samples']} samples, {100 * v['adherence']:.1f}% classified {g} "
+                     f"(real pieces: {real} of {v['real_pieces']})")  # fmt: skip
+    return lines
+
+
+def format_report(r: dict) -> str:
+    """The report as the table printed on stdout."""
+    lines = [
+        f"{r['workdir']} checkpoint {r['checkpoint_step']}, split {r['split']} of {r['dataset']}: "
+        f"{r['pieces']} pieces, {r['likelihood']['overall']['notes']:,.0f} notes"
+        + (f"; products in {r['dtype']}" if r.get("dtype", "float32") != "float32" else "")
+    ]
+    genres = list(r["likelihood"]["per_genre"])
+    head = f"{'per-note likelihood':<26}{'nats':>7}{'bits':>7}{'ppl':>8}{'acc':>7}" + "".join(
+        f"{g + ' nats':>16}" for g in genres
+    )
+    lines += ["", head]
+    for name, lik in {"LSTM": r["likelihood"], **r["baselines"]}.items():
+        o = lik["overall"]
+        acc = f"{100 * o['accuracy']:6.1f}%" if o["accuracy"] is not None else f"{'-':>7}"
+        lines.append(f"{name:<26}{o['nll_nats']:7.3f}{o['nll_bits']:7.3f}{o['perplexity']:8.1f}{acc}"
+                     + "".join(f"{lik['per_genre'][g]['nll_nats']:16.3f}" for g in genres))  # fmt: skip
+    for g in r["missing_genres"]:
+        lines.append(f"genre {g}: no pieces in split {r['split']}")
+    s = r["samples"]
+    lines += [
+        "",
+        f"{s['num_samples']} samples of up to {s['num_notes']} notes after {s['primer_notes']}-note primers "
+        f"(temperature {s['settings']['temperature']}, top_k {s['settings']['top_k']}, "
+        f"top_p {s['settings']['top_p']}{_drawing_flags(s['settings'], 'carried state')}, "
+        f"seed {s['seed']}): {100 * s['ended_share']:.0f}% ended (EOS) "
+        f"before {s['num_notes']} notes; real: {s['real_continuations']} continuations, "
+        f"{100 * s['real_ended_share']:.0f}% ended",
+        f"statistics of samples cut to their real continuation's length (mean "
+        f"{s['mean_notes_generated']:.1f} notes; real {s['mean_notes_real']:.1f})",
+        f"{'statistic':<26}{'real mean':>11}{'gen. mean':>11}{'overlap':>9}{'KL':>8}{'train split':>13}",
+    ]
+    for name, st in r["statistics"].items():
+        means = (f"{st['real_mean']:11.3f}{st['generated_mean']:11.3f}" if isinstance(st["real_mean"], float)
+                 else f"{'(hist.)':>11}{'(hist.)':>11}")  # fmt: skip
+        reference = f"{st['reference_overlap']:13.3f}" if "reference_overlap" in st else ""
+        lines.append(f"{name:<26}{means}{st['overlap_area']:9.3f}{st['kl_divergence']:8.3f}{reference}")
+    if any("reference_overlap" in st for st in r["statistics"].values()):
+        lines.append(
+            "train split: the overlap of real music in the samples' place (continuations of "
+            "the train split's pieces), what a model whose samples were real music would score; "
+            "every overlap falls as --num_samples grows (docs/evaluation.md), so compare at one count"
+        )
+    lines.append(f"degenerate samples: {100 * s['degenerate_share']:.1f}% "
+                 f"(real continuations: {100 * s['real_degenerate_share']:.1f}%"
+                 + (f"; the train split's: {100 * s['train_degenerate_share']:.1f}%"
+                    if s.get("train_degenerate_share") is not None else "") + ")")  # fmt: skip
+    ka = r["key_agreement"]
+    labels = {"samples": "samples", "real": "real", "train_split": "train split (real)"}
+    shares = [f"{label} {_share_text(ka, name)}" for name, label in labels.items() if name in ka]
+    lines.append("key agreement (Krumhansl-Schmuckler key of the continuation = the primer's; "
+                 "95% intervals): " + ", ".join(shares))  # fmt: skip
+    lf = r.get("long_form", {})
+    if "statistics" in lf:
+        lines.append(f"long samples ({lf['long_notes']} notes, EOS never drawn), overlap with the real "
+                     f"continuations of their first / last {lf['window_notes']} notes "
+                     f"(largest drop {lf['largest_drop']:.3f}):")  # fmt: skip
+        for name, v in lf["statistics"].items():
+            line = f"  {name:<24}{v['first_overlap']:7.3f} /{v['last_overlap']:6.3f}"
+            if "first_outside" in v:
+                first, last = 100 * v["first_outside"], 100 * v["last_outside"]
+                line += f"   outside the real range: {first:4.1f}% / {last:4.1f}%"
+            lines.append(line)
+        if "genre_adherence" in lf:
+            g = lf["genre_adherence"]
+            lines.append(f"  genre adherence: first {100 * g['first']:.1f}%, last {100 * g['last']:.1f}%")
+    if r.get("sweep"):
+        lines += ["", f"{'sweep':<72}{'mean ovl':>9}{'min ovl':>9}{'ended':>7}{'degen.':>7}{'key':>7}"]
+        for row in r["sweep"]:
+            st = row["settings"]
+            name = (f"temperature {st['temperature']}, top_k {st['top_k']}, top_p {st['top_p']}"
+                    + _drawing_flags(st, "carried"))  # fmt: skip
+            lines.append(f"{name:<72}{row['mean_overlap']:9.3f}{row['min_overlap']:9.3f}"
+                         f"{100 * row['ended_share']:6.0f}%{100 * row['degenerate_share']:6.1f}%"
+                         f"{100 * row['key_agreement']:6.1f}%")  # fmt: skip
+    lines.append("")
+    lines.extend(genre_lines(r["genre_adherence"], r["split"]))
+    return "\n".join(lines)
