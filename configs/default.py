@@ -31,6 +31,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.common_key = False  # every window moved to C major or A minor by its key (needs transpose 0)
     c.eval_split = "validation"  # the split evaluated during training
     c.eval_batches = 0  # cap on evaluation batches (0: the whole split)
+    c.preview_samples = 2  # samples heard in TensorBoard at each evaluation (0: none; jaxmusic.preview)
+    c.preview_notes = 128  # notes each
     c.data_shards = 0  # fixed shards of the train split, so batches do not depend on hosts (0: one a host)
 
     c.model = ml_collections.ConfigDict()
@@ -45,6 +47,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.condition_output = False  # genre and key also as logit priors: lost rhythm in long samples
     c.model.density_input = True  # the note density beside the key: long samples hold their pace
     c.model.stack_order = "auto"  # "wavefront" on TPUs and GPUs, "layers" on CPUs (lstm.stack)
+    c.model.lookback = True  # each decoder step reads (and may copy) what followed its longest earlier match
+    c.model.lookback_window = 1024  # notes back a lookback match may end
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.learning_rate = 3e-3  # peak, after warmup
@@ -61,6 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.sampling.top_k = 0  # draw among the k most probable notes (0: all)
     c.sampling.top_p = 0.9  # nucleus mass (1: none)
     c.sampling.untempered_rhythm = True  # each onset gap from the model's own distribution, then the note
+    c.sampling.untempered_copy = True  # a lookback note taken as often as the model says, not sharpened
     c.sampling.greedy = False  # always the most probable note (the seed's inference)
     c.sampling.carry_state = False  # the decoder goes on from phrase to phrase instead of re-encoding
     c.sampling.fixed_length = False  # EOS never drawn

@@ -18,6 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.encoder_len = 6
     c.decoder_len = 4
     c.transpose = 0
+    c.preview_samples = 0  # tests that listen turn it on
     c.model.hidden = 16
     c.model.dropout = 0.0  # so results do not depend on how the batch is split
     c.model.decoder_dropout = 0.0

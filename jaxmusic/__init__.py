@@ -7,3 +7,13 @@ encoder-decoder), parallel, steps and trainer (training), checkpoint, inference 
 sampler (new music), sample_files and render (files), evaluation (the report);
 docs/layout.md has one line on each, and the rules the import graph keeps.
 """
+
+import os as _os
+
+# Paths in a bucket go through fsspec (gcsfs), not TensorFlow's GCS file system, which
+# no emulator can stand in for: etils.epath reads this once, before its first gs:// path;
+# an emulator of GCS named for gcsfs and google-cloud-storage serves TensorStore (orbax's
+# arrays) too (jaxmusic.fileio says more).
+_os.environ.setdefault("EPATH_USE_TF", "false")
+if _os.environ.get("STORAGE_EMULATOR_HOST"):
+    _os.environ.setdefault("TENSORSTORE_GCS_HTTP_URL", _os.environ["STORAGE_EMULATOR_HOST"])

@@ -13,6 +13,9 @@ A batch is a dict of arrays, examples on the first axis:
   key, density    int32[B]        a model reading the piece so far only: the key and the
                                   density bin of the row's piece from its start through
                                   the encoder's last note (`conditioning`)
+  lookback,       int32[B, Td]    a model with a lookback only: at each decoder step, the
+  lookback_bucket                 note that followed the longest earlier match of the
+                                  notes so far, and that match's length bucket (`lookback`)
 """
 
 from __future__ import annotations
@@ -44,13 +47,17 @@ def from_windows(
     reset: np.ndarray | None = None,
     key: np.ndarray | None = None,
     density: np.ndarray | None = None,
+    lookback: np.ndarray | None = None,
+    lookback_bucket: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """A batch from int32[B, Te + Td] windows of `[PAD...] [BOS] ids [EOS] [PAD...]` and
     their genres int32[B]; with `reset` (bool or 0/1 [B]), a batch of carried windows;
-    with `key` and `density` (int[B]), each row's condition of its piece so far."""
+    with `key` and `density` (int[B]), each row's condition of its piece so far; with
+    `lookback` and `lookback_bucket` (int[B, Td]), each decoder step's lookback."""
     targets = windows[:, encoder_len:]
     extra = {} if reset is None else {"reset": np.asarray(reset, np.float32)}
-    extra |= {k: np.asarray(v, np.int32) for k, v in (("key", key), ("density", density)) if v is not None}
+    given = (("key", key), ("density", density), ("lookback", lookback), ("lookback_bucket", lookback_bucket))
+    extra |= {k: np.asarray(v, np.int32) for k, v in given if v is not None}
     return extra | {
         "encoder_tokens": windows[:, :encoder_len],
         "decoder_inputs": windows[:, encoder_len - 1 : -1],
@@ -70,12 +77,17 @@ def abstract(
     *,
     carried: bool = False,
     conditioned: bool = False,
+    lookback: bool = False,
 ) -> dict[str, jax.ShapeDtypeStruct]:
     """The batch's shapes and dtypes (for lowering and compiling without data); carried:
-    with `reset`; conditioned: with the `key` and `density` of the piece so far."""
+    with `reset`; conditioned: with the `key` and `density` of the piece so far;
+    lookback: with the decoder steps' `lookback` and `lookback_bucket`."""
     lengths = {"encoder": (encoder_len,), "decoder": (decoder_len,), None: ()}
     fields = FIELDS | ({"reset": (np.float32, None)} if carried else {})
     fields |= {"key": (np.int32, None), "density": (np.int32, None)} if conditioned else {}
+    fields |= (
+        {"lookback": (np.int32, "decoder"), "lookback_bucket": (np.int32, "decoder")} if lookback else {}
+    )
     return {
         name: jax.ShapeDtypeStruct((batch_size, *lengths[axis]), dtype, sharding=sharding)
         for name, (dtype, axis) in fields.items()

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxmusic import batching, conditioning, inference, models, parallel, run_config, sampler
+from jaxmusic import batching, conditioning, inference, lookback, models, parallel, run_config, sampler
 from jaxmusic import codec as codec_lib
 from jaxmusic import steps as steps_lib
 
@@ -94,11 +94,20 @@ def measure_peak_gflops(dtype, size: int = 2048, repeats: int = 10) -> float:
 
 
 def synthetic_batch(rng: np.random.Generator, batch: int, config, vocab_size: int, num_genres: int) -> dict:
-    """Random notes in the layout of `jaxmusic.batching`."""
+    """Random notes in the layout of `jaxmusic.batching` (with each decoder step's lookback
+    for a model with one: each row read as a piece)."""
     first = codec_lib.NUM_SPECIAL + num_genres
     te, td = config.encoder_len, config.decoder_len
     windows = rng.integers(first, vocab_size, (batch, te + td)).astype(np.int32)  # notes only: every weight 1
-    return batching.from_windows(windows, rng.integers(0, num_genres, batch).astype(np.int32), te)
+    extra = {}
+    spec = lookback.Spec.of(config, first)
+    if spec is not None:
+        notes, buckets = lookback.prefix(
+            windows.reshape(-1), np.arange(batch) * (te + td), spec.window, first
+        )
+        at = np.s_[:, te - 1 : -1]  # the lookback of each decoder input
+        extra = {"lookback": notes.reshape(batch, -1)[at], "lookback_bucket": buckets.reshape(batch, -1)[at]}
+    return batching.from_windows(windows, rng.integers(0, num_genres, batch).astype(np.int32), te, **extra)
 
 
 def bench_train(
@@ -213,21 +222,28 @@ def _python_loop(generator: inference.Generator, batch: int, notes: int) -> floa
     encode, step, complete, _ = sampler.model_functions(generator.model, generator.conditioner)
     banned = sampler.banned_ids(generator.model.vocab_size, generator.first_note_id)
     encode_jit = jax.jit(encode)
+    spec = generator.lookback
 
     @jax.jit
-    def one_note(params, carries, token, cond, key):
-        carries, logits = step(params, carries, token, cond)
+    def one_note(params, carries, token, cond, key, tracker):
+        if spec is None:
+            carries, logits = step(params, carries, token, cond)
+        else:
+            carries, logits = step(params, carries, token, cond, tracker.lookback(spec))
         u = sampler.uniforms(key, (logits.shape[0], 1))
         nxt = sampler.next_token(logits, u, temperature=1.0, top_k=0, top_p=1.0, greedy=False, banned=banned)
-        return carries, nxt
+        return carries, nxt, None if spec is None else tracker.read(nxt, spec)
 
     window = jnp.asarray([sampler.primer_window([], generator.config.encoder_len)] * batch, jnp.int32)
     cond = jax.jit(complete)(window, conditioning.Condition(jnp.zeros(batch, jnp.int32)))
+    tracker0 = None if spec is None else jax.jit(lookback.Tracker.of, static_argnums=1)(window, spec)
 
     def loop():
-        carries, token = encode_jit(generator.params, window, cond), window[:, -1]
+        carries, token, tracker = encode_jit(generator.params, window, cond), window[:, -1], tracker0
         for i in range(notes):
-            carries, token = one_note(generator.params, carries, token, cond, jax.random.key(i))
+            carries, token, tracker = one_note(
+                generator.params, carries, token, cond, jax.random.key(i), tracker
+            )
         return token.block_until_ready()
 
     loop()  # compile

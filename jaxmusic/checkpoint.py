@@ -15,12 +15,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from jaxmusic import fileio
 from jaxmusic.errors import Error
 
 
@@ -51,7 +51,7 @@ class Checkpointer:
     """An orbax CheckpointManager over W/checkpoints."""
 
     def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int = 3, read_only: bool = False):
-        self.directory = Path(workdir).absolute() / "checkpoints"
+        self.directory = fileio.path(workdir) / "checkpoints"  # local or in a bucket
         self.read_only = read_only
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,

@@ -146,6 +146,9 @@ def define_sampling_flags(fv) -> None:
     flags.DEFINE_bool("untempered_rhythm", None, "each note's onset gap (or EOS) from the model's own "
                       "distribution; temperature, top_k, top_p choose among the notes of that gap "
                       f"(--nountempered_rhythm: every id at once; {run})", flag_values=fv)  # fmt: skip
+    flags.DEFINE_bool("untempered_copy", None, "a model with a lookback: each note's lookback taken with the "
+                      "model's own probability, temperature, top_k, top_p choosing among the rest "
+                      f"({run})", flag_values=fv)  # fmt: skip
     flags.DEFINE_string("dtype", None, "the input type of the model's products: float32 or bfloat16 "
                         "(default: the checkpoint's config.model.dtype)", flag_values=fv)  # fmt: skip
 
@@ -161,7 +164,15 @@ def sampling_settings(f, generator, **more: Any) -> Any:
 
     from jaxmusic import sampler
 
-    names = ("temperature", "top_k", "top_p", "carry_state", "min_notes", "untempered_rhythm")
+    names = (
+        "temperature",
+        "top_k",
+        "top_p",
+        "carry_state",
+        "min_notes",
+        "untempered_rhythm",
+        "untempered_copy",
+    )
     given = {n: f[n].value for n in names if f[n].value is not None} | more
     try:
         return sampler.Settings(**(dataclasses.asdict(generator.settings) | given))

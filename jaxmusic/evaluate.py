@@ -4,14 +4,16 @@
       [--num_samples 64] [--num_notes 128] [--primer_notes N] [--ngram_orders 2,3,4] \\
       [--temperature 0.9] [--top_k 0] [--top_p 0.9] [--sweep temperature=0.8,1.0] [--long_notes 1024] \\
       [--carry_state] [--min_notes 1] [--nountempered_rhythm] [--seed 0] [--data_dir D] \\
-      [--json eval.json] [--plots eval_plots]
+      [--json eval.json] [--plots eval_plots] [--page eval.html]
 
 Reports, for the latest checkpoint of the workdir on a split of its dataset, the
 model's likelihood against n-gram baselines, its samples' music statistics beside real
 music's, key and genre adherence, long samples and an optional sweep of sampling
 settings (the sections: `jaxmusic.evaluation`). Sampling settings not given are the
-run's own (its config's `sampling`). A table goes to stdout, everything to --json, and
-histograms of real against generated statistics to --plots.
+run's own (its config's `sampling`). A table goes to stdout, everything to --json,
+histograms of real against generated statistics to --plots, and one self-contained HTML
+page (figures, plots, every sample to listen to beside its real music) to --page, by
+default beside --json.
 """
 
 from __future__ import annotations
@@ -19,12 +21,11 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from jaxmusic import cli, fileio, host_memory, inference
 from jaxmusic.errors import UsageError
-from jaxmusic.evaluation import evaluator, report
+from jaxmusic.evaluation import evaluator, page, report
 
 
 def _bool(value: str) -> bool:
@@ -34,7 +35,7 @@ def _bool(value: str) -> bool:
 
 
 SWEEPABLE = {"temperature": float, "top_k": int, "top_p": float, "min_notes": int, "carry_state": _bool,
-             "untempered_rhythm": _bool}  # fmt: skip
+             "untempered_rhythm": _bool, "untempered_copy": _bool}  # fmt: skip
 
 
 def parse_sweep(specs: Sequence[str]) -> list[dict[str, Any]]:
@@ -88,9 +89,21 @@ def _define_flags(fv, argv: list[str]) -> None:
                               f"({sweepable}; several: every combination)", flag_values=fv)  # fmt: skip
     flags.DEFINE_integer("long_notes", 1024, "notes of the long samples whose first and last "
                          "--num_notes notes are compared (0: none)", flag_values=fv)  # fmt: skip
+    flags.DEFINE_integer("form_notes", 512, "notes of the samples whose form (repetition, returns, "
+                         "loops) is measured against real continuations as long (0: none)",
+                         flag_values=fv)  # fmt: skip
     flags.DEFINE_string("json", None, "write the report here", flag_values=fv)
     flags.DEFINE_string("plots", None, "write PNG plots into this folder", flag_values=fv)
+    flags.DEFINE_string("page", None, "write the run's HTML page here (default: beside --json, as .html; "
+                        "'' for none)", flag_values=fv)  # fmt: skip
     flags.mark_flag_as_required("workdir", flag_values=fv)
+
+
+def _page(f) -> str | None:
+    """--page, or beside --json when not given."""
+    if f.page is not None:
+        return f.page or None
+    return page.default_path(f.json) if f.json else None
 
 
 def _options(f, generator: inference.Generator) -> evaluator.Options:
@@ -99,7 +112,8 @@ def _options(f, generator: inference.Generator) -> evaluator.Options:
         workdir=str(f.workdir), settings=cli.sampling_settings(f, generator), split=f.split,
         data_dir=f.data_dir, num_samples=f.num_samples, num_notes=f.num_notes, primer_notes=f.primer_notes,
         ngram_orders=_orders(f.ngram_orders), sweep=tuple(parse_sweep(f.sweep or [])),
-        long_notes=f.long_notes, seed=f.seed, batch=f.batch, plots=f.plots,
+        long_notes=f.long_notes, form_notes=f.form_notes, seed=f.seed, batch=f.batch, plots=f.plots,
+        page=_page(f),
     )  # fmt: skip
     try:
         options.check()
@@ -119,16 +133,20 @@ def main(argv: list[str]) -> int:
     generator = cli.load_generator(f)
     options = _options(f, generator)
     if f.json:
-        cli.ensure_writable("--json", Path(f.json).parent)
+        cli.ensure_writable("--json", fileio.path(f.json).parent)
     if f.plots:
         cli.ensure_writable("--plots", f.plots)
+    if options.page:
+        cli.ensure_writable("--page", fileio.path(options.page).parent)
     result = evaluator.run(generator, options)
     print(report.format_report(result))
     if f.json:
         fileio.atomic_write(f.json, json.dumps(result, indent=1))
         print(f"report: {f.json}")
     if f.plots:
-        print(f"plots: {', '.join(str(Path(f.plots) / p) for p in result['plots'])}")
+        print(f"plots: {', '.join(str(fileio.path(f.plots) / p) for p in result['plots'])}")
+    if options.page:
+        print(f"page: {options.page} ({result['page']['bytes'] / 1e6:.1f} MB)")
     return 0
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxmusic import checkpoint as checkpoint_lib
 from jaxmusic import codec as codec_lib
-from jaxmusic import conditioning, models, parallel, run_config, sampler, steps, windows
+from jaxmusic import conditioning, lookback, models, parallel, run_config, sampler, steps, windows
 from jaxmusic.errors import UsageError
 
 # jax.random.fold_in op by op costs about 0.5 ms a call on a CPU, jitted 0.01 ms (the
@@ -58,6 +58,7 @@ class Generator:
         vocab_size = codec.vocab_size if codec is not None else vocab_size
         num_genres = len(codec.genres) if codec is not None else num_genres
         self.first_note_id = codec_lib.NUM_SPECIAL + num_genres
+        self.lookback = lookback.Spec.of(self.config, self.first_note_id)
         self.model = models.from_config(self.config, vocab_size, num_genres)
         self.conditioner = conditioning.Conditioner.from_config(self.config, codec)
         self._groups = sampler.rhythm_groups(codec) if codec is not None else None
@@ -97,6 +98,7 @@ class Generator:
             encode, step, complete, vocab_size=self.model.vocab_size, first_note_id=self.first_note_id,
             phrase_len=phrase, num_phrases=math.ceil(num_notes / phrase),
             encode_from=encode_from if self.config.carried_windows else None, groups=self._groups,
+            lookback_spec=self.lookback,
         )  # fmt: skip
 
     def generate(
@@ -153,7 +155,9 @@ class Generator:
             k = _fold_in(rng, first_call + call)
             this = settings if call == 0 else dataclasses.replace(settings, min_notes=0)  # rows go on
             cond, moved, shift = self._condition(genre, primers, written, window)
-            tokens = np.asarray(sample(self.params, moved, cond, k, this))
+            tokens = np.asarray(
+                sample(self.params, moved, cond, k, this, self._history(primers, written, shift))
+            )
             if shift is not None:
                 tokens = conditioning.from_common_key(tokens, shift, self.conditioner.common_key)
             tokens = tokens[:, :num_notes]
@@ -180,6 +184,22 @@ class Generator:
         density = density if self.model.num_densities else None
         return conditioning.Condition(genre, key, density), window, shift
 
+    def _history(self, primers, written, shift) -> np.ndarray | None:
+        """For a model with a lookback, int32[B, window]: the last notes of each row's primer
+        and of what it wrote, left-padded with PAD (moved by the common-key shift, a note
+        that cannot move left out as PAD); None without a lookback."""
+        if self.lookback is None:
+            return None
+        size = self.lookback.window
+        out = np.zeros((len(primers), size), np.int32)
+        for r, (p, w) in enumerate(zip(primers, written, strict=True)):
+            read = np.concatenate([[codec_lib.BOS], p, w])[-size:]  # BOS, as the primer's window reads it
+            out[r, size - read.shape[0] :] = read
+        if shift is not None:
+            tables = self.conditioner.common_key
+            out = np.maximum(tables[tables.shape[0] // 2 + np.asarray(shift)[:, None], out], 0)
+        return out
+
     def continuations(self, primers: list[np.ndarray], genres: np.ndarray, *, num_notes: int,
                       settings: sampler.Settings, seed: int, batch: int) -> list[np.ndarray]:  # fmt: skip
         """`generate`'s rows as note ids only, each cut at its EOS."""
@@ -199,7 +219,7 @@ class Generator:
         carried = self.config.carried_windows
         batches = windows.eval_batches(pieces, batch_size=batch_size, encoder_len=self.config.encoder_len,
                                        decoder_len=self.config.decoder_len, carried=carried,
-                                       conditioner=self.conditioner)  # fmt: skip
+                                       conditioner=self.conditioner, lookback_spec=self.lookback)  # fmt: skip
         eval_step = steps.make_eval_step(self.model, mesh, self.conditioner, carried=carried)
         carry = steps.zero_carry(self.model, batch_size, mesh) if carried else None
         genres = tuple(self.codec.genres) or ("all",)

@@ -10,13 +10,14 @@ Only this module and data_pipeline import TensorFlow.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from jaxmusic import batching, conditioning, windows
+from jaxmusic import batching, conditioning, fileio, lookback, windows
 from jaxmusic import codec as codec_lib
 from jaxmusic.errors import Error
 from jaxmusic.windows import Pieces
@@ -29,11 +30,19 @@ class DataError(Error, ValueError):
 
 
 def dataset_dir(data_dir: str | os.PathLike) -> Path:
-    """The built dataset under `data_dir` (what `data_pipeline.build` wrote).
+    """The built dataset under `data_dir` (what `data_pipeline.build` wrote), a local
+    folder: a dataset in a bucket is read from its local copy (`fileio.local_copy`;
+    TFDS reads records through TensorFlow, whose GCS client no emulator stands in for).
 
     `data_dir` may be the dataset's own folder or any folder above it holding
     exactly one dataset.
+
+    Raises:
+      DataError: no dataset there, or several.
+      fileio.StorageError: a bucket that cannot be read.
     """
+    if fileio.is_url(data_dir):
+        return _remote_dataset_dir(os.fspath(data_dir))
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(
@@ -50,6 +59,19 @@ def dataset_dir(data_dir: str | os.PathLike) -> Path:
         raise DataError(f"data_dir {data_dir} holds {len(found)} datasets; point it at one of: "
                         + ", ".join(str(p) for p in found))  # fmt: skip
     return found[0]
+
+
+@functools.cache
+def _remote_dataset_dir(url: str) -> Path:
+    """`dataset_dir` of a URL: the one dataset under it, copied once a process."""
+    try:
+        found = fileio.files(fileio.path(url), DATASET_INFO, max_depth=3)
+    except Exception as e:  # the client's own kinds: no bucket, no credentials, ...
+        raise fileio.StorageError(f"data_dir {url}: cannot read it ({fileio.reason(e)})") from None
+    if len(found) != 1:
+        what = "no dataset in it" if not found else f"{len(found)} datasets in it; point it at one"
+        raise DataError(f"data_dir {url}: {what} (build one with python -m data_pipeline.build)")
+    return fileio.local_copy(found[0].parent)
 
 
 def load_codec(data_dir: str | os.PathLike, *, expected_fingerprint: str | None = None) -> codec_lib.Codec:
@@ -144,6 +166,7 @@ def train_batches(
     transpose: np.ndarray | None = None,
     carried: bool = False,
     conditioner: conditioning.Conditioner | None = None,
+    lookback_spec: lookback.Spec | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Endless training batches for steps start_step, start_step + 1, ... (`windows.TrainWindows`
     with these arguments), prepared ahead by tf.data."""
@@ -151,7 +174,7 @@ def train_batches(
 
     source = windows.TrainWindows(shards, shard_ids=shard_ids, batch_size=batch_size, encoder_len=encoder_len,
                                   decoder_len=decoder_len, seed=seed, transpose=transpose, carried=carried,
-                                  conditioner=conditioner)  # fmt: skip
+                                  conditioner=conditioner, lookback_spec=lookback_spec)  # fmt: skip
     names = sorted(source(start_step))
 
     def make(step):

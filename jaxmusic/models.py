@@ -8,7 +8,11 @@ dense layer to the vocabulary (the softmax is in the loss). The seed's model is
 The condition (`conditioning.Condition`: genre, and for a model with those inputs the
 key and the note density) adds one learned row per value to the gates of each
 stack's first layer at every step, as a one-hot input would; with
-`condition_output`, the genre and key also add a learned row to the logits.
+`condition_output`, the genre and key also add a learned row to the logits. With
+`lookback`, each decoder step also reads what followed the longest earlier match of the
+notes so far (`jaxmusic.lookback`): its note and the match's length add rows to the
+first layer's gates, and a learned amount (from the state and the length) is added to
+that note's logit: the decoder may copy the piece's own material.
 
 A stack runs in one of two forms, the same function of the same parameters:
 - fused (the default): `lstm.stack`, each layer's input projection one product over
@@ -32,11 +36,12 @@ import ml_collections
 from flax import linen as nn
 from flax.linen.linear import default_embed_init
 
-from jaxmusic import conditioning, lstm
+from jaxmusic import conditioning, lookback, lstm
 from jaxmusic.conditioning import Condition
 from jaxmusic.lstm import matmul
 
 Carry = tuple[jax.Array, jax.Array]  # (c, h), each float32[B, H]
+Lookback = tuple[jax.Array, jax.Array]  # (notes, run-length buckets), int32[B, T] each (`lookback`)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 # From this hidden size on, the fused recurrence runs in its column layout on a CPU,
@@ -49,10 +54,11 @@ class _Kernel(nn.Module):
     """A Dense-shaped kernel at <name>/kernel."""
 
     features: int
+    init: Any = nn.initializers.lecun_normal()
 
     @nn.compact
     def __call__(self, in_features: int) -> jax.Array:
-        return self.param("kernel", nn.initializers.lecun_normal(), (in_features, self.features))
+        return self.param("kernel", self.init, (in_features, self.features))
 
 
 class _Affine(nn.Module):
@@ -140,7 +146,7 @@ _ScannedCell = nn.scan(_Cell, variable_broadcast="params", split_rngs={"params":
                        in_axes=(1, nn.broadcast), out_axes=1)  # fmt: skip
 
 
-def run_fused(layers, carries, x, gate_rows, keep, *, dtype, order: str):
+def run_fused(layers, carries, x, gate_rows, keep, *, dtype, order: str, step_gates=None):
     """A stack through `lstm.stack`.
 
     Args:
@@ -148,12 +154,15 @@ def run_fused(layers, carries, x, gate_rows, keep, *, dtype, order: str):
       x: int32[B, T] ids or float[B, T, D] (the first layer's input).
       gate_rows: float32[B, 4H] added to the first layer's gates at every step.
       keep: () or per upper layer float32[B, T, H] multipliers of its input (dropout).
+      step_gates: float32[B, T, 4H] added to the first layer's gates step by step, or None.
 
     Returns:
       (each layer's final (c, h), the last layer's outputs float32[B, T, H]).
     """
     hidden = layers[0].hidden
     gates_x, bias = layers[0].input_gates(jnp.swapaxes(x, 0, 1), dtype)
+    if step_gates is not None:
+        gates_x = gates_x + jnp.swapaxes(step_gates, 0, 1)
     w_h = [layer.recurrent_weights() for layer in layers]
     upper = [layer.input_weights(hidden) for layer in layers[1:]]
     # Under shard_map the inputs vary over devices and the parameters do not, but a
@@ -173,13 +182,15 @@ def run_fused(layers, carries, x, gate_rows, keep, *, dtype, order: str):
     return list(zip(c, h, strict=True)), jnp.swapaxes(hs, 0, 1)
 
 
-def run_reference(cell, layers, carries, x, gate_rows, keep, *, dtype):
+def run_reference(cell, layers, carries, x, gate_rows, keep, *, dtype, step_gates=None):
     """`run_fused`'s function, layer by layer with `cell` (nn.scan of `_Cell`)."""
     out = []
     for k, (layer, carry) in enumerate(zip(layers, carries, strict=True)):
         if k > 0 and keep:
             x = x * keep[k - 1]
         gates_x, bias = layer.input_gates(x, dtype)
+        if k == 0 and step_gates is not None:
+            gates_x = gates_x + step_gates
         gates_x = gates_x + bias + (gate_rows[:, None, :] if k == 0 else 0.0)
         carry, x = cell(jax.tree.map(lambda a: a.astype(jnp.float32), carry), gates_x,
                         layer.recurrent_weights())  # fmt: skip
@@ -202,6 +213,7 @@ class Seq2Seq(nn.Module):
       num_keys, num_densities: 0 (the seed), or the rows of the key and density inputs.
       stack_order: `lstm.stack`'s order ("auto": per platform).
       condition_output: the genre and key also add a learned row to the logits.
+      lookback: the decoder reads each step's lookback (`jaxmusic.lookback`) and may copy it.
     """
 
     vocab_size: int
@@ -217,6 +229,7 @@ class Seq2Seq(nn.Module):
     num_densities: int = 0
     stack_order: str = "auto"
     condition_output: bool = False
+    lookback: bool = False
 
     def setup(self):
         h4, genres, zeros = 4 * self.hidden, max(self.num_genres, 1), nn.initializers.zeros
@@ -239,6 +252,11 @@ class Seq2Seq(nn.Module):
             self.head_genre = _Table(genres, self.vocab_size, zeros)
             if self.num_keys:
                 self.head_key = _Table(self.num_keys, self.vocab_size, zeros)
+        if self.lookback:  # zeros at the start: the model starts as the plain one
+            self.lookback_note = _Table(self.vocab_size, h4, zeros)
+            self.lookback_length = _Table(lookback.NUM_BUCKETS, h4, zeros)
+            self.copy = _Kernel(1, zeros)
+            self.copy_length = _Table(lookback.NUM_BUCKETS, 1, zeros)
         if not self.fused:
             self.cell = _ScannedCell(self.dtype)
 
@@ -249,39 +267,63 @@ class Seq2Seq(nn.Module):
         initial = initial or [self.zero_carry(tokens)] * self.num_layers
         return self._stack("encoder", initial, tokens, cond, self.encoder_dropout, train)[0]
 
-    def decode(self, carries: list[Carry], tokens: jax.Array, cond: Condition, *,
-               train: bool = False) -> tuple[list[Carry], jax.Array]:  # fmt: skip
+    def decode(
+        self,
+        carries: list[Carry],
+        tokens: jax.Array,
+        cond: Condition,
+        *,
+        lookback: Lookback | None = None,
+        train: bool = False,
+    ) -> tuple[list[Carry], jax.Array]:
         """(each layer's final (c, h), logits float32[B, T, V]) of the decoder reading
-        tokens int32[B, T] from `carries`."""
-        carries, x = self._stack("decoder", carries, tokens, cond, self.decoder_dropout_layer, train)
+        tokens int32[B, T] from `carries` (and, for a lookback model, each step's lookback)."""
+        step_gates = None
+        if self.lookback:
+            step_gates = self.lookback_note(lookback[0]) + self.lookback_length(lookback[1])
+        carries, x = self._stack(
+            "decoder", carries, tokens, cond, self.decoder_dropout_layer, train, step_gates
+        )
         kernel, bias = self.head(x.shape[-1])
         logits = matmul(x, kernel, self.dtype) + bias
         if self.condition_output:
             prior = self.head_genre(cond.genre) + (self.head_key(cond.key) if self.num_keys else 0.0)
             logits = logits + prior[:, None, :]
+        if self.lookback:
+            logits = logits + self._copy(x, *lookback)
         return carries, logits
 
+    def _copy(self, x: jax.Array, notes: jax.Array, buckets: jax.Array) -> jax.Array:
+        """float32[B, T, V]: the learned amount added to each step's lookback note (none
+        where there is no match), broadcast by a compare the add fuses with."""
+        amount = matmul(x, self.copy(x.shape[-1]), self.dtype)[..., 0] + self.copy_length(buckets)[..., 0]
+        amount = jnp.where(buckets > 0, amount, 0.0)
+        return amount[..., None] * (jnp.arange(self.vocab_size) == notes[..., None])
+
     def decode_step(
-        self, carries: list[Carry], token: jax.Array, cond: Condition
+        self, carries: list[Carry], token: jax.Array, cond: Condition, lookback: Lookback | None = None
     ) -> tuple[list[Carry], jax.Array]:
-        """One note (sampling): (new carries, logits float32[B, V]) of token int32[B], equal
-        to the teacher-forced decoder's logits at that step."""
-        carries, logits = self.decode(carries, token[:, None], cond)
+        """One note (sampling): (new carries, logits float32[B, V]) of token int32[B] (and
+        its lookback, int32[B] each), equal to the teacher-forced decoder's logits there."""
+        step = None if lookback is None else (lookback[0][:, None], lookback[1][:, None])
+        carries, logits = self.decode(carries, token[:, None], cond, lookback=step)
         return carries, logits[:, 0]
 
     def __call__(self, encoder_tokens: jax.Array, decoder_inputs: jax.Array, cond: Condition, *,
-                 train: bool = False) -> jax.Array:  # fmt: skip
-        """Teacher-forced logits float32[B, Td, V] of int32[B, Te] and int32[B, Td] tokens."""
+                 lookback: Lookback | None = None, train: bool = False) -> jax.Array:  # fmt: skip
+        """Teacher-forced logits float32[B, Td, V] of int32[B, Te] and int32[B, Td] tokens
+        (and, for a lookback model, the decoder steps' lookback)."""
         carries = self.encode(encoder_tokens, cond, train=train)
-        return self.decode(carries, decoder_inputs, cond, train=train)[1]
+        return self.decode(carries, decoder_inputs, cond, lookback=lookback, train=train)[1]
 
     def carried(self, initial: list[Carry], encoder_tokens: jax.Array, decoder_inputs: jax.Array,
-                cond: Condition, *, train: bool = False) -> tuple[tuple[Carry, ...], jax.Array]:  # fmt: skip
+                cond: Condition, *, lookback: Lookback | None = None,
+                train: bool = False) -> tuple[tuple[Carry, ...], jax.Array]:  # fmt: skip
         """One of a piece's consecutive windows (truncated BPTT): the encoder starts from
         `initial`, its state after the windows before. Returns (the encoder's final
         states, the next window's `initial`, as tuples; logits float32[B, Td, V])."""
         carries = self.encode(encoder_tokens, cond, train=train, initial=initial)
-        logits = self.decode(carries, decoder_inputs, cond, train=train)[1]
+        logits = self.decode(carries, decoder_inputs, cond, lookback=lookback, train=train)[1]
         return tuple(tuple(layer) for layer in carries), logits
 
     def zero_carry(self, tokens: jax.Array) -> Carry:
@@ -299,7 +341,7 @@ class Seq2Seq(nn.Module):
             rows = rows + getattr(self, f"{stack}_density")(cond.density)
         return rows
 
-    def _stack(self, stack: str, carries, tokens, cond, dropout: nn.Dropout, train: bool):
+    def _stack(self, stack: str, carries, tokens, cond, dropout: nn.Dropout, train: bool, step_gates=None):
         """A stack over tokens int32[B, T]: (each layer's final (c, h), outputs float32[B, T, H])."""
         x = getattr(self, f"{stack}_embed")(tokens) if self.embed_dim else tokens
         layers, rows = getattr(self, f"{stack}_layers"), self._gate_rows(stack, cond)
@@ -308,8 +350,11 @@ class Seq2Seq(nn.Module):
             ones = jnp.ones((*tokens.shape[:2], self.hidden), jnp.float32)
             keep = tuple(dropout(ones, deterministic=False) for _ in layers[1:])
         if self.fused:
-            return run_fused(layers, carries, x, rows, keep, dtype=self.dtype, order=self.stack_order)
-        return run_reference(self.cell, layers, carries, x, rows, keep, dtype=self.dtype)
+            return run_fused(layers, carries, x, rows, keep, dtype=self.dtype, order=self.stack_order,
+                             step_gates=step_gates)  # fmt: skip
+        return run_reference(
+            self.cell, layers, carries, x, rows, keep, dtype=self.dtype, step_gates=step_gates
+        )
 
 
 def example_condition(model: Seq2Seq, batch_size: int = 1) -> Condition:
@@ -335,4 +380,5 @@ def from_config(config: ml_collections.ConfigDict, vocab_size: int, num_genres: 
         num_densities=conditioning.NUM_DENSITIES if m.density_input else 0,
         stack_order=m.stack_order,
         condition_output=m.condition_output,
+        lookback=m.lookback,
     )

@@ -24,6 +24,8 @@ DEFAULTS: dict[str, Any] = {
     "batch_size_per_device": 0,
     "data_shards": 0,
     "eval_batches": 0,
+    "preview_samples": 0,
+    "preview_notes": 128,
     "carried_windows": False,
     "common_key": False,
     "model.decoder_dropout": 0.0,
@@ -33,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
     "model.density_input": False,
     "model.condition_output": False,
     "model.stack_order": "auto",
+    "model.lookback": False,
+    "model.lookback_window": 1024,
     "optimizer.weight_decay": 0.0,
     # How jaxmusic.sample and jaxmusic.evaluate draw notes (sampler.Settings), as they did
     # before a config held it.
@@ -44,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "sampling.fixed_length": False,
     "sampling.min_notes": 1,
     "sampling.untempered_rhythm": True,
+    "sampling.untempered_copy": True,
 }
 
 
@@ -86,6 +91,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"notes after the last window's), got {config.encoder_len} and {config.decoder_len}"
         )
     conditioning.check(config)
+    for name in ("preview_samples", "preview_notes"):
+        if config[name] < 0 or (name == "preview_notes" and config.preview_samples and config[name] < 1):
+            raise UsageError(
+                f"config.{name} must be >= {0 if name == 'preview_samples' else 1}, got {config[name]}"
+            )
     try:
         sampler.Settings.from_config(config.sampling)
     except UsageError as e:
@@ -105,7 +115,8 @@ class _Fixed:
 # what the batches mean.
 _FIXED = (
     *(_Fixed(f"model.{k}", lambda c, k=k: c.model[k], "use a new workdir for a different model")
-      for k in ("num_layers", "hidden", "embed_dim", "key_input", "density_input", "condition_output")),
+      for k in ("num_layers", "hidden", "embed_dim", "key_input", "density_input", "condition_output",
+                "lookback")),
     _Fixed("model.key_context", lambda c: c.model.key_context if c.model.key_input else None,
            "what its key input means; use a new workdir to change it"),
     _Fixed("optimizer.weight_decay > 0", lambda c: c.optimizer.weight_decay > 0,

@@ -15,8 +15,6 @@ seed and settings give the same files byte for byte. The library is `jaxmusic.sa
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from jaxmusic import cli, codec, host_memory, midi_io, sample_files
 from jaxmusic.errors import UsageError
 
@@ -85,9 +83,8 @@ def main(argv: list[str]) -> int:
     records = sample_files.write(generator, _primers(f, generator), request, out_dir)
     for r in records:
         rendered = "".join(f", {r[k]}" for k in ("png", "wav") if k in r)
-        path = Path(f.out_dir) / r["file"]
-        print(f"{path}: {r['notes']} notes, {r['seconds']} s, genre {r['genre']}{rendered}")
-    print(f"described in {Path(f.out_dir) / 'samples.json'}")
+        print(f"{out_dir / r['file']}: {r['notes']} notes, {r['seconds']} s, genre {r['genre']}{rendered}")
+    print(f"described in {out_dir / 'samples.json'}")
     return 0
 
 

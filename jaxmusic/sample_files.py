@@ -101,7 +101,7 @@ def write(generator: inference.Generator, primers: list[Primer], request: Reques
     Raises:
       UsageError: a genre the codec does not know.
     """
-    codec, out_dir = generator.codec, Path(out_dir)
+    codec = generator.codec
     genres = [_genre(codec, request.genre, p.genre) for p in primers]
     num_notes = request.num_notes or (SECONDS_CHUNK_NOTES if request.seconds else DEFAULT_NUM_NOTES)
     seconds = request.seconds
@@ -110,6 +110,13 @@ def write(generator: inference.Generator, primers: list[Primer], request: Reques
         max_calls=MAX_SECONDS_CALLS if seconds else 1,
         done=(lambda rows: all(_ended(codec, row, seconds) for row in rows)) if seconds else None,
     )  # fmt: skip
+    with fileio.staged_folder(out_dir) as local:  # a bucket gets each file whole, samples.json last
+        return _write_files(generator, primers, request, genres, written, local)
+
+
+def _write_files(generator, primers, request, genres, written, out_dir: Path) -> list[dict]:
+    """`write`'s files, into a local folder."""
+    codec, seconds = generator.codec, request.seconds
     records = []
     for i, row in enumerate(written):
         notes = codec.decode(row)

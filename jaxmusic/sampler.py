@@ -40,6 +40,7 @@ import numpy as np
 from jax import lax
 
 from jaxmusic import codec as codec_lib
+from jaxmusic import lookback
 from jaxmusic.conditioning import Condition
 from jaxmusic.errors import UsageError
 
@@ -47,7 +48,8 @@ NEG_INF = -1e30
 
 EncodeFn = Callable[[Any, jax.Array, Condition], Any]  # (params, tokens[B, Te], cond) -> carries
 EncodeFromFn = Callable[[Any, Any, jax.Array, Condition], Any]  # (params, carries, tokens, cond) -> carries
-StepFn = Callable[[Any, Any, jax.Array, Condition], tuple[Any, jax.Array]]  # -> (carries, logits[B, V])
+# (params, carries, token[B], cond[, lookback (notes[B], buckets[B])]) -> (carries, logits[B, V])
+StepFn = Callable[..., tuple[Any, jax.Array]]
 # (window int32[B, Te], cond) -> the condition complete (what the window tells, in compiled code)
 CompleteFn = Callable[[jax.Array, Condition], Condition]
 
@@ -131,9 +133,11 @@ def next_token(
     greedy: bool,
     banned: jax.Array,
     groups: jax.Array | None = None,
+    copy: jax.Array | None = None,
 ) -> jax.Array:
     """int32[B] tokens from float32[B, V] logits; banned: bool[V] ids never drawn;
-    u: float32[B, 1] `uniforms` (unused when greedy), float32[B, 2] with groups.
+    u: float32[B, n] `uniforms` (unused when greedy): n = 1, one more with groups, one
+    more with copy.
 
     greedy and top_k are static (Python values); temperature and top_p may be traced
     (top_p None: no nucleus filter).
@@ -144,10 +148,27 @@ def next_token(
     below 1 favour whichever group concentrates its mass on few ids (in music, the
     notes of a chord: a few likely pitches at gap 0), so drawing every id at once
     crowds the chords; drawn this way the rhythm keeps the model's own frequencies.
+
+    copy: int32[B] each row's lookback note (`jaxmusic.lookback`; -1 where none): first it
+    is taken or not with the model's own probability of it (temperature 1, nothing cut),
+    and only otherwise is a token drawn among the rest as above. A temperature below 1 and
+    truncation sharpen whatever is likely, and a lookback note is likely once a repeat has
+    begun, so drawing every id at once turns repeats into loops that never end; drawn this
+    way a piece repeats itself as often as the model says.
     """
     logits = jnp.where(banned[None, :], NEG_INF, logits.astype(jnp.float32))
     if greedy:
         return logits.argmax(-1).astype(jnp.int32)
+    if copy is not None:
+        probs = jax.nn.softmax(logits, axis=-1)
+        p_copy = jnp.where(
+            copy >= 0, jnp.take_along_axis(probs, jnp.maximum(copy, 0)[:, None], -1)[:, 0], 0.0
+        )
+        taken = u[:, 0] < p_copy
+        logits = jnp.where(jnp.arange(logits.shape[-1])[None, :] == copy[:, None], NEG_INF, logits)
+        rest = next_token(logits, u[:, 1:], temperature=temperature, top_k=top_k, top_p=top_p, greedy=False,
+                          banned=banned, groups=groups)  # fmt: skip
+        return jnp.where(taken, copy, rest).astype(jnp.int32)
     if groups is not None:
         weights = jnp.exp(logits - logits.max(-1, keepdims=True))
         mass = jnp.matmul(weights, groups, precision=lax.Precision.HIGHEST)  # [B, G], float32
@@ -218,7 +239,9 @@ class Settings:
     before this many notes (1: a continuation is never empty); untempered_rhythm: each
     note's onset gap (or EOS) is drawn from the model's own distribution and the
     temperature, top_k and top_p choose only among the pseudo-notes of that gap
-    (`next_token`; a sampler made with `rhythm_groups`).
+    (`next_token`; a sampler made with `rhythm_groups`); untempered_copy: for a model with
+    a lookback, each step's lookback note is taken with the model's own probability of it,
+    and the temperature, top_k and top_p choose among the rest (`next_token`).
     """
 
     temperature: float = 1.0
@@ -229,6 +252,7 @@ class Settings:
     fixed_length: bool = False
     min_notes: int = 1
     untempered_rhythm: bool = False
+    untempered_copy: bool = False
 
     def __post_init__(self):
         if not self.temperature > 0:
@@ -263,6 +287,7 @@ class Mode:
     fixed_length: bool = False
     min_notes: int = 0
     untempered_rhythm: bool = False
+    untempered_copy: bool = False
 
     @classmethod
     def of(cls, settings: Settings) -> Mode:
@@ -271,12 +296,13 @@ class Mode:
         if settings.greedy:
             return cls(greedy=True, **rest)
         return cls(top_k=settings.top_k, nucleus=settings.top_p < 1.0,
-                   untempered_rhythm=settings.untempered_rhythm, **rest)  # fmt: skip
+                   untempered_rhythm=settings.untempered_rhythm, untempered_copy=settings.untempered_copy,
+                   **rest)  # fmt: skip
 
 
 class Sampler:
-    """`sampler(params, window, cond, rng, settings)` -> int32[B, num_phrases * phrase_len]
-    written tokens (PAD after an EOS).
+    """`sampler(params, window, cond, rng, settings, history)` -> int32[B, num_phrases *
+    phrase_len] written tokens (PAD after an EOS).
 
     Args of a call:
       window: int32[B, Te] the encoder's first input (a primer, left-padded with PAD).
@@ -284,70 +310,59 @@ class Sampler:
         in the compiled program (`complete`), and held for the whole call.
       rng: a PRNG key.
       settings: a `Settings`; its `Mode` picks the compiled program.
+      history: for a sampler with a lookback (`lookback.Spec`), int32[B, window] the notes
+        read so far, the last of them the window's last (left-padded with PAD); the
+        lookback of each step follows them and every note written (`lookback.Tracker`).
     """
 
     def __init__(self, encode: EncodeFn, step: StepFn, complete: CompleteFn | None = None, *,
                  vocab_size: int, first_note_id: int, phrase_len: int, num_phrases: int,
-                 encode_from: EncodeFromFn | None = None, groups: Any = None):  # fmt: skip
+                 encode_from: EncodeFromFn | None = None, groups: Any = None,
+                 lookback_spec: lookback.Spec | None = None):  # fmt: skip
         self._encode, self._step, self._complete = encode, step, complete
         self._groups = None if groups is None else jnp.asarray(groups, jnp.float32)
-        self._encode_from = encode_from
+        self._encode_from, self._lookback = encode_from, lookback_spec
         self._banned = banned_ids(vocab_size, first_note_id)
         self._phrase_len, self._num_phrases = phrase_len, num_phrases
         self.notes_per_call = phrase_len * num_phrases
 
-    def __call__(self, params, window, cond: Condition, rng, settings: Settings) -> jax.Array:
+    def __call__(self, params, window, cond: Condition, rng, settings: Settings, history=None) -> jax.Array:
         if settings.untempered_rhythm and not settings.greedy and self._groups is None:
             raise UsageError("untempered_rhythm needs a sampler made with `sampler.rhythm_groups`")
-        return self.jitted(Mode.of(settings))(params, window, cond, rng, settings.temperature, settings.top_p)
+        if (history is None) != (self._lookback is None):
+            raise ValueError("a sampler with a lookback takes the history, one without none")
+        return self.jitted(Mode.of(settings))(params, window, cond, rng, settings.temperature, settings.top_p,
+                                              history)  # fmt: skip
 
     @functools.cache  # noqa: B019 - one compiled program per mode, for the sampler's lifetime
     def jitted(self, mode: Mode) -> Callable[..., jax.Array]:
-        """The jitted `f(params, window, cond, rng, temperature, top_p)` of one mode."""
+        """The jitted `f(params, window, cond, rng, temperature, top_p, history)` of one mode."""
 
-        def sample(params, window, cond, rng, temperature, top_p):
+        def sample(params, window, cond, rng, temperature, top_p, history=None):
             if self._complete is not None:  # e.g. the primer's key, held for the whole call
                 cond = self._complete(window, cond)
-            banned = self._banned.at[codec_lib.EOS].set(True) if mode.fixed_length else self._banned
-            eos = jnp.arange(banned.shape[0]) == codec_lib.EOS
-            groups = self._groups if mode.untempered_rhythm else None
-            settings = dict(temperature=temperature, top_k=mode.top_k, top_p=top_p if mode.nucleus else None,
-                            greedy=mode.greedy, groups=groups)  # fmt: skip
-            done0 = jnp.zeros(window.shape[0], jnp.bool_)
-
+            draw = functools.partial(self._draw, mode=mode, temperature=temperature, top_p=top_p)
             carried_encoder = self._encode_from is not None and not mode.carry_state
+            tracker = None
+            if self._lookback is not None:
+                tracker = lookback.Tracker.of(history, self._lookback)
 
             def phrase(carry, xs):
                 p, phrase_uniforms = xs
-                window, done, states = carry
+                window, done, states, tracker = carry
                 if not mode.carry_state and not carried_encoder:
                     states = self._encode(params, window, cond)
-
-                def note(c, xs):
-                    t, u = xs
-                    states, prev, done = c
-                    states, logits = self._step(params, states, prev, cond)
-                    # EOS waits for the first min_notes notes (a select, not a branch).
-                    ban = (
-                        banned | (eos & (p * self._phrase_len + t < mode.min_notes))
-                        if mode.min_notes
-                        else banned
-                    )
-                    token = next_token(logits, u, banned=ban, **settings)
-                    token = jnp.where(done, codec_lib.PAD, token)
-                    done = done | (token == codec_lib.EOS)
-                    return (states, jnp.where(token == codec_lib.PAD, prev, token), done), token
-
-                init = (states, window[:, -1], done)
-                notes = (jnp.arange(self._phrase_len), phrase_uniforms)
-                (decoded, _, done), tokens = lax.scan(note, init, notes)
+                note = functools.partial(self._note, params, cond, draw, p * self._phrase_len)
+                init = (states, window[:, -1], done, tracker)
+                (decoded, _, done, tracker), tokens = lax.scan(note, init, (jnp.arange(self._phrase_len),
+                                                                            phrase_uniforms))  # fmt: skip
                 tokens = tokens.T  # [B, phrase_len]
                 window = jnp.concatenate([window, tokens], axis=1)[:, -window.shape[1] :]
                 # The next phrase starts from: the decoder's states (carry_state), the
                 # encoder's after reading this phrase too (carried encoder), or (else) a
                 # re-encoding of the window at its start.
                 states = self._encode_from(params, states, tokens, cond) if carried_encoder else decoded
-                return (window, done, states), tokens
+                return (window, done, states, tracker), tokens
 
             if mode.carry_state or carried_encoder:  # the primer's states, read once
                 states0 = self._encode(params, window, cond)
@@ -355,13 +370,46 @@ class Sampler:
                 shapes = jax.eval_shape(self._encode, params, window, cond)
                 states0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
             b = window.shape[0]
-            shape = (self._num_phrases, self._phrase_len, b, 2 if mode.untempered_rhythm else 1)
+            width = 1 + mode.untempered_rhythm + (mode.untempered_copy and self._lookback is not None)
+            shape = (self._num_phrases, self._phrase_len, b, width)
             drawn = jnp.zeros(shape, jnp.float32) if mode.greedy else uniforms(rng, shape)
-            xs = (jnp.arange(self._num_phrases), drawn)
-            _, phrases = lax.scan(phrase, (window, done0, states0), xs)
-            return jnp.transpose(phrases, (1, 0, 2)).reshape(window.shape[0], -1)
+            done0 = jnp.zeros(b, jnp.bool_)
+            _, phrases = lax.scan(
+                phrase, (window, done0, states0, tracker), (jnp.arange(self._num_phrases), drawn)
+            )
+            return jnp.transpose(phrases, (1, 0, 2)).reshape(b, -1)
 
         return jax.jit(sample)
+
+    def _note(self, params, cond, draw, written_before, carry, xs):
+        """One note of the inner scan: carry (decoder states, previous token, done, lookback
+        tracker or None), xs (the note's index in its phrase, its uniforms)."""
+        t, u = xs
+        states, prev, done, tracker = carry
+        copy = None
+        if tracker is None:
+            states, logits = self._step(params, states, prev, cond)
+        else:
+            note, bucket = tracker.lookback(self._lookback)
+            states, logits = self._step(params, states, prev, cond, (note, bucket))
+            copy = jnp.where(bucket > 0, note, -1)
+        token = jnp.where(done, codec_lib.PAD, draw(logits, u, written_before + t, copy))
+        done = done | (token == codec_lib.EOS)
+        if tracker is not None:
+            tracker = tracker.read(token, self._lookback)
+        return (states, jnp.where(token == codec_lib.PAD, prev, token), done, tracker), token
+
+    def _draw(self, logits, u, written, copy, *, mode: Mode, temperature, top_p) -> jax.Array:
+        """int32[B] tokens of logits float32[B, V] in a mode (`next_token`; copy: each row's
+        lookback note, -1 where none, or None); EOS waits for the first min_notes notes,
+        written counting this one's index (a select, not a branch)."""
+        banned = self._banned.at[codec_lib.EOS].set(True) if mode.fixed_length else self._banned
+        if mode.min_notes:
+            banned = banned | ((jnp.arange(banned.shape[0]) == codec_lib.EOS) & (written < mode.min_notes))
+        groups = self._groups if mode.untempered_rhythm else None
+        return next_token(logits, u, temperature=temperature, top_k=mode.top_k,
+                          top_p=top_p if mode.nucleus else None, greedy=mode.greedy, banned=banned,
+                          groups=groups, copy=copy if mode.untempered_copy else None)  # fmt: skip
 
 
 def make_sampler(
@@ -375,6 +423,7 @@ def make_sampler(
     num_phrases: int,
     encode_from: EncodeFromFn | None = None,
     groups: Any = None,
+    lookback_spec: lookback.Spec | None = None,
 ) -> Sampler:
     """A `Sampler`: encode a primer, then write `num_phrases` phrases of `phrase_len` notes.
 
@@ -382,10 +431,11 @@ def make_sampler(
     primer's window in the compiled program (None: `cond` as given). encode_from: the
     encoder going on from given states (carried windows: the encoder reads each phrase
     once). groups: `rhythm_groups` float32[V, G], for `Settings.untempered_rhythm`.
+    lookback_spec: the model's lookback (`lookback.Spec`): step then takes each note's.
     """
     return Sampler(encode, step, complete, vocab_size=vocab_size, first_note_id=first_note_id,
                    phrase_len=phrase_len, num_phrases=num_phrases, encode_from=encode_from,
-                   groups=groups)  # fmt: skip
+                   groups=groups, lookback_spec=lookback_spec)  # fmt: skip
 
 
 def model_functions(model: Any, conditioner: Any) -> tuple[EncodeFn, StepFn, CompleteFn, EncodeFromFn]:
@@ -396,8 +446,9 @@ def model_functions(model: Any, conditioner: Any) -> tuple[EncodeFn, StepFn, Com
     def encode(params, tokens, cond):
         return model.apply({"params": params}, tokens, cond, method=type(model).encode)
 
-    def step(params, carries, token, cond):
-        return model.apply({"params": params}, carries, token, cond, method=type(model).decode_step)
+    def step(params, carries, token, cond, lookback_step=None):
+        return model.apply({"params": params}, carries, token, cond, lookback_step,
+                           method=type(model).decode_step)  # fmt: skip
 
     def complete(window, cond):
         needs = (model.num_keys and cond.key is None) or (model.num_densities and cond.density is None)

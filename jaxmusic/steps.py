@@ -78,7 +78,8 @@ def init_state(
     """A fresh state (on the default device; `jax.device_put` places it)."""
     enc = jnp.zeros((1, config.encoder_len), jnp.int32)
     dec = jnp.zeros((1, config.decoder_len), jnp.int32)
-    params = model.init(rng, enc, dec, models.example_condition(model))["params"]
+    lookback = {"lookback": (dec, dec)} if model.lookback else {}
+    params = model.init(rng, enc, dec, models.example_condition(model), **lookback)["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
@@ -113,10 +114,12 @@ def token_sums(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> tup
     return (nll * weights).sum(-1), (correct * weights).sum(-1), weights.sum(-1)
 
 
-def _model_inputs(batch: dict, conditioner: conditioning.Conditioner | None) -> tuple:
-    """The model's inputs of a batch: (encoder tokens, decoder inputs, condition)."""
+def _model_inputs(batch: dict, conditioner: conditioning.Conditioner | None) -> tuple[tuple, dict]:
+    """The model's inputs of a batch: ((encoder tokens, decoder inputs, condition), and
+    the decoder steps' lookback where the batch has it)."""
     cond = (conditioner or conditioning.Conditioner()).of_batch(batch)
-    return batch["encoder_tokens"], batch["decoder_inputs"], cond
+    kwargs = {"lookback": (batch["lookback"], batch["lookback_bucket"])} if "lookback" in batch else {}
+    return (batch["encoder_tokens"], batch["decoder_inputs"], cond), kwargs
 
 
 def make_train_step(
@@ -142,16 +145,16 @@ def make_train_step(
     def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         device_rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), lax.axis_index(parallel.AXIS))
 
-        args = _model_inputs(batch, conditioner)
+        args, kwargs = _model_inputs(batch, conditioner)
         initial = _restart(state.carry, batch["reset"]) if carried else None
 
         def loss_fn(params):
             variables, rngs = {"params": params}, {"dropout": device_rng}
             if carried:
-                carry, logits = model.apply(variables, initial, *args, train=True, rngs=rngs,
+                carry, logits = model.apply(variables, initial, *args, **kwargs, train=True, rngs=rngs,
                                             method=type(model).carried)  # fmt: skip
             else:
-                carry, logits = None, model.apply(variables, *args, train=True, rngs=rngs)
+                carry, logits = None, model.apply(variables, *args, **kwargs, train=True, rngs=rngs)
             nll, correct, weight = token_sums(logits, batch["targets"], batch["weights"])
             return nll.sum(), (correct.sum(), weight.sum(), carry)
 
@@ -192,12 +195,14 @@ def make_eval_step(
     num_genres = max(model.num_genres, 1)
 
     def step(params, batch, carry=None):
-        args = _model_inputs(batch, conditioner)
+        args, kwargs = _model_inputs(batch, conditioner)
         if carried:
             initial = _restart(carry, batch["reset"])
-            carry, logits = model.apply({"params": params}, initial, *args, method=type(model).carried)
+            carry, logits = model.apply(
+                {"params": params}, initial, *args, **kwargs, method=type(model).carried
+            )
         else:
-            logits = model.apply({"params": params}, *args)
+            logits = model.apply({"params": params}, *args, **kwargs)
         sums = token_sums(logits, batch["targets"], batch["weights"])
         per_genre = [jax.ops.segment_sum(s, batch["genre"], num_segments=num_genres) for s in sums]
         sums = {

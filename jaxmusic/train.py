@@ -9,8 +9,6 @@ exits 0. The library is `jaxmusic.trainer.train_and_evaluate`.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 
 from jaxmusic import cli, host_memory, parallel, trainer
@@ -39,9 +37,9 @@ def main(argv: list[str]) -> int:
     parallel.initialize_distributed(
         coordinator=f.coordinator, num_processes=f.num_processes, process_id=f.process_id, auto=f.multihost
     )
-    metrics = trainer.train_and_evaluate(f.config, f.workdir)
+    workdir = cli.ensure_writable("--workdir", f.workdir)  # a bad bucket stops here, before any work
+    metrics = trainer.train_and_evaluate(f.config, workdir)
     if jax.process_index() == 0:
-        workdir = Path(f.workdir)
         print(f"checkpoints: {workdir / 'checkpoints'}")
         print(f"metrics: {workdir / 'metrics.jsonl'} (TensorBoard: {workdir / 'tensorboard'})")
         if metrics:

@@ -17,19 +17,21 @@ import dataclasses
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 
-from jaxmusic import batching, conditioning, models, parallel, run_config
+from jaxmusic import batching, conditioning, fileio, lookback, models, parallel, run_config
 from jaxmusic import checkpoint as checkpoint_lib
 from jaxmusic import lock as lock_lib
+from jaxmusic import preview as preview_lib
 from jaxmusic import steps as steps_lib
 from jaxmusic.errors import Error
 from jaxmusic.metric_writer import MetricWriter
@@ -40,7 +42,7 @@ class TrainingError(Error):
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str | Path, *, stop_at: int | None = None
+    config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, stop_at: int | None = None
 ) -> dict[str, float]:
     """Trains (or resumes) in `workdir`; returns the last evaluation's metrics.
 
@@ -55,10 +57,12 @@ def train_and_evaluate(
     """
     config = run_config.complete(config)
     run_config.validate(config)
-    workdir = Path(workdir)
+    config.data_dir = os.fspath(fileio.path(config.data_dir))  # kept absolute: read from anywhere
+    workdir = fileio.path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    with _one_writer(workdir):
-        return _Run(config, workdir).train(stop_at)
+    lost = threading.Event()  # set if another run takes a bucket lock over
+    with _one_writer(workdir, lost.set):
+        return _Run(config, workdir).train(stop_at, lost)
 
 
 # ----------------------------------------------------------------------------
@@ -69,7 +73,7 @@ def train_and_evaluate(
 class _Run:
     """One training run in a workdir: what it reads and holds, set up in `__init__`."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: Path):
+    def __init__(self, config: ml_collections.ConfigDict, workdir: epath.Path):
         from jaxmusic import input_pipeline  # TensorFlow enters here, at the data edge
 
         self.config, self.workdir = config, workdir
@@ -79,6 +83,7 @@ class _Run:
         self.layout = batching.layout(size, devices=devices, processes=processes,
                                       data_shards=config.data_shards or None)  # fmt: skip
         self.codec = input_pipeline.load_codec(config.data_dir)
+        self.lookback = lookback.Spec.of(config, self.codec.first_note_id)
         self.model = models.from_config(config, self.codec.vocab_size, len(self.codec.genres))
         self.conditioner = conditioning.Conditioner.from_config(config, self.codec)
         self.tx, self.schedule = steps_lib.make_optimizer(config)
@@ -96,9 +101,13 @@ class _Run:
             shards, shard_ids=shard_ids, batch_size=self.layout.host_size, encoder_len=config.encoder_len,
             decoder_len=config.decoder_len, seed=config.seed, start_step=int(self.state.step),
             transpose=self.codec.transpose_tables(config.transpose), carried=config.carried_windows,
-            conditioner=self.conditioner,
+            conditioner=self.conditioner, lookback_spec=self.lookback,
         )  # fmt: skip
-        self.evaluator = _Evaluator.of(self, input_pipeline.load_pieces(config.data_dir, config.eval_split))
+        eval_pieces = input_pipeline.load_pieces(config.data_dir, config.eval_split)
+        self.evaluator = _Evaluator.of(self, eval_pieces)
+        self.preview = None  # samples in TensorBoard, written by process 0
+        if config.preview_samples and jax.process_index() == 0:
+            self.preview = preview_lib.Preview(config, self.codec, eval_pieces, self.state.params)
 
     def _initial_state(self) -> steps_lib.TrainState:
         """The workdir's latest readable checkpoint, or a fresh state; both placed on the mesh."""
@@ -149,7 +158,7 @@ class _Run:
     # The loop.
     # ------------------------------------------------------------------------
 
-    def train(self, stop_at: int | None) -> dict[str, float]:
+    def train(self, stop_at: int | None, lost: threading.Event) -> dict[str, float]:
         config, is_main = self.config, jax.process_index() == 0
         train_step = steps_lib.make_train_step(self.model, self.tx, self.mesh, self.dropout_rng,
                                                self.conditioner, carried=config.carried_windows)  # fmt: skip
@@ -158,9 +167,13 @@ class _Run:
         start = step = int(self.state.step)
         progress = _progress(start, config.num_train_steps, enabled=is_main)
         last_eval: dict[str, float] = {}
+        previewed = False
         stop.install()
         try:
             while step < config.num_train_steps and not stop(step):
+                if lost.is_set():
+                    raise TrainingError(f"workdir {self.workdir}: another run took its lock over; stopped "
+                                        f"at step {step} without saving")  # fmt: skip
                 batch = parallel.global_batch(next(self.batches), self.mesh)
                 self.state, metrics = train_step(self.state, batch)
                 step += 1
@@ -174,7 +187,8 @@ class _Run:
                     self._save(step, pending)
                 if step % config.eval_every == 0 or last:
                     last_eval = self.evaluator(self.state.params)
-                    writer.write(step, last_eval)
+                    writer.write(step, last_eval | self._preview(step, writer, first=not previewed))
+                    previewed = True
                     rate.restart(step)  # keep evaluation out of steps/s
                     progress.write(_eval_line(step, last_eval))
             self._finish(step, start, stop, pending, progress)
@@ -184,6 +198,17 @@ class _Run:
             progress.close()
             stop.restore()
         return last_eval
+
+    def _preview(self, step: int, writer: MetricWriter, first: bool) -> dict[str, float]:
+        """Samples to TensorBoard (and the real music they continue, the first time);
+        returns the seconds it took, a metric of its own."""
+        if self.preview is None or not len(self.preview):
+            return {}
+        media = [self.preview.real()] if first else []
+        media.append(self.preview(self.state.params))
+        for m in media:
+            writer.media(step, m.audio, m.images, sample_rate=preview_lib.PREVIEW_RATE)
+        return {"preview_seconds": sum(m.seconds for m in media)}
 
     def _log(self, step: int, means: dict, steps_per_second: float, writer: MetricWriter, progress) -> None:
         """The training metrics of the steps since the last line."""
@@ -234,6 +259,7 @@ class _Evaluator:
             pieces, batch_size=run.layout.host_size, encoder_len=config.encoder_len,
             decoder_len=config.decoder_len, process_index=jax.process_index(),
             process_count=jax.process_count(), carried=config.carried_windows, conditioner=run.conditioner,
+            lookback_spec=run.lookback,
         )  # fmt: skip
         if config.eval_batches:
             batches = batches[: config.eval_batches]
@@ -269,7 +295,7 @@ def check_finite(params: Any, step: int) -> None:
 
 
 @contextlib.contextmanager
-def _one_writer(workdir: Path) -> Iterator[None]:
+def _one_writer(workdir: epath.Path, on_lost) -> Iterator[None]:
     """Process 0 holds the workdir's lock for the run; every process learns whether it
     got it, so that a refused run stops on all of them (none waits in a collective)."""
     from jax.experimental import multihost_utils
@@ -278,7 +304,9 @@ def _one_writer(workdir: Path) -> Iterator[None]:
         error = ""
         if jax.process_index() == 0:
             try:
-                stack.enter_context(lock_lib.workdir_lock(workdir, log=lambda m: print(m, file=sys.stderr)))
+                stack.enter_context(
+                    lock_lib.workdir_lock(workdir, log=lambda m: print(m, file=sys.stderr), on_lost=on_lost)
+                )
             except lock_lib.WorkdirBusy as e:
                 error = str(e)
         if jax.process_count() > 1:

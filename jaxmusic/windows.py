@@ -19,8 +19,8 @@ Training batches are a pure function of (seed, step, shard): a host reads only i
 shards, 1 or N hosts give the same global batches, and a run resumed at step N sees
 exactly the batches of a run that never stopped. Each window then gets, once, its
 transposition (`conditioning.move`: a random shift, or the shift to the common key of
-its key) and its condition of the piece so far (`conditioning.Conditioner.prefix`),
-moved with it.
+its key), its condition of the piece so far (`conditioning.Conditioner.prefix`) and,
+for a model with a lookback, each decoder step's (`lookback.prefix`), moved with it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import heapq
 
 import numpy as np
 
-from jaxmusic import batching, conditioning
+from jaxmusic import batching, conditioning, lookback
 from jaxmusic.errors import Error
 
 
@@ -93,9 +93,24 @@ class _Shard:
     genres: np.ndarray
     keys: np.ndarray | None  # the condition of the piece so far at every position
     densities: np.ndarray | None
+    lookback: tuple[np.ndarray, np.ndarray] | None  # (notes, buckets) at every position
+
+    def decoder_reads(self, starts: np.ndarray, te: int, td: int, shift, tables) -> dict[str, np.ndarray]:
+        """The lookback of the decoder steps of windows starting at `starts` int64[R] (none
+        without one), moved by their shift int[R] (None: not moved); a note that cannot
+        move counts as no match."""
+        if self.lookback is None:
+            return {}
+        at = starts[:, None] + te - 1 + np.arange(td)[None, :]
+        notes, buckets = self.lookback[0][at], self.lookback[1][at].astype(np.int32)
+        if shift is not None:
+            notes = tables[tables.shape[0] // 2 + np.asarray(shift, np.int64)[:, None], notes]
+            buckets = np.where(notes >= 0, buckets, 0)
+            notes = np.maximum(notes, 0)  # PAD where the move left the vocabulary
+        return {"lookback": notes.astype(np.int32), "lookback_bucket": buckets}
 
 
-def _shard(pieces: Pieces, framing, te: int, td: int, conditioner) -> _Shard:
+def _shard(pieces: Pieces, framing, te: int, td: int, conditioner, spec: lookback.Spec | None) -> _Shard:
     flat, first, count = framing(pieces, te, td)
     keys = densities = None
     if conditioner is not None and conditioner.in_batches:
@@ -103,7 +118,8 @@ def _shard(pieces: Pieces, framing, te: int, td: int, conditioner) -> _Shard:
             keys, densities = conditioner.prefix(flat, first)
         except ValueError as e:
             raise WindowError(str(e)) from None
-    return _Shard(flat, first, count, pieces.genres, keys, densities)
+    reads = None if spec is None else lookback.prefix(flat, first, spec.window, spec.first_note_id)
+    return _Shard(flat, first, count, pieces.genres, keys, densities, reads)
 
 
 def _seed(*values: int) -> np.random.Generator:
@@ -123,11 +139,14 @@ class TrainWindows:
         shift uniformly; None: no random transposition.
       conditioner: the model's `conditioning.Conditioner` (None: the genre alone); with a
         common key, every window moves to C major or A minor by its key instead.
+      lookback_spec: a model with a lookback's (`lookback.Spec`): the batches then have
+        `lookback` and `lookback_bucket`, int32[B, Td] each.
     """
 
     def __init__(self, shards: list[Pieces], *, shard_ids: list[int], batch_size: int, encoder_len: int,
                  decoder_len: int, seed: int, transpose: np.ndarray | None = None, carried: bool = False,
-                 conditioner: conditioning.Conditioner | None = None):  # fmt: skip
+                 conditioner: conditioning.Conditioner | None = None,
+                 lookback_spec: lookback.Spec | None = None):  # fmt: skip
         te, td = encoder_len, decoder_len
         if te < 1 or td < 1:
             raise WindowError(f"encoder_len and decoder_len must be >= 1, got {te}, {td}")
@@ -138,7 +157,7 @@ class TrainWindows:
             raise WindowError("a common key moves each drawn window by the key of its piece so far: "
                               "not with a random transposition or carried windows")  # fmt: skip
         framing = tiled_framing if carried else drawn_framing
-        self._shards = [_shard(p, framing, te, td, conditioner) for p in shards]
+        self._shards = [_shard(p, framing, te, td, conditioner, lookback_spec) for p in shards]
         longest = max(seq.shape[0] for p in shards for seq in p.sequences)
         if not carried and te + td > longest:
             raise WindowError(
@@ -171,6 +190,7 @@ class TrainWindows:
         if shift is not None:
             windows, shift = conditioning.move(windows, shift, self._tables)
         out |= {"windows": windows, "genre": shard.genres[piece]}
+        out |= shard.decoder_reads(starts, self._te, self._td, shift, self._tables)
         if keys is not None:
             moved = keys if shift is None else conditioning.transposed(keys, shift)
             out |= {"key": moved.astype(np.int32), "density": shard.densities[at].astype(np.int32)}
@@ -214,24 +234,28 @@ class TrainWindows:
 
 
 def eval_windows(pieces: Pieces, encoder_len: int, decoder_len: int,
-                 conditioner: conditioning.Conditioner | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+                 conditioner: conditioning.Conditioner | None = None,
+                 lookback_spec: lookback.Spec | None = None) -> dict[str, np.ndarray]:  # fmt: skip
     """Every tiled window, in piece order: {windows int32[W, Te + Td], genre int32[W],
     count int64[P] windows per piece, first int64[P] each piece's first window}, with key
-    and density int32[W] (the piece so far) where the conditioner reads them, moved to
-    the common key where it asks."""
-    shard = _shard(pieces, tiled_framing, encoder_len, decoder_len, conditioner)
+    and density int32[W] (the piece so far) where the conditioner reads them and the
+    decoder steps' lookback (int32[W, Td] each) where the model has one, moved to the
+    common key where the conditioner asks."""
+    shard = _shard(pieces, tiled_framing, encoder_len, decoder_len, conditioner, lookback_spec)
     starts = np.concatenate([f + np.arange(k) * decoder_len for f, k in zip(shard.first, shard.count,
                                                                               strict=True)])  # fmt: skip
     out = {"windows": shard.flat[starts[:, None] + np.arange(encoder_len + decoder_len)[None, :]],
            "genre": np.repeat(pieces.genres, shard.count).astype(np.int32), "count": shard.count,
            "first": np.concatenate([[0], np.cumsum(shard.count)[:-1]])}  # fmt: skip
+    shift = None
     if shard.keys is not None:
         at = starts + encoder_len - 1
         out |= {"key": shard.keys[at].astype(np.int32), "density": shard.densities[at].astype(np.int32)}
         if conditioner.common_key is not None:
-            out["windows"], out["key"], _ = conditioning.to_common_key(out["windows"], out["key"],
-                                                                       conditioner.common_key)  # fmt: skip
-    return out
+            moved = conditioning.to_common_key(out["windows"], out["key"], conditioner.common_key)
+            out["windows"], out["key"], shift = moved
+    tables = None if conditioner is None else conditioner.common_key
+    return out | shard.decoder_reads(starts, encoder_len, decoder_len, shift, tables)
 
 
 def eval_batches(
@@ -244,6 +268,7 @@ def eval_batches(
     process_count: int = 1,
     carried: bool = False,
     conditioner: conditioning.Conditioner | None = None,
+    lookback_spec: lookback.Spec | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """This host's evaluation batches, the same count on every host: every target of
     the split read once.
@@ -253,24 +278,32 @@ def eval_batches(
     by one, padded with empty windows (weight 0). carried: each piece read from its start
     with the state carried from window to window (`_carried_eval_batches`).
     """
-    tiled = eval_windows(pieces, encoder_len, decoder_len, conditioner)
+    tiled = eval_windows(pieces, encoder_len, decoder_len, conditioner, lookback_spec)
     if carried:
         return _carried_eval_batches(tiled, batch_size, encoder_len, process_index, process_count)
-    windows, genres = tiled["windows"], tiled["genre"]
-    per_host = -(-windows.shape[0] // process_count)
+    total = tiled["windows"].shape[0]
+    per_host = -(-total // process_count)
     n = -(-per_host // batch_size) * batch_size
-    mine = np.arange(process_index, windows.shape[0], process_count)
-    fields = {"windows": np.zeros((n, windows.shape[1]), np.int32), "genre": np.zeros(n, np.int32)}
-    fields["windows"][: mine.shape[0]], fields["genre"][: mine.shape[0]] = windows[mine], genres[mine]
-    for name, empty in (("key", conditioning.NO_KEY), ("density", conditioning.NO_DENSITY)):
-        if name in tiled:
-            fields[name] = np.full(n, empty, np.int32)
-            fields[name][: mine.shape[0]] = tiled[name][mine]
+    mine = np.arange(process_index, total, process_count)
+    fields = _empty_fields(tiled, (n,))
+    for name, field in fields.items():
+        field[: mine.shape[0]] = tiled[name][mine]
     return [_batch(fields, slice(i, i + batch_size), encoder_len) for i in range(0, n, batch_size)]
 
 
+# What an empty row of each field holds (a padding row of a batch, weight 0).
+_EMPTY = {"key": conditioning.NO_KEY, "density": conditioning.NO_DENSITY}
+_PER_WINDOW = ("windows", "genre", "key", "density", "lookback", "lookback_bucket")
+
+
+def _empty_fields(tiled: dict, rows: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Empty arrays of `rows` windows for every per-window field of `tiled`."""
+    return {name: np.full((*rows, *tiled[name].shape[1:]), _EMPTY.get(name, 0), np.int32)
+            for name in _PER_WINDOW if name in tiled}  # fmt: skip
+
+
 def _batch(fields: dict, rows, encoder_len: int) -> dict[str, np.ndarray]:
-    """The batch of some rows of `fields` (windows, genre, and key, density, reset where present)."""
+    """The batch of some rows of `fields` (windows, genre, and the other fields present)."""
     rest = {k: v[rows] for k, v in fields.items() if k not in ("windows", "genre")}
     return batching.from_windows(fields["windows"][rows], fields["genre"][rows], encoder_len, **rest)
 
@@ -291,13 +324,7 @@ def _carried_eval_batches(tiled: dict, batch_size: int, encoder_len: int, proces
         lanes[lane].append(piece)
         heapq.heappush(heap, (load + int(count[piece]), lane))
     steps = max(int(sum(count[p] for p in lane)) for lane in lanes)
-    width = tiled["windows"].shape[1]
-    fields = {"windows": np.zeros((steps, batch_size, width), np.int32),
-              "genre": np.zeros((steps, batch_size), np.int32),
-              "reset": np.ones((steps, batch_size), np.float32)}  # fmt: skip
-    for name, empty in (("key", conditioning.NO_KEY), ("density", conditioning.NO_DENSITY)):
-        if name in tiled:
-            fields[name] = np.full((steps, batch_size), empty, np.int32)
+    fields = _empty_fields(tiled, (steps, batch_size)) | {"reset": np.ones((steps, batch_size), np.float32)}
     for r, lane in enumerate(lanes[process_index * batch_size : (process_index + 1) * batch_size]):
         t = 0
         for piece in lane:

@@ -23,11 +23,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 _MEASURE = """
-import json, sys
+import json, os, sys
 from configs import default
-try:  # the library of jaxmusic.bench, as it was named from 2026-12-07 on
+# The library of jaxmusic.bench is jaxmusic.benchmarks from 2026-12-07 on. Asked by file,
+# not by a failed import: the editable install would find the working tree's instead.
+if os.path.exists("jaxmusic/benchmarks.py"):
     from jaxmusic import benchmarks as bench
-except ImportError:
+else:
     from jaxmusic import bench
 c = default.get_config()
 c.batch_size, c.encoder_len, c.decoder_len = 32, 64, 64

@@ -30,7 +30,7 @@ def main() -> None:
     import jax.numpy as jnp
 
     from configs import paper
-    from jaxmusic import batching, conditioning, models, parallel, sampler, steps
+    from jaxmusic import batching, conditioning, lookback, models, parallel, sampler, steps
 
     config = paper.get_config()
     mesh = parallel.make_mesh()
@@ -58,7 +58,22 @@ def main() -> None:
     window = jax.ShapeDtypeStruct((8, te), jnp.int32)
     cond = conditioning.Condition(jax.ShapeDtypeStruct((8,), jnp.int32))
     sample_args = (state.params, window, cond, jax.random.key(0), 1.0, 0.9)
+    # The same model with a lookback (jaxmusic.lookback): its train step and sampler.
+    config.model.lookback = True
+    looking = models.from_config(config, VOCAB, GENRES)
+    lb_state = jax.eval_shape(lambda: steps.init_state(looking, tx, config, jax.random.key(0)))
+    lb_state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), lb_state)
+    lb_batch = batching.abstract(b, te, td, sharding=data, lookback=True)
+    lb_step = steps.make_train_step(looking, tx, mesh, jax.random.key(1))
+    spec = lookback.Spec(config.model.lookback_window, 4 + GENRES)
+    encode, step, complete, _ = sampler.model_functions(looking, conditioner)
+    lb_sample = sampler.make_sampler(encode, step, complete, vocab_size=VOCAB, first_note_id=4 + GENRES,
+                                     phrase_len=td, num_phrases=2, lookback_spec=spec)  # fmt: skip
+    history = jax.ShapeDtypeStruct((8, spec.window), jnp.int32)
+    lb_sample_args = (lb_state.params, window, cond, jax.random.key(0), 1.0, 0.9, history)
     programs = {
+        "lookback_train_step": (lb_step, (lb_state, lb_batch)),
+        "lookback_sampler": (lb_sample.jitted(sampler.Mode(nucleus=True, min_notes=1)), lb_sample_args),
         "train_step": (train_step, (state, batch)),
         "carried_train_step": (carried_step, (carried_state, carried_batch)),
         "eval_step": (eval_step, (state.params, batch)),
@@ -82,6 +97,9 @@ def main() -> None:
         "param_sizes": sorted(int(x.size) for x in jax.tree.leaves(state.params)),
         "state_leaves": len(leaves),
         "carry_leaves": len(jax.tree.leaves(carry)),
+        "lookback_param_count": int(sum(x.size for x in jax.tree.leaves(lb_state.params))),
+        "lookback_param_sizes": sorted(int(x.size) for x in jax.tree.leaves(lb_state.params)),
+        "lookback_state_leaves": len(jax.tree.leaves(lb_state)),
     }
     (args.out / "meta.json").write_text(json.dumps(meta))
 

@@ -108,6 +108,7 @@ def _stub_generator(codec, conditioner, fn):
 
     config = tiny.get_config()
     config.encoder_len = 5
+    config.model.lookback = False  # the stub reads no history
     gen = inference.Generator(config, None, codec=codec)
     gen.conditioner = conditioner
     gen.sampler = lambda num_notes, phrase_len=None: fn

@@ -27,7 +27,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PLATFORMS = ("tpu", "cuda")
 PROGRAMS = ("train_step", "carried_train_step", "eval_step", "sampler_nucleus", "sampler_top_k",
-            "sampler_greedy")  # fmt: skip
+            "sampler_greedy", "lookback_train_step", "lookback_sampler")  # fmt: skip
 
 
 @pytest.fixture(scope="module", params=[1, 8], ids=["1device", "8devices"])
@@ -151,25 +151,29 @@ def test_lstm_state_is_float32_in_every_loop(lowered, platform, name):
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_gradients_all_reduced_once_in_float32(lowered, platform):
     meta, texts = lowered
-    for name in ("train_step", "carried_train_step"):  # a carried state is never all-reduced
+    # A carried state is never all-reduced; a lookback model's extra tables are.
+    programs = (("train_step", ""), ("carried_train_step", ""), ("lookback_train_step", "lookback_"))
+    for name, prefix in programs:
         reduces = all_reduces(texts[name, platform])
         if meta["devices"] == 1:
             return  # one device: nothing to reduce (the 8-device program is the check)
         assert {dtype for _, dtype in reduces} == {"f32"}
         # Every parameter's gradient once (each leaf its own all-reduce, which XLA's
         # all-reduce combiner merges), plus the scalar sums of loss, accuracy and weight.
-        assert sum(n for n, _ in reduces) == meta["param_count"] + 3
-        assert sorted(n for n, _ in reduces if n > 1) == meta["param_sizes"]
+        assert sum(n for n, _ in reduces) == meta[f"{prefix}param_count"] + 3
+        assert sorted(n for n, _ in reduces if n > 1) == meta[f"{prefix}param_sizes"]
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_train_state_is_donated_and_nothing_calls_the_host(lowered, platform):
     meta, texts = lowered
-    for name, leaves in (("train_step", 0), ("carried_train_step", meta["carry_leaves"])):
+    for name, leaves in (("train_step", meta["state_leaves"]), ("carried_train_step",
+                         meta["state_leaves"] + meta["carry_leaves"]),
+                         ("lookback_train_step", meta["lookback_state_leaves"])):  # fmt: skip
         main = re.search(r"func\.func public @main\((.*?)\) -> ", texts[name, platform], re.S).group(1)
         args = re.split(r", (?=%arg\d+:)", main)
         donated = [a for a in args if "jax.buffer_donor = true" in a or "tf.aliasing_output" in a]
-        assert len(donated) == meta["state_leaves"] + leaves  # the state (and its carry), not the batch
+        assert len(donated) == leaves  # the state (and its carry), not the batch
     host = r"custom_call @\w*callback|stablehlo\.(send|recv|outfeed)"
     for name in PROGRAMS:
         assert not re.search(host, texts[name, platform])
@@ -205,7 +209,8 @@ def _default_step_loops(platform: str, order: str) -> list[int]:
     tx, _ = steps.make_optimizer(config)
     mesh = parallel.make_mesh()
     state = jax.eval_shape(lambda: steps.init_state(model, tx, config, jax.random.key(0)))
-    batch = batching.abstract(config.batch_size, config.encoder_len, config.decoder_len, conditioned=True)
+    batch = batching.abstract(config.batch_size, config.encoder_len, config.decoder_len, conditioned=True,
+                             lookback=config.model.lookback)  # fmt: skip
     # The key and density of the piece so far come with the batch, as in a real run.
     weights = np.zeros((40, 14), np.float32)
     conditioner = conditioning.Conditioner(key=True, density=True, context="piece", weights=weights)

@@ -466,7 +466,7 @@ class _KeyWriter:
     def __init__(self):
         self.calls = []
 
-    def __call__(self, params, window, cond, rng, settings):
+    def __call__(self, params, window, cond, rng, settings, history=None):
         self.calls.append((np.asarray(window), np.asarray(cond.genre)))
         ids = jax.random.randint(rng, (window.shape[0], self.notes_per_call), FIRST, V)
         return np.asarray(ids, np.int32)

@@ -291,3 +291,39 @@ def test_a_common_key_run_is_evaluated_and_sampled_as_trained(built, tmp_path, c
     report = json.loads(out.read_text())
     assert report["likelihood"]["overall"]["nll_nats"] == pytest.approx(final["eval_nll"], rel=1e-5)
     assert report["samples"]["mean_notes_generated"] > 0
+
+
+def test_tensorboard_holds_samples_at_every_evaluation_and_the_real_music_once(built, tmp_path):
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.util import tensor_util
+
+    config = _config(built[0], preview_samples=1, preview_notes=8)
+    trainer.train_and_evaluate(config, tmp_path)
+    board = event_accumulator.EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"tensors": 0})
+    board.Reload()
+    tags = board.Tags()["tensors"]
+    by_kind = {k: [t for t in tags if t.startswith(k + "/")] for k in ("sample_audio", "sample_roll",
+                                                                      "real_audio", "real_roll")}  # fmt: skip
+    assert all(len(v) == 1 for v in by_kind.values()), tags
+    assert [e.step for e in board.Tensors(by_kind["sample_audio"][0])] == [10, 20]  # every evaluation
+    assert [e.step for e in board.Tensors(by_kind["sample_roll"][0])] == [10, 20]
+    assert [e.step for e in board.Tensors(by_kind["real_audio"][0])] == [10]  # once
+    # TensorBoard's own encodings: a WAV file and a PNG file, each with something in it.
+    wav = tensor_util.make_ndarray(board.Tensors(by_kind["sample_audio"][0])[-1].tensor_proto)[0, 0]
+    png = tensor_util.make_ndarray(board.Tensors(by_kind["sample_roll"][0])[-1].tensor_proto)[2]
+    assert wav[:4] == b"RIFF" and png[:4] == b"\x89PNG"
+    import io
+    import wave
+
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(io.BytesIO(png))
+    colours = np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)
+    assert pixels.shape[0] >= 40 and len(colours) >= 2, (pixels.shape, colours)  # notes on a background
+
+    with wave.open(io.BytesIO(wav)) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2") / 32768
+        assert w.getframerate() == 16_000 and w.getnframes() > 16_000  # over a second of sound
+    assert np.sqrt(np.mean(pcm**2)) > 0.005 and np.abs(pcm).max() < 1.0  # audible, not clipped
+    seconds = [r["preview_seconds"] for r in read_metrics(tmp_path) if "preview_seconds" in r]
+    assert len(seconds) == 2 and all(s > 0 for s in seconds)

@@ -3,13 +3,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from jaxmusic import inference, sampler
+from jaxmusic import fileio, inference, sampler
 from jaxmusic.errors import UsageError
-from jaxmusic.evaluation import genre, keys, likelihood, long_form, report, samples, statistics, sweep
+from jaxmusic.evaluation import (
+    form,
+    genre,
+    keys,
+    likelihood,
+    long_form,
+    page,
+    report,
+    samples,
+    statistics,
+    sweep,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,8 +36,10 @@ class Options:
         each continues (None: the config's encoder_len).
       ngram_orders: Kneser-Ney baseline orders (each >= 2).
       settings: how samples are drawn; sweep: settings to compare (`sweep.parse` rows).
-      long_notes: notes of the long samples (0: none); seed: primer choice and sampling;
-      batch: samples generated at once; plots: a folder for PNG plots, or None.
+      long_notes: notes of the long samples (0: none); form_notes: notes of the samples
+        whose form is measured (0: none); seed: primer choice and sampling;
+      batch: samples generated at once; plots: a folder for PNG plots, or None; page: the
+        run's HTML page (`page`), or None.
     """
 
     workdir: str
@@ -37,9 +52,11 @@ class Options:
     ngram_orders: tuple[int, ...] = (2, 3, 4)
     sweep: tuple[dict, ...] = ()
     long_notes: int = 1024
+    form_notes: int = 512
     seed: int = 0
     batch: int = 64
     plots: str | None = None
+    page: str | None = None
 
     def check(self) -> None:
         """Raises UsageError naming an option that cannot work, before any long work."""
@@ -49,6 +66,10 @@ class Options:
         if self.long_notes and self.long_notes < 2 * self.num_notes:
             raise UsageError(
                 f"long_notes must be 0 or >= 2 x num_notes ({2 * self.num_notes}), got {self.long_notes}"
+            )
+        if self.form_notes and self.form_notes < 16:
+            raise UsageError(
+                f"form_notes must be 0 or >= 16 (the longest n-gram measured), got {self.form_notes}"
             )
         if self.primer_notes is not None and self.primer_notes < 0:
             raise UsageError(f"primer_notes must be >= 0, got {self.primer_notes}")
@@ -92,10 +113,24 @@ def run(generator: inference.Generator, options: Options) -> dict[str, Any]:
     out["key_agreement"] = keys.section(codec, pieces, train_pieces, train, c, primer_notes, options.seed)
     out["genre_adherence"], classifier = genre.section(codec, pieces, train_pieces, train, c, real, generated)
     out["long_form"] = long_form.section(generator, options, c, real, classifier)
+    out["form"], *form_plot = form.section(generator, pieces, train_pieces, options, primer_notes)
     if options.sweep:
         out["sweep"] = [sweep.row(generator, options, pieces, primer_notes,
                                   dataclasses.replace(options.settings, **combo), real)
                         for combo in options.sweep]  # fmt: skip
     if options.plots:
-        out["plots"] = report.plot(Path(options.plots), real[1], generated[1], out)
+        with fileio.staged_folder(options.plots) as folder:  # a bucket gets each PNG whole
+            out["plots"] = report.plot(folder, out, real[1], generated[1], form_plot)
+    if options.page:
+        with contextlib.ExitStack() as stack:
+            folder = options.plots
+            if not folder:  # the page shows the plots all the same
+                folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="jaxmusic-plots-"))
+                out["plots"] = report.plot(Path(folder), out, real[1], generated[1], form_plot)
+            drawn = f"temperature {options.settings.temperature}, top_p {options.settings.top_p}"
+            listen = page.listening(c, form_plot[0] if form_plot else None, drawn)
+            out["page"] = {"path": options.page,
+                           "bytes": page.write(options.page, out, codec, listen, folder)}  # fmt: skip
+            if not options.plots:
+                del out["plots"]
     return out

@@ -9,48 +9,71 @@ from pathlib import Path
 import numpy as np
 
 from jaxmusic import music_stats
+from jaxmusic.evaluation import form
 
 
-def plot(out_dir: str | os.PathLike, real: dict, generated: dict, report: dict) -> list[str]:
+def plot(out_dir: str | os.PathLike, report: dict, real: dict, generated: dict, form=None) -> list[str]:
     """PNGs: per statistic, real against generated values and the distance densities;
-    likelihood.png, the model's NLL per genre against the baselines. Returns the names."""
+    likelihood.png, the model's NLL per genre against the baselines; with `form` (the
+    long samples and the statistics of `form.section`), each form statistic too and
+    form.png, which notes recur where in a few samples beside their real continuations.
+    real, generated: {statistic: float64[P, d]}. Returns the names."""
     import matplotlib
 
     matplotlib.use("Agg")
+    out_dir = Path(out_dir)
+    written = [_statistic_png(out_dir, name, real[name], generated[name], report["statistics"][name])
+               for name in music_stats.STATISTICS]  # fmt: skip
+    written.append(_likelihood_png(out_dir, report))
+    if form is not None and form[0] is not None:
+        long, stats = form
+        for name, row in report["form"]["statistics"].items():
+            real_form, sample_form = stats["real"][name], stats["samples"][name]
+            written.append(_statistic_png(out_dir, f"form_{name}", real_form, sample_form, row))
+        written.append(_self_similarity_png(out_dir, long))
+    return written
+
+
+_BIN_LABELS = {
+    "pitch_class_histogram": ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"],
+    "note_length_histogram": [f"<{e:g}s" for e in music_stats.NOTE_LENGTH_EDGES[1:-1]] + ["longer"],
+    "form_lag_histogram": [f">={e}" for e in form.LAG_EDGES],
+}
+
+
+def _statistic_png(out_dir: Path, name: str, r, g, row: dict) -> str:
+    """name.png: real against generated values (left) and the distance densities (right)."""
     import matplotlib.pyplot as plt
 
-    out_dir = Path(out_dir)
-    written = []
-    for name in music_stats.STATISTICS:
-        r, g = real[name], generated[name]
-        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-        if r.shape[1] > 1:  # a histogram statistic: mean bins side by side
-            x = np.arange(r.shape[1])
-            left.bar(x - 0.2, r.mean(0), 0.4, label=f"real ({r.shape[0]})")
-            left.bar(x + 0.2, g.mean(0), 0.4, label=f"generated ({g.shape[0]})")
-            labels = (["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
-                      if name == "pitch_class_histogram" else
-                      [f"<{e:g}s" for e in music_stats.NOTE_LENGTH_EDGES[1:-1]] + ["longer"])  # fmt: skip
-            left.set_xticks(x, labels, fontsize=7)
-            left.set_ylabel("mean share of notes")
-        else:
-            bins = np.histogram_bin_edges(np.concatenate([r[:, 0], g[:, 0]]), bins=30)
-            left.hist(r[:, 0], bins, alpha=0.55, density=True, label=f"real ({r.shape[0]})")
-            left.hist(g[:, 0], bins, alpha=0.55, density=True, label=f"generated ({g.shape[0]})")
-            left.set_ylabel("density")
-        left.set_title(name.replace("_", " "))
-        left.legend(fontsize=8)
-        grid, p, q = music_stats.distance_densities(r, g)
-        right.plot(grid, p, label="real to real (intra-set)")
-        right.plot(grid, q, label="real to generated (inter-set)")
-        right.fill_between(grid, np.minimum(p, q), alpha=0.25)
-        s = report["statistics"][name]
-        right.set_title(f"distances: overlap {s['overlap_area']:.3f}, KL {s['kl_divergence']:.3f}")
-        right.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out_dir / f"{name}.png", dpi=90)
-        plt.close(fig)
-        written.append(f"{name}.png")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    if r.shape[1] > 1:  # a histogram statistic: mean bins side by side
+        x = np.arange(r.shape[1])
+        left.bar(x - 0.2, r.mean(0), 0.4, label=f"real ({r.shape[0]})")
+        left.bar(x + 0.2, g.mean(0), 0.4, label=f"generated ({g.shape[0]})")
+        left.set_xticks(x, _BIN_LABELS.get(name, [str(k) for k in x]), fontsize=7)
+        left.set_ylabel("mean share")
+    else:
+        bins = np.histogram_bin_edges(np.concatenate([r[:, 0], g[:, 0]]), bins=30)
+        left.hist(r[:, 0], bins, alpha=0.55, density=True, label=f"real ({r.shape[0]})")
+        left.hist(g[:, 0], bins, alpha=0.55, density=True, label=f"generated ({g.shape[0]})")
+        left.set_ylabel("density")
+    left.set_title(name.replace("_", " "))
+    left.legend(fontsize=8)
+    grid, p, q = music_stats.distance_densities(r, g)
+    right.plot(grid, p, label="real to real (intra-set)")
+    right.plot(grid, q, label="real to generated (inter-set)")
+    right.fill_between(grid, np.minimum(p, q), alpha=0.25)
+    right.set_title(f"distances: overlap {row['overlap_area']:.3f}, KL {row['kl_divergence']:.3f}")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / f"{name}.png", dpi=90)
+    plt.close(fig)
+    return f"{name}.png"
+
+
+def _likelihood_png(out_dir: Path, report: dict) -> str:
+    """likelihood.png: the model's NLL per genre against the baselines."""
+    import matplotlib.pyplot as plt
 
     rows = {"LSTM": report["likelihood"], **report["baselines"]}
     groups = ["overall", *report["likelihood"]["per_genre"]]
@@ -67,8 +90,38 @@ def plot(out_dir: str | os.PathLike, real: dict, generated: dict, report: dict) 
     fig.tight_layout()
     fig.savefig(out_dir / "likelihood.png", dpi=90)
     plt.close(fig)
-    written.append("likelihood.png")
-    return written
+    return "likelihood.png"
+
+
+def _self_similarity_png(out_dir: Path, long, count: int = 3) -> str:
+    """form.png: for a few samples (top) and real continuations (bottom), a dot where the
+    4 notes from note i equal the 4 from note j: repeated material shows as diagonals."""
+    import matplotlib.pyplot as plt
+
+    rows = [("sample", long.sample_ids[:count]), ("real", long.real_ids[:count])]
+    fig, axes = plt.subplots(2, count, figsize=(3.2 * count, 6.6), squeeze=False)
+    for r, (label, pieces) in enumerate(rows):
+        for c in range(count):
+            ax = axes[r, c]
+            ax.set_axis_off()
+            if c >= len(pieces):
+                continue
+            ax.imshow(_four_gram_matches(pieces[c]), cmap="Greys", interpolation="nearest")
+            ax.set_title(f"{label} {c + 1}: {len(pieces[c])} notes", fontsize=9)
+    fig.suptitle("self-similarity: equal 4-note figures at notes i and j")
+    fig.tight_layout()
+    fig.savefig(out_dir / "form.png", dpi=90)
+    plt.close(fig)
+    return "form.png"
+
+
+def _four_gram_matches(ids: np.ndarray) -> np.ndarray:
+    """bool[n - 3, n - 3]: whether the 4-note figures from notes i and j are equal."""
+    ids = np.asarray(ids)
+    if ids.shape[0] < 4:
+        return np.zeros((1, 1), bool)
+    grams = np.lib.stride_tricks.sliding_window_view(ids, 4)
+    return (grams[:, None, :] == grams[None, :, :]).all(-1)
 
 
 def _drawing_flags(settings: dict, carried: str) -> str:
@@ -90,6 +143,31 @@ def _share_text(ka: dict, name: str) -> str:
         return f"{100 * ka[name]:.1f}%"
     lo, hi = c["interval"]
     return f"{100 * c['share']:.1f}% ({100 * lo:.1f} to {100 * hi:.1f}, {c['pairs']})"
+
+
+def form_lines(f: dict) -> list[str]:
+    """The report's form lines: repetition, returns and loops of long samples against
+    real continuations (or why it was skipped; none for a report from before it)."""
+    if not f:
+        return []
+    if "skipped" in f:
+        return [f"form: skipped ({f['skipped']})"]
+    lines = [
+        f"form: {f['samples']} samples of {f['form_notes']} notes (EOS never drawn) against the real "
+        f"continuations of {f['real_continuations']} pieces (train split: {f['train_continuations']})",
+        f"  {'statistic':<24}{'real mean':>11}{'gen. mean':>11}{'overlap':>9}{'KL':>8}"
+        f"{'train mean':>12}{'train ovl.':>11}",
+    ]
+    for name, st in f["statistics"].items():
+        if not isinstance(st["real_mean"], float):
+            continue  # the lag histogram: its plot
+        train = f"{st['train_mean']:12.3f}{st['reference_overlap']:11.3f}" if "train_mean" in st else ""
+        means = f"{st['real_mean']:11.3f}{st['generated_mean']:11.3f}"
+        lines.append(f"  {name:<24}{means}{st['overlap_area']:9.3f}{st['kl_divergence']:8.3f}{train}")
+    lag = f["statistics"]["lag_histogram"]
+    lines.append(f"  lag histogram overlap {lag['overlap_area']:.3f}; pieces more than half loop: "
+                 + ", ".join(f"{k} {100 * v:.1f}%" for k, v in f["looping_share"].items()))  # fmt: skip
+    return lines
 
 
 def genre_lines(ga: dict, split: str) -> list[str]:
@@ -181,6 +259,7 @@ def format_report(r: dict) -> str:
         if "genre_adherence" in lf:
             g = lf["genre_adherence"]
             lines.append(f"  genre adherence: first {100 * g['first']:.1f}%, last {100 * g['last']:.1f}%")
+    lines += form_lines(r.get("form", {}))
     if r.get("sweep"):
         lines += ["", f"{'sweep':<72}{'mean ovl':>9}{'min ovl':>9}{'ended':>7}{'degen.':>7}{'key':>7}"]
         for row in r["sweep"]:
