@@ -17,3 +17,6 @@ import os as _os
 _os.environ.setdefault("EPATH_USE_TF", "false")
 if _os.environ.get("STORAGE_EMULATOR_HOST"):
     _os.environ.setdefault("TENSORSTORE_GCS_HTTP_URL", _os.environ["STORAGE_EMULATOR_HOST"])
+    # gcsfs's experimental layer asks GCS's control plane (gRPC) each bucket's layout, which
+    # an emulator lacks: it would ask again, and warn, at every call.
+    _os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")

@@ -40,6 +40,18 @@ from jaxmusic.errors import Error
 SCHEMES = ("gs",)  # the URL schemes a run may live in (local paths aside)
 
 
+def _no_listing_cache() -> None:
+    """gcsfs keeps each folder listing for the life of the process, and so never sees what
+    another process wrote (a checkpoint, a lock, a sample): a bucket is read afresh."""
+    import fsspec.config
+
+    for protocol in ("gs", "gcs"):
+        fsspec.config.conf.setdefault(protocol, {})["use_listings_cache"] = False
+
+
+_no_listing_cache()
+
+
 class StorageError(Error):
     """A path that cannot be read or written: names it and why."""
 
@@ -133,6 +145,10 @@ def ensure_writable(folder: str | os.PathLike) -> epath.Path:
         probe.unlink()
     except StorageError:
         raise
+    except FileNotFoundError as e:
+        # An object needs no folder above it: only a missing bucket makes a write "not found".
+        why = "the bucket does not exist" if is_url(folder) else reason(e)
+        raise StorageError(f"{folder}: cannot write there ({why})") from None
     except Exception as e:  # OSError locally; the clients of a bucket raise their own kinds
         raise StorageError(f"{folder}: cannot write there ({reason(e)})") from None
     return folder

@@ -7,7 +7,8 @@ in a bucket cannot be appended to: there the whole file is written again at each
 `W/tensorboard` through TensorFlow's summary writer (TensorFlow is there wherever the
 input pipeline runs; without it only the JSON is written); for a bucket, each flush is
 written to a local event file that is then uploaded whole as a file of its own, so every
-object is written once and TensorBoard reads them in order.
+object is written once and TensorBoard reads them in order. Uploads run in order on a
+thread of their own, so training does not wait on the bucket; `close` waits for them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import math
 import os
 import shutil
 import tempfile
+from concurrent import futures
 from typing import Any
 
 from jaxmusic import fileio
@@ -34,11 +36,15 @@ class MetricWriter:
         self._staging = None
         self._tb = None
         self._flushes = 0
+        self._uploads: futures.ThreadPoolExecutor | None = None
+        self._pending: list[futures.Future] = []
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self._remote and self.path.exists():
-            self._lines = self.path.read_text().splitlines()
+        if self._remote:
+            self._uploads = futures.ThreadPoolExecutor(1, thread_name_prefix="metric-upload")
+            if self.path.exists():
+                self._lines = self.path.read_text().splitlines()
         try:
             import tensorboard  # noqa: F401 - tf.summary's ops live there
             import tensorflow as tf
@@ -82,7 +88,7 @@ class MetricWriter:
     def _append(self, line: str) -> None:
         if self._remote:
             self._lines.append(line)
-            fileio.atomic_write(self.path, "".join(x + "\n" for x in self._lines))
+            self._upload(self.path, "".join(x + "\n" for x in self._lines))
         else:
             with open(self.path, "a") as f:
                 f.write(line + "\n")
@@ -105,13 +111,29 @@ class MetricWriter:
             writer.close()
             for name in os.listdir(folder):
                 with open(os.path.join(folder, name), "rb") as f:
-                    fileio.atomic_write(self._tb_dir / name, f.read())
+                    self._upload(self._tb_dir / name, f.read())
             shutil.rmtree(folder, ignore_errors=True)
             self._flushes += 1
 
+    def _upload(self, path, data: str | bytes) -> None:
+        """Writes `data` to `path` (an object, whole) after every upload before it; the
+        first failure is raised here, at the next write, or at `close`."""
+        self._raise_failed()
+        self._pending.append(self._uploads.submit(fileio.atomic_write, path, data))
+
+    def _raise_failed(self) -> None:
+        done = [f for f in self._pending if f.done()]
+        self._pending = [f for f in self._pending if not f.done()]
+        for f in done:
+            f.result()
+
     def close(self) -> None:
+        """Flushes TensorBoard and waits for every upload."""
         if self._tb is not None:
             self._tb.close()
+        if self._uploads is not None:
+            self._uploads.shutdown(wait=True)
+            self._raise_failed()
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
 

@@ -7,6 +7,7 @@ evaluate into the bucket, and bad URLs, all against the same server.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -58,8 +59,10 @@ def gcs(tmp_path_factory):
             assert server.poll() is None and time.time() < end, (root / "server.log").read_text()
             time.sleep(0.1)
     # gcsfs and google-cloud-storage read STORAGE_EMULATOR_HOST, TensorStore (orbax's arrays) its own.
-    saved = {k: os.environ.get(k) for k in ("STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL")}
-    os.environ.update(STORAGE_EMULATOR_HOST=url, TENSORSTORE_GCS_HTTP_URL=url)
+    names = ("STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")
+    saved = {k: os.environ.get(k) for k in names}
+    # What jaxmusic/__init__.py sets when the emulator is named before it is imported.
+    os.environ.update(dict(zip(names, (url, url, "false"), strict=True)))
     try:
         yield storage.Client(project="test", credentials=AnonymousCredentials())
     finally:
@@ -170,36 +173,62 @@ def _cli(data_dir, workdir, *extra):
 
 
 def _start(cmd, cache):
+    """The CLI in a process of its own; its output goes to a file (`_output`), which a pipe
+    read only at the end could not hold."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3", "JAXMUSIC_CACHE": str(cache)}
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)  # fmt: skip
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache.parent / f"{cache.name}.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc.log = cache.parent / f"{cache.name}.log"
+    return proc
 
 
-def test_a_run_killed_on_one_machine_goes_on_from_the_bucket_on_another(remote_data, bucket, tmp_path):
-    """SIGKILL (the VM gone, no save), a second trainer refused while the first holds the
-    lock, then the run started again with an empty local cache: it resumes from the
-    bucket's last checkpoint and reaches the parameters of a run never interrupted."""
-    workdir, stop = f"{bucket}/run", 60
+def _output(proc, timeout: float = 180) -> str:
+    """What the process wrote, once it has ended."""
+    proc.wait(timeout=timeout)
+    return proc.log.read_text()
+
+
+def _wait_for_checkpoint(proc, workdir, after: int = -1) -> None:
+    """Until the bucket holds a checkpoint of a step past `after` (the process still running)."""
+    end = time.time() + 180
+    while True:
+        steps = checkpoint.Checkpointer(workdir, read_only=True).steps()
+        if steps and steps[-1] > after:
+            return
+        assert proc.poll() is None and time.time() < end, _output(proc) if proc.poll() else "timeout"
+        time.sleep(0.5)
+
+
+def test_a_run_stopped_or_killed_on_one_machine_goes_on_from_the_bucket_on_another(remote_data, bucket,
+                                                                                   tmp_path):  # fmt: skip
+    """A second trainer refused while the first holds the lock; SIGTERM (a save, exit 0);
+    the run started again elsewhere and SIGKILLed (the VM gone, no save); then started
+    again with an empty local cache: it resumes from the bucket's last checkpoint and
+    reaches the parameters of a run never interrupted."""
+    workdir = f"{bucket}/run"
     long_run = (
         "--config.num_train_steps=100000",
         "--config.checkpoint_every=20",
         "--config.eval_every=100000",
     )
     first = _start(_cli(remote_data, workdir, *long_run), tmp_path / "first")
-    ckpt = checkpoint.Checkpointer(workdir, read_only=True)
-    end = time.time() + 180
-    while not ckpt.steps():
-        assert first.poll() is None and time.time() < end, first.stdout.read() if first.poll() else "timeout"
-        time.sleep(0.5)
-        ckpt = checkpoint.Checkpointer(workdir, read_only=True)
+    _wait_for_checkpoint(first, workdir)
     second = _start(_cli(remote_data, workdir, *long_run), tmp_path / "second")
-    out, _ = second.communicate(timeout=180)
+    out = _output(second)
     assert second.returncode == 2, out
     assert out.strip().splitlines()[-1].startswith(f"error: workdir {workdir} is in use by pid {first.pid} ")
-    first.kill()
-    first.communicate(timeout=60)
+    assert first.poll() is None  # the first goes on
+    first.send_signal(signal.SIGTERM)
+    out = _output(first, timeout=120)
+    termed = checkpoint.Checkpointer(workdir, read_only=True).steps()[-1]
+    assert first.returncode == 0 and f"saved a checkpoint at step {termed}" in out, out
+    third = _start(_cli(remote_data, workdir, *long_run), tmp_path / "third")
+    _wait_for_checkpoint(third, workdir, after=termed)
+    third.kill()
+    third.wait(timeout=60)
     last = checkpoint.Checkpointer(workdir, read_only=True).steps()[-1]
-    assert last < stop
+    stop = last + 20
     # A fresh machine: nothing local (a new cache); the dead holder's lock is taken over.
     config = _config(remote_data, num_train_steps=100000, checkpoint_every=20, eval_every=100000)
     os.environ["JAXMUSIC_CACHE"] = str(tmp_path / "fresh")
