@@ -33,7 +33,7 @@ th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 pre { background: #f7f7f7; padding: 10px; overflow-x: auto; font-size: 12px; }
 .plots img { width: 370px; margin: 4px; border: 1px solid #eee; }
 .pair { display: grid; grid-template-columns: 1fr 1fr; gap: 14px; margin: 10px 0 22px; }
-.pair figure { margin: 0; } .pair img { width: 100%; border: 1px solid #eee; image-rendering: pixelated; }
+.pair figure { margin: 0; } .pair img { max-width: 100%; border: 1px solid #eee; image-rendering: pixelated; }
 .pair figcaption { font-size: 13px; color: #555; } audio { width: 100%; height: 32px; }
 """
 
