@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import configs
-from jaxmusic import benchmarks, conditioning, models, sampler, steps
+from jaxmusic import benchmarks, conditioning, lookback, models, sampler, steps
 
 
 def main() -> None:
@@ -37,10 +37,12 @@ def main() -> None:
     group = np.r_[np.full(8, 21), np.arange(args.vocab - 8) % 20]  # special ids, then 20 gaps in turn
     group[2] = 20  # EOS
     encode, step, complete, _ = sampler.model_functions(model, conditioning.Conditioner.from_config(c, None))
+    spec = lookback.Spec.of(c, 8)
     sample = sampler.make_sampler(encode, step, complete, vocab_size=args.vocab, first_note_id=8,
                                   phrase_len=c.decoder_len, num_phrases=-(-args.notes // c.decoder_len),
-                                  groups=np.eye(22, dtype=np.float32)[group])  # fmt: skip
+                                  groups=np.eye(22, dtype=np.float32)[group], lookback_spec=spec)  # fmt: skip
     window = jnp.asarray([sampler.primer_window([], c.encoder_len)] * args.batch, jnp.int32)
+    history = None if spec is None else np.zeros((args.batch, spec.window), np.int32)  # nothing read yet
     genre = conditioning.Condition(jnp.zeros(args.batch, jnp.int32))
     draws = {"greedy": dict(greedy=True), "temperature 1, top_p 1": dict(temperature=1.0, top_p=1.0),
              "temperature 0.9, top_p 0.9": dict(temperature=0.9, top_p=0.9),
@@ -50,11 +52,11 @@ def main() -> None:
     for name, draw in draws.items():
         for carry in (False, True):
             settings = sampler.Settings(carry_state=carry, **draw)
-            sample(params, window, genre, jax.random.key(0), settings).block_until_ready()
+            sample(params, window, genre, jax.random.key(0), settings, history).block_until_ready()
             times = []
             for r in range(5):
                 t = time.perf_counter()
-                sample(params, window, genre, jax.random.key(r + 1), settings).block_until_ready()
+                sample(params, window, genre, jax.random.key(r + 1), settings, history).block_until_ready()
                 times.append(time.perf_counter() - t)
             rate = args.batch * sample.notes_per_call / statistics.median(times)
             print(f"  {name:<38} {'carried' if carry else 'phrases':<8} {rate:9.0f}")

@@ -94,6 +94,7 @@ def run_jaxmusic(args, onehot: bool, order: str = "auto") -> dict:
     c.batch_size, c.encoder_len, c.decoder_len = args.batch, args.seq, args.seq
     c.model.hidden, c.model.dropout, c.model.embed_dim = args.hidden, 0.0, 0 if onehot else args.hidden
     c.model.decoder_dropout = 0.0  # the peers have no dropout
+    c.model.lookback = False  # nor a lookback (its cost: docs/performance.md)
     c.model.dtype, c.model.stack_order = args.dtype, order
     r, generator = benchmarks.bench_train(c, vocab_size=args.vocab, num_genres=1, steps=args.steps)
     out = {"step_seconds": r["step_seconds_median"], "flops_per_step": r["flops_per_step"],

@@ -41,7 +41,7 @@ def main() -> None:
     conditioner = conditioning.Conditioner.from_config(c, None)  # synthetic ids: no key to tell
     step = steps.make_train_step(model, tx, mesh, jax.random.key(1), conditioner)
     b, te, td = per_device, c.encoder_len, c.decoder_len
-    batch = batching.abstract(b, te, td)
+    batch = batching.abstract(b, te, td, lookback=c.model.lookback)
     m = step.lower(state, batch).compile().memory_analysis()
     gib = 2**30
     print(f"compiled step, per-device batch {b} ({total} over {args.devices} devices), {te}+{td} notes:")
