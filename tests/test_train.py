@@ -327,3 +327,26 @@ def test_tensorboard_holds_samples_at_every_evaluation_and_the_real_music_once(b
     assert np.sqrt(np.mean(pcm**2)) > 0.005 and np.abs(pcm).max() < 1.0  # audible, not clipped
     seconds = [r["preview_seconds"] for r in read_metrics(tmp_path) if "preview_seconds" in r]
     assert len(seconds) == 2 and all(s > 0 for s in seconds)
+
+
+def test_a_run_keeps_its_data_dir_absolute_so_it_is_sampled_from_any_folder(built, tmp_path, monkeypatch):
+    """Trained with a data_dir relative to where it started, the run is sampled with
+    validation primers, and evaluated, from another folder."""
+    from jaxmusic import evaluate, sample
+
+    data_dir = Path(built[0])
+    monkeypatch.chdir(data_dir.parent)
+    workdir = tmp_path / "run"
+    trainer.train_and_evaluate(_config(data_dir.name, num_train_steps=5), workdir)
+    saved, _ = checkpoint.Checkpointer(workdir, read_only=True).read_json(5)
+    assert saved["data_dir"] == str(data_dir)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run = ["--workdir", str(workdir)]
+    assert sample.main([*run, "--out_dir", "out", "--num_outputs", "1", "--num_notes", "4",
+                        "--primer_split", "validation"]) == 0  # fmt: skip
+    assert sorted(os.listdir(elsewhere / "out")) == ["sample_000.mid", "samples.json"]
+    assert evaluate.main([*run, "--num_samples", "2", "--num_notes", "4", "--batch", "2", "--long_notes", "0",
+                          "--form_notes", "0", "--json", "eval.json", "--page", ""]) == 0  # fmt: skip
+    assert json.loads((elsewhere / "eval.json").read_text())["dataset"].startswith(str(data_dir))
