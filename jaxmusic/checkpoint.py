@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from typing import Any
 
 import jax
@@ -47,6 +48,9 @@ class Restored:
     skipped: list[tuple[int, str]]
 
 
+_OPEN_TRIES = 5  # listings of a workdir that a running trainer prunes meanwhile
+
+
 class Checkpointer:
     """An orbax CheckpointManager over W/checkpoints."""
 
@@ -65,7 +69,16 @@ class Checkpointer:
             "config": ocp.JsonCheckpointHandler(),
             "codec": ocp.JsonCheckpointHandler(),
         }
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+        for attempt in range(_OPEN_TRIES):
+            try:
+                self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+                break
+            except FileNotFoundError:
+                # A run writing this workdir pruned a checkpoint between orbax's listing and its
+                # look at it (a reader beside a running trainer): list again.
+                if attempt == _OPEN_TRIES - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def steps(self) -> list[int]:
         """Steps of the finished checkpoints, ascending."""

@@ -350,3 +350,18 @@ def test_a_run_keeps_its_data_dir_absolute_so_it_is_sampled_from_any_folder(buil
     assert evaluate.main([*run, "--num_samples", "2", "--num_notes", "4", "--batch", "2", "--long_notes", "0",
                           "--form_notes", "0", "--json", "eval.json", "--page", ""]) == 0  # fmt: skip
     assert json.loads((elsewhere / "eval.json").read_text())["dataset"].startswith(str(data_dir))
+
+
+def test_a_reader_beside_a_running_trainer_lists_again_when_a_checkpoint_goes(trained, monkeypatch):
+    """orbax lists the steps, then looks at each: a step the writing run prunes in between
+    (FileNotFoundError) makes the reader list again, not fail."""
+    real, calls = checkpoint.ocp.CheckpointManager, []
+
+    def pruned_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise FileNotFoundError("b/runs/o/run%2Fcheckpoints%2F140")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.ocp, "CheckpointManager", pruned_once)
+    assert checkpoint.Checkpointer(trained, read_only=True).steps() == [10, 20] and len(calls) == 2
