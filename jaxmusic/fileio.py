@@ -83,9 +83,9 @@ def reason(e: BaseException) -> str:
     lower = text.lower()
     if "bucket" in lower and ("not found" in lower or "does not exist" in lower):
         return "the bucket does not exist"
-    if isinstance(e, PermissionError) or "403" in text or "permission" in text.lower():
+    if isinstance(e, PermissionError) or "403" in text or "permission" in lower:
         return f"permission refused ({text[:160]})"
-    if "credentials" in text.lower():
+    if "credentials" in lower:
         return f"no credentials ({text[:160]})"
     return getattr(e, "strerror", None) or text[:200]
 
@@ -182,17 +182,23 @@ def copy_tree(source: str | os.PathLike, target: str | os.PathLike) -> list[str]
     for f in files(source):
         rel = os.fspath(f.relative_to(source))
         try:
-            if is_url(os.fspath(target)):
-                with f.open("rb") as src, (target / rel).open("wb") as dst:
-                    shutil.copyfileobj(src, dst)
-            else:
-                (target / rel).parent.mkdir(parents=True, exist_ok=True)
-                with f.open("rb") as src, atomic_path(target / rel) as tmp, open(tmp, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+            _copy_file(f, target / rel)
         except Exception as e:  # OSError locally; the clients of a bucket raise their own kinds
             raise StorageError(f"{f}: cannot copy to {target / rel} ({reason(e)})") from None
         copied.append(rel)
     return copied
+
+
+def _copy_file(source: epath.Path, target: epath.Path | Path) -> None:
+    """One file copied whole: streamed into an object of a bucket (an upload appears
+    whole), or through `atomic_path` into a local folder made if needed."""
+    if is_url(os.fspath(target)):
+        with source.open("rb") as src, target.open("wb") as dst:
+            shutil.copyfileobj(src, dst)
+        return
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    with source.open("rb") as src, atomic_path(target) as tmp, open(tmp, "wb") as dst:
+        shutil.copyfileobj(src, dst)
 
 
 def files(root: epath.Path, name: str | None = None, max_depth: int = 8) -> list[epath.Path]:
@@ -238,9 +244,7 @@ def local_copy(url: str | os.PathLike) -> Path:
             rel, st = os.fspath(f.relative_to(remote)), f.stat()
             now[rel] = [st.length, st.mtime]
             if seen.get(rel) != now[rel] or not (local / rel).exists():
-                (local / rel).parent.mkdir(parents=True, exist_ok=True)
-                with f.open("rb") as src, atomic_path(local / rel) as tmp, open(tmp, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+                _copy_file(f, local / rel)
     except StorageError:
         raise
     except Exception as e:

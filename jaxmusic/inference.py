@@ -195,10 +195,7 @@ class Generator:
         for r, (p, w) in enumerate(zip(primers, written, strict=True)):
             read = np.concatenate([[codec_lib.BOS], p, w])[-size:]  # BOS, as the primer's window reads it
             out[r, size - read.shape[0] :] = read
-        if shift is not None:
-            tables = self.conditioner.common_key
-            out = np.maximum(tables[tables.shape[0] // 2 + np.asarray(shift)[:, None], out], 0)
-        return out
+        return out if shift is None else lookback.moved(out, shift, self.conditioner.common_key)
 
     def continuations(self, primers: list[np.ndarray], genres: np.ndarray, *, num_notes: int,
                       settings: sampler.Settings, seed: int, batch: int) -> list[np.ndarray]:  # fmt: skip

@@ -60,6 +60,14 @@ def bucket(length, xp=np):
     return xp.searchsorted(xp.asarray(BUCKET_EDGES), length, side="right")
 
 
+def moved(ids: np.ndarray, shift: np.ndarray, tables: np.ndarray) -> np.ndarray:
+    """int32[R, T] ids (lookback notes, or the notes read so far) transposed by each row's
+    shift int[R] (`codec.transpose_tables` as `tables`), PAD where the move leaves the
+    vocabulary: such a note matches nothing."""
+    out = tables[tables.shape[0] // 2 + np.asarray(shift, np.int64)[:, None], ids]
+    return np.maximum(out, codec_lib.PAD).astype(np.int32)
+
+
 def prefix(
     flat: np.ndarray, starts: np.ndarray, window: int, first_note_id: int
 ) -> tuple[np.ndarray, np.ndarray]:

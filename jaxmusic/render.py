@@ -92,13 +92,15 @@ def compressed(notes: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def _roll_figure(notes: np.ndarray, title: str, size: tuple[float, float], dpi: int):
+def piano_roll(midi_path: str | os.PathLike, png_path: str | os.PathLike) -> Path:
+    """Draws the notes of a MIDI file as a piano roll (pitch against time); returns the PNG path."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=size, dpi=dpi)
+    notes = midi_io.read(midi_path, include_drums=True).notes
+    fig, ax = plt.subplots(figsize=(12, 4), dpi=100)
     for pitch in np.unique(notes["pitch"]):
         sel = notes[notes["pitch"] == pitch]
         bars = list(zip(sel["start"], sel["end"] - sel["start"], strict=True))
@@ -108,17 +110,9 @@ def _roll_figure(notes: np.ndarray, title: str, size: tuple[float, float], dpi: 
         ax.set_ylim(int(notes["pitch"].min()) - 2, int(notes["pitch"].max()) + 2)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("pitch (MIDI note number)")
-    ax.set_title(title)
+    ax.set_title(Path(midi_path).name)
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
-    return fig
-
-
-def piano_roll(midi_path: str | os.PathLike, png_path: str | os.PathLike) -> Path:
-    """Draws the notes of a MIDI file as a piano roll (pitch against time); returns the PNG path."""
-    import matplotlib.pyplot as plt
-
-    fig = _roll_figure(midi_io.read(midi_path, include_drums=True).notes, Path(midi_path).name, (12, 4), 100)
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp)
     plt.close(fig)

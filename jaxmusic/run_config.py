@@ -91,11 +91,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"notes after the last window's), got {config.encoder_len} and {config.decoder_len}"
         )
     conditioning.check(config)
-    for name in ("preview_samples", "preview_notes"):
-        if config[name] < 0 or (name == "preview_notes" and config.preview_samples and config[name] < 1):
-            raise UsageError(
-                f"config.{name} must be >= {0 if name == 'preview_samples' else 1}, got {config[name]}"
-            )
+    if config.preview_samples < 0:
+        raise UsageError(f"config.preview_samples must be >= 0, got {config.preview_samples}")
+    if config.preview_samples and config.preview_notes < 1:
+        raise UsageError(f"config.preview_notes must be >= 1, got {config.preview_notes}")
     try:
         sampler.Settings.from_config(config.sampling)
     except UsageError as e:

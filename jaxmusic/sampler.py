@@ -341,7 +341,9 @@ class Sampler:
         def sample(params, window, cond, rng, temperature, top_p, history=None):
             if self._complete is not None:  # e.g. the primer's key, held for the whole call
                 cond = self._complete(window, cond)
-            draw = functools.partial(self._draw, mode=mode, temperature=temperature, top_p=top_p)
+            banned = self._banned.at[codec_lib.EOS].set(True) if mode.fixed_length else self._banned
+            draw = functools.partial(self._draw, mode=mode, banned=banned, temperature=temperature,
+                                     top_p=top_p)  # fmt: skip
             carried_encoder = self._encode_from is not None and not mode.carry_state
             tracker = None
             if self._lookback is not None:
@@ -399,11 +401,11 @@ class Sampler:
             tracker = tracker.read(token, self._lookback)
         return (states, jnp.where(token == codec_lib.PAD, prev, token), done, tracker), token
 
-    def _draw(self, logits, u, written, copy, *, mode: Mode, temperature, top_p) -> jax.Array:
-        """int32[B] tokens of logits float32[B, V] in a mode (`next_token`; copy: each row's
-        lookback note, -1 where none, or None); EOS waits for the first min_notes notes,
-        written counting this one's index (a select, not a branch)."""
-        banned = self._banned.at[codec_lib.EOS].set(True) if mode.fixed_length else self._banned
+    def _draw(self, logits, u, written, copy, *, mode: Mode, banned, temperature, top_p) -> jax.Array:
+        """int32[B] tokens of logits float32[B, V] in a mode (`next_token`; banned: bool[V]
+        the call's banned ids; copy: each row's lookback note, -1 where none, or None); EOS
+        waits for the first min_notes notes, written counting this one's index (a select,
+        not a branch)."""
         if mode.min_notes:
             banned = banned | ((jnp.arange(banned.shape[0]) == codec_lib.EOS) & (written < mode.min_notes))
         groups = self._groups if mode.untempered_rhythm else None

@@ -31,6 +31,7 @@ import heapq
 import numpy as np
 
 from jaxmusic import batching, conditioning, lookback
+from jaxmusic import codec as codec_lib
 from jaxmusic.errors import Error
 
 
@@ -104,9 +105,8 @@ class _Shard:
         at = starts[:, None] + te - 1 + np.arange(td)[None, :]
         notes, buckets = self.lookback[0][at], self.lookback[1][at].astype(np.int32)
         if shift is not None:
-            notes = tables[tables.shape[0] // 2 + np.asarray(shift, np.int64)[:, None], notes]
-            buckets = np.where(notes >= 0, buckets, 0)
-            notes = np.maximum(notes, 0)  # PAD where the move left the vocabulary
+            notes = lookback.moved(notes, shift, tables)
+            buckets = np.where(notes == codec_lib.PAD, 0, buckets)  # a note that left: no match
         return {"lookback": notes.astype(np.int32), "lookback_bucket": buckets}
 
 

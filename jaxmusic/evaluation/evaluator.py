@@ -113,24 +113,31 @@ def run(generator: inference.Generator, options: Options) -> dict[str, Any]:
     out["key_agreement"] = keys.section(codec, pieces, train_pieces, train, c, primer_notes, options.seed)
     out["genre_adherence"], classifier = genre.section(codec, pieces, train_pieces, train, c, real, generated)
     out["long_form"] = long_form.section(generator, options, c, real, classifier)
-    out["form"], *form_plot = form.section(generator, pieces, train_pieces, options, primer_notes)
+    out["form"], long, form_stats = form.section(generator, pieces, train_pieces, options, primer_notes)
     if options.sweep:
         out["sweep"] = [sweep.row(generator, options, pieces, primer_notes,
                                   dataclasses.replace(options.settings, **combo), real)
                         for combo in options.sweep]  # fmt: skip
-    if options.plots:
-        with fileio.staged_folder(options.plots) as folder:  # a bucket gets each PNG whole
-            out["plots"] = report.plot(folder, out, real[1], generated[1], form_plot)
-    if options.page:
-        with contextlib.ExitStack() as stack:
-            folder = options.plots
-            if not folder:  # the page shows the plots all the same
-                folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="jaxmusic-plots-"))
-                out["plots"] = report.plot(Path(folder), out, real[1], generated[1], form_plot)
+    if options.plots or options.page:
+        _plots_and_page(out, options, c, (real[1], generated[1]), long, form_stats, codec)
+    return out
+
+
+def _plots_and_page(out: dict, options: Options, c, stats: tuple, long, form_stats: dict, codec) -> None:
+    """Adds the plots (`report.plot`; stats: the real and generated statistics) and the
+    page to `out`. The plots are drawn once into a local folder (--plots staged there: a
+    bucket gets each PNG whole; else a temporary one, as the page shows them all the
+    same), and the page reads them from it."""
+    with contextlib.ExitStack() as stack:
+        if options.plots:
+            folder = stack.enter_context(fileio.staged_folder(options.plots))
+        else:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="jaxmusic-plots-")))
+        out["plots"] = report.plot(folder, out, *stats, long=long, form_stats=form_stats)
+        if options.page:
             drawn = f"temperature {options.settings.temperature}, top_p {options.settings.top_p}"
-            listen = page.listening(c, form_plot[0] if form_plot else None, drawn)
+            listen = page.listening(c, long, drawn)
             out["page"] = {"path": options.page,
                            "bytes": page.write(options.page, out, codec, listen, folder)}  # fmt: skip
-            if not options.plots:
-                del out["plots"]
-    return out
+    if not options.plots:
+        del out["plots"]

@@ -180,11 +180,9 @@ def section(generator: inference.Generator, pieces, train_pieces, options: Any,
     }
     for name in STATISTICS:
         row = music_stats.compare_sets(stats["real"][name], stats["samples"][name])
-        if long.train_ids:
-            row["reference_overlap"] = music_stats.compare_sets(stats["real"][name], stats["train"][name])[
-                "overlap_area"
-            ]
-            row["train_mean"] = music_stats._mean(stats["train"][name])
+        if long.train_ids:  # real music in the samples' place
+            train = music_stats.compare_sets(stats["real"][name], stats["train"][name])
+            row["reference_overlap"], row["train_mean"] = train["overlap_area"], train["generated_mean"]
         out["statistics"][name] = row
     # The share of pieces more than half loop: samples stuck on one figure.
     out["looping_share"] = {k: float((v["loop_share"][:, 0] > 0.5).mean()) for k, v in stats.items()

@@ -48,7 +48,7 @@ def write(path: str | os.PathLike, result: dict, codec: codec_lib.Codec, listen:
       codec: the model's codec (ids -> notes).
       listen: {section title: [(caption, sample ids, caption, real ids or None), ...]}:
         what is played, each sample beside its real continuation (None: a caption only).
-      plots: the folder the report's plots were written to (their names: result["plots"]).
+      plots: the local folder the report's plots were drawn in (their names: result["plots"]).
     """
     from jaxmusic import fileio
 
@@ -56,8 +56,7 @@ def write(path: str | os.PathLike, result: dict, codec: codec_lib.Codec, listen:
              f"<style>{_STYLE}</style></head><body><h1>{_e(_title(result))}</h1>"]  # fmt: skip
     parts.append(_headline(result))
     if plots is not None and result.get("plots"):
-        folder = fileio.path(plots)
-        images = [_img((folder / name).read_bytes(), name) for name in result["plots"]]
+        images = [_img((Path(plots) / name).read_bytes(), name) for name in result["plots"]]
         parts.append("<h2>Plots</h2><div class='plots'>" + "".join(images) + "</div>")
     # Encoding audio is most of the page's time, and soundfile lets go of the GIL.
     with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:

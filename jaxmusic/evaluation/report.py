@@ -12,12 +12,13 @@ from jaxmusic import music_stats
 from jaxmusic.evaluation import form
 
 
-def plot(out_dir: str | os.PathLike, report: dict, real: dict, generated: dict, form=None) -> list[str]:
+def plot(out_dir: str | os.PathLike, report: dict, real: dict, generated: dict, *,
+         long: form.Long | None = None, form_stats: dict | None = None) -> list[str]:  # fmt: skip
     """PNGs: per statistic, real against generated values and the distance densities;
-    likelihood.png, the model's NLL per genre against the baselines; with `form` (the
-    long samples and the statistics of `form.section`), each form statistic too and
-    form.png, which notes recur where in a few samples beside their real continuations.
-    real, generated: {statistic: float64[P, d]}. Returns the names."""
+    likelihood.png, the model's NLL per genre against the baselines; with `long` and
+    `form_stats` (`form.section`'s long samples and statistics), each form statistic too
+    and form.png, which notes recur where in a few samples beside their real
+    continuations. real, generated: {statistic: float64[P, d]}. Returns the names."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,10 +26,9 @@ def plot(out_dir: str | os.PathLike, report: dict, real: dict, generated: dict, 
     written = [_statistic_png(out_dir, name, real[name], generated[name], report["statistics"][name])
                for name in music_stats.STATISTICS]  # fmt: skip
     written.append(_likelihood_png(out_dir, report))
-    if form is not None and form[0] is not None:
-        long, stats = form
+    if long is not None:
         for name, row in report["form"]["statistics"].items():
-            real_form, sample_form = stats["real"][name], stats["samples"][name]
+            real_form, sample_form = form_stats["real"][name], form_stats["samples"][name]
             written.append(_statistic_png(out_dir, f"form_{name}", real_form, sample_form, row))
         written.append(_self_similarity_png(out_dir, long))
     return written
