@@ -22,7 +22,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval_every = 500  # steps between evaluations (and one at the end)
     c.log_every = 50  # steps between training-metric lines
     c.seed = 0  # parameters, dropout and batches all follow from it
-    c.max_to_keep = 3  # checkpoints kept in the workdir
+    c.max_to_keep = 3  # checkpoints kept in the workdir (and W/best: the lowest validation NLL's)
+    c.early_stopping = 0  # evaluations without a lower validation NLL before the run stops (0: never)
 
     c.encoder_len = 32  # Te: notes the encoder reads
     c.decoder_len = 32  # Td: notes the decoder predicts
@@ -66,6 +67,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.sampling.top_p = 0.9  # nucleus mass (1: none)
     c.sampling.untempered_rhythm = True  # each onset gap from the model's own distribution, then the note
     c.sampling.untempered_copy = True  # a lookback note taken as often as the model says, not sharpened
+    c.sampling.primer_instruments = True  # the primer's instruments play on (a codec with instruments)
     c.sampling.greedy = False  # always the most probable note (the seed's inference)
     c.sampling.carry_state = False  # the decoder goes on from phrase to phrase instead of re-encoding
     c.sampling.fixed_length = False  # EOS never drawn

@@ -20,7 +20,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.data_dir = "data/midi_pieces/pop909"  # the dataset folder (or a folder holding one)
     c.encoder_len = 64  # dense pop plays 6 to 12 notes a second: 32 notes are a bar or two
     c.num_train_steps = 3400  # about 2.5 epochs of POP909
-    c.eval_every = 1000  # each evaluation reads the whole validation split
+    c.eval_every = 500  # each evaluation reads the whole validation split; the best is kept (W/best)
+    c.early_stopping = 3  # a collection of a few hundred pieces stops when it starts to overfit
     c.optimizer.warmup_steps = 500  # past the unigram plateau of a large vocabulary before the peak rate
     c.model.decoder_dropout = 0.0  # read about 2.5 times a run: dropout only slowed it
     c.model.lookback = False  # lower NLL, but worse samples on POP909 and band music (docs/experiments.md)

@@ -123,14 +123,16 @@ def _shared_stages(pipeline, jobs, data_dir, codec_kwargs, rejected_sources):
         | "CombineStats" >> beam.CombineGlobally(_StatsCombine())
         | "FitBins" >> beam.Map(_fit_bins, codec_kwargs=codec_kwargs)
     )
-    codec = (
+    counts = (
         kept
         | "Train" >> beam.Filter(lambda piece: piece[0]["split"] == "train")
         | "CountTuples" >> beam.Map(_tuple_counts, bins=beam.pvalue.AsSingleton(bins))
         | "CombineCounts" >> beam.CombineGlobally(_CountsCombine())
-        | "Vocabulary" >> beam.Map(_with_vocabulary, bins=beam.pvalue.AsSingleton(bins))
     )
+    codec = counts | "Vocabulary" >> beam.Map(_with_vocabulary, bins=beam.pvalue.AsSingleton(bins))
     _ = codec | "WriteCodec" >> beam.Map(_write_codec, data_dir=data_dir)
+    _ = counts | "WriteInstruments" >> beam.Map(_write_instruments, codec=beam.pvalue.AsSingleton(codec),
+                                                data_dir=data_dir)  # fmt: skip
     return kept, codec
 
 
@@ -219,10 +221,18 @@ class _CountsCombine(beam.CombineFn):
         return acc
 
 
-def _with_vocabulary(counts: dict[int, int], bins: codec_lib.Codec) -> codec_lib.Codec:
+def _dense(counts: dict[int, int], bins: codec_lib.Codec) -> np.ndarray:
     dense = np.zeros(codec_fit.grid_size(bins), np.int64)
     dense[list(counts)] = list(counts.values())
-    return codec_fit.with_vocabulary(bins, dense)
+    return dense
+
+
+def _with_vocabulary(counts: dict[int, int], bins: codec_lib.Codec) -> codec_lib.Codec:
+    return codec_fit.with_vocabulary(bins, _dense(counts, bins))
+
+
+def _write_instruments(counts: dict[int, int], codec: codec_lib.Codec, data_dir: str) -> None:
+    sources.write_instrument_report(data_dir, codec, _dense(counts, codec))
 
 
 def _write_codec(codec: codec_lib.Codec, data_dir: str) -> None:

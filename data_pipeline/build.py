@@ -1,6 +1,6 @@
 """CLI: build a jaxmusic dataset from a MIDI folder or the bundled music21 corpus.
 
-  python -m data_pipeline.build --midi_dir DIR --data_dir OUT [--name N] [--workers K]
+  python -m data_pipeline.build --midi_dir DIR --data_dir OUT [--name N] [--workers K] [--instruments family]
   python -m data_pipeline.build --corpus music21 --data_dir OUT [--corpus_size full]
   python -m data_pipeline.build --midi_dir DIR --data_dir OUT --beam_runner DirectRunner \
       [--beam_options "--direct_num_workers=4 --direct_running_mode=multi_processing"]
@@ -45,6 +45,12 @@ def _define_flags(fv, argv: list[str]) -> None:
     flags.DEFINE_integer("test_percent", 5, "pieces for test, by content hash", flag_values=fv)
     flags.DEFINE_integer("onset_bins", 8, "positive onset-gap bins of the codec", flag_values=fv)
     flags.DEFINE_integer("min_count", 2, "occurrences a pseudo-note needs to get an id", flag_values=fv)
+    flags.DEFINE_enum(
+        "instruments", "merged", ["merged", "family", "program"],
+        "the pseudo-note's instrument: merged (one, drums left out: the seed), General MIDI family "
+        "or program, drums as an instrument of their own",
+        flag_values=fv,
+    )  # fmt: skip
     flags.DEFINE_bool("overwrite", False, "rebuild a dataset that exists", flag_values=fv)
     flags.DEFINE_string(
         "beam_runner", None,
@@ -78,7 +84,7 @@ def main(argv: list[str]) -> int:
         workers=f.workers,
         num_shards=f.num_shards,
         overwrite=f.overwrite,
-        codec_kwargs={"onset_bins": f.onset_bins, "min_count": f.min_count},
+        codec_kwargs={"onset_bins": f.onset_bins, "min_count": f.min_count, "instruments": f.instruments},
         validation_percent=f.validation_percent,
         test_percent=f.test_percent,
         beam_runner=f.beam_runner,
@@ -113,6 +119,9 @@ def main(argv: list[str]) -> int:
     print(
         f"notes {summary['notes']}, vocabulary {summary['vocab_size']}, genres {', '.join(summary['genres'])}"
     )
+    for name, row in summary.get("per_instrument", {}).items() if f.instruments != "merged" else []:
+        print(f"  {name:>20}: {row['notes']} training notes, {row['pseudo_notes']} pseudo-notes, "
+              f"{100 * row['fallback_share']:.2f}% fall back to the nearest")  # fmt: skip
     print(f"time {seconds:.1f} s ({summary['files_per_second']} files/s)")
     for line in midi_io.InternalReadError.report_lines(
         [(e["path"], e["reason"]) for e in summary["internal_errors"]]

@@ -164,10 +164,9 @@ class MidiPieces(tfds.core.GeneratorBasedBuilder):
         root = config.label_root
         split_percents = (config.validation_percent, config.test_percent)
         spill_dir = None if spill is None else str(spill)
-        return [
-            ReadJob(i, path, genre, sources.label(path, root), spill_dir, config.reader, *split_percents)
-            for i, (path, genre) in enumerate(config.files)
-        ]
+        drums = config.codec_kwargs.get("instruments", "merged") != "merged"
+        at = (spill_dir, config.reader, *split_percents, drums)
+        return [ReadJob(i, p, g, sources.label(p, root), *at) for i, (p, g) in enumerate(config.files)]
 
     def _fit_codec(self, stats: codec_fit.NoteStats, kept: list[Kept], spill: Path) -> codec_lib.Codec:
         """The codec of the train pieces (`codec.fit`'s steps): bins from the statistics,
@@ -183,7 +182,9 @@ class MidiPieces(tfds.core.GeneratorBasedBuilder):
         quantized = sources.ordered_map(sources.quantize_piece, jobs, config.workers)
         for cells, n in tqdm.tqdm(quantized, total=len(jobs), desc="quantize", unit="piece"):
             np.add.at(counts, cells, n)
-        return codec_fit.with_vocabulary(bins, counts)
+        codec = codec_fit.with_vocabulary(bins, counts)
+        sources.write_instrument_report(self.data_dir, codec, counts)
+        return codec
 
     def _generate_examples(self, kept: list[Kept], codec: codec_lib.Codec, spill: Path):
         """Pass 3: each piece's ids from its spilled tuples (the spill file then goes)."""

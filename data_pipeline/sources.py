@@ -25,6 +25,7 @@ SPLITS = ("train", "validation", "test")
 UNKNOWN_GENRE = "unknown"
 CODEC_FILE = "codec.json"
 MANIFEST_FILE = "manifest.jsonl"
+INSTRUMENTS_FILE = "instruments.json"  # per instrument: training notes, pseudo-notes, fallback share
 
 
 class BuildError(Error):
@@ -105,6 +106,7 @@ class ReadJob:
     reader: str
     validation_percent: int
     test_percent: int
+    include_drums: bool = False  # a codec with instruments reads drum tracks too
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -155,7 +157,8 @@ def read_source(job: ReadJob) -> tuple[dict, codec_fit.NoteStats | None]:
     except Exception as e:  # any failure to fetch a remote file rejects that file alone
         sha1, result = "", midi_io.MidiError(job.path, f"cannot open: {e}")
     else:
-        sha1, result = midi_io.read_hashed(job.path, reader=job.reader, data=data)
+        sha1, result = midi_io.read_hashed(job.path, reader=job.reader, data=data,
+                                           include_drums=job.include_drums)  # fmt: skip
     row = {
         "index": job.index,
         "path": job.label,
@@ -180,7 +183,7 @@ def read_source(job: ReadJob) -> tuple[dict, codec_fit.NoteStats | None]:
 
 
 def quantize_piece(job: QuantizeJob) -> tuple[np.ndarray, np.ndarray]:
-    """Pass 2 on one spilled piece: its notes become their tuples (int16[n, 4], in the
+    """Pass 2 on one spilled piece: its notes become their tuples (int16[n, 5], in the
     same file); returns the (cells, counts) of the tuples (empty unless job.count)."""
     path = Path(job.spill, f"{job.index}.npy")
     tuples = job.bins.quantize(np.load(path))
@@ -235,8 +238,16 @@ def _run_chunk(fn, chunk: list) -> list:
     return [fn(job) for job in chunk]
 
 
+def write_instrument_report(data_dir: str | os.PathLike, codec: codec_lib.Codec, counts: np.ndarray) -> None:
+    """INSTRUMENTS_FILE beside the dataset: `codec_fit.instrument_report` of the train tuples' counts."""
+    report = codec_fit.instrument_report(codec, counts)
+    epath.Path(data_dir, INSTRUMENTS_FILE).write_text(json.dumps(report, indent=1))
+
+
 def summary_of(manifest_path: str | os.PathLike, codec: codec_lib.Codec) -> dict:
-    """What a build found, counted from its manifest (read a line at a time)."""
+    """What a build found, counted from its manifest (read a line at a time), with the
+    per-instrument report beside it (local builds)."""
+    report = epath.Path(manifest_path).parent / INSTRUMENTS_FILE
     count = dict.fromkeys(("ok", "rejected", "duplicate"), 0)
     pieces = dict.fromkeys(SPLITS, 0)
     internal, notes, files = [], 0, 0
@@ -260,4 +271,6 @@ def summary_of(manifest_path: str | os.PathLike, codec: codec_lib.Codec) -> dict
         "vocab_size": codec.vocab_size,
         "genres": list(codec.genres),
         "codec_fingerprint": codec.fingerprint,
+        "instruments": codec.instruments.mode,
+        **({"per_instrument": json.loads(report.read_text())} if report.exists() else {}),
     }

@@ -5,6 +5,9 @@ Each checkpoint (W/checkpoints/<step>/) holds three items:
   config: the run's config, JSON
   codec:  the codec, JSON (`codec.Codec.to_dict`)
 so that sampling and evaluation need nothing but the workdir (`inference.Generator.load`).
+W/best/<step>/ holds the parameters of the evaluation with the lowest validation NLL
+(orbax's best-checkpoint options keep one); `sample` and `evaluate` use it unless asked
+for the latest (`restore_run`).
 Saves are asynchronous and atomic (orbax writes a temporary folder and renames it); a
 checkpoint that cannot be read (corrupt, or from another model) is skipped for the one
 before it, and the caller is told; it is kept aside as <step>.unreadable, never deleted.
@@ -39,6 +42,7 @@ class Restored:
       config: the config dict saved with it.
       codec: the codec dict saved with it.
       skipped: (step, reason) of newer checkpoints that could not be read.
+      kind: "latest" (the workdir's checkpoints) or "best" (W/best).
     """
 
     step: int
@@ -46,19 +50,29 @@ class Restored:
     config: dict
     codec: dict
     skipped: list[tuple[int, str]]
+    kind: str = "latest"
 
 
 _OPEN_TRIES = 5  # listings of a workdir that a running trainer prunes meanwhile
 
 
-class Checkpointer:
-    """An orbax CheckpointManager over W/checkpoints."""
+CHECKPOINTS, BEST = "checkpoints", "best"  # the folders of a workdir
+BEST_METRIC = "nll"  # the validation metric the best checkpoint is the lowest of
+CHOICES = ("best", "latest")  # what `restore_run` restores
 
-    def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int = 3, read_only: bool = False):
-        self.directory = fileio.path(workdir) / "checkpoints"  # local or in a bucket
+
+class Checkpointer:
+    """An orbax CheckpointManager over W/checkpoints (or W/best: `best`, which keeps the one
+    checkpoint of the lowest `BEST_METRIC` among those saved with metrics)."""
+
+    def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int = 3, read_only: bool = False,
+                 best: bool = False):  # fmt: skip
+        self.directory = fileio.path(workdir) / (BEST if best else CHECKPOINTS)  # local or in a bucket
         self.read_only = read_only
+        ranking = dict(best_fn=lambda metrics: metrics[BEST_METRIC], best_mode="min") if best else {}
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep,
+            max_to_keep=1 if best else max_to_keep,
+            **ranking,
             create=not read_only,
             read_only=read_only,
             enable_async_checkpointing=not read_only,
@@ -84,14 +98,21 @@ class Checkpointer:
         """Steps of the finished checkpoints, ascending."""
         return sorted(self.manager.all_steps())
 
-    def save(self, step: int, state: Any, config: dict, codec: dict) -> None:
-        """Starts an asynchronous save; `wait` blocks until it is on disk."""
+    def save(self, step: int, state: Any, config: dict, codec: dict, metrics: dict | None = None) -> None:
+        """Starts an asynchronous save; `wait` blocks until it is on disk. metrics: what a
+        best checkpointer ranks it by ({BEST_METRIC: value})."""
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             config=ocp.args.JsonSave(config),
             codec=ocp.args.JsonSave(codec),
         )
-        self.manager.save(step, args=args, force=True)
+        self.manager.save(step, args=args, force=True, metrics=metrics)
+
+    def best_value(self) -> float | None:
+        """The `BEST_METRIC` of the best checkpoint kept (None: none saved with metrics)."""
+        step = self.manager.best_step()
+        metrics = self.manager.metrics(step) if step is not None else None
+        return float(metrics[BEST_METRIC]) if metrics and BEST_METRIC in metrics else None
 
     def read_json(self, step: int) -> tuple[dict, dict]:
         """(config, codec) dicts of a checkpoint, without its arrays."""
@@ -174,14 +195,24 @@ class Checkpointer:
         self.manager.close()
 
 
-def restore_latest(workdir: str | os.PathLike) -> Restored:
-    """The latest readable checkpoint of a workdir, read-only, its arrays as saved on this
-    process's first device.
+def restore_run(workdir: str | os.PathLike, which: str = "best") -> Restored:
+    """A workdir's checkpoint for sampling or evaluation, read-only, its arrays as saved on
+    this process's first device. which: "best", the parameters of the lowest validation
+    NLL (W/best; a run without one, trained before it existed: the latest); "latest",
+    the newest readable checkpoint. `Restored.kind` says which it is.
 
     Raises:
       CheckpointError: the workdir has no checkpoint, or none can be read.
     """
-    restored = Checkpointer(workdir, read_only=True).restore(None)
+    if which not in CHOICES:
+        raise CheckpointError(f"checkpoint {which!r}: not one of {', '.join(CHOICES)}")
+    restored = None
+    if which == "best" and (fileio.path(workdir) / BEST).exists():
+        restored = Checkpointer(workdir, read_only=True, best=True).restore(None)
+        if restored is not None:
+            restored.kind = "best"
+    if restored is None:
+        restored = Checkpointer(workdir, read_only=True).restore(None)
     if restored is None:
         raise CheckpointError(
             f"workdir {workdir}: no checkpoint in it (train first: python -m jaxmusic.train)"

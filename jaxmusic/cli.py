@@ -149,8 +149,13 @@ def define_sampling_flags(fv) -> None:
     flags.DEFINE_bool("untempered_copy", None, "a model with a lookback: each note's lookback taken with the "
                       "model's own probability, temperature, top_k, top_p choosing among the rest "
                       f"({run})", flag_values=fv)  # fmt: skip
+    flags.DEFINE_bool("primer_instruments", None, "only the instruments of a row's primer play on (a codec "
+                      f"with instruments; {run})", flag_values=fv)  # fmt: skip
     flags.DEFINE_string("dtype", None, "the input type of the model's products: float32 or bfloat16 "
                         "(default: the checkpoint's config.model.dtype)", flag_values=fv)  # fmt: skip
+    flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "the workdir's checkpoint of the lowest "
+                      "validation NLL (a run without one: its latest), or its latest",
+                      flag_values=fv)  # fmt: skip
 
 
 def sampling_settings(f, generator, **more: Any) -> Any:
@@ -172,6 +177,7 @@ def sampling_settings(f, generator, **more: Any) -> Any:
         "min_notes",
         "untempered_rhythm",
         "untempered_copy",
+        "primer_instruments",
     )
     given = {n: f[n].value for n in names if f[n].value is not None} | more
     try:
@@ -181,7 +187,7 @@ def sampling_settings(f, generator, **more: Any) -> Any:
 
 
 def load_generator(f) -> Any:
-    """`inference.Generator.load` of --workdir in --dtype.
+    """`inference.Generator.load` of --workdir's --checkpoint in --dtype.
 
     Raises:
       UsageError: naming the flag of a bad --dtype.
@@ -190,6 +196,7 @@ def load_generator(f) -> Any:
     from jaxmusic import inference
 
     try:
-        return inference.Generator.load(f.workdir, f.dtype)
+        generator = inference.Generator.load(f.workdir, f.dtype, f.checkpoint)
     except UsageError as e:
         raise UsageError(f"--{e}") from None
+    return generator

@@ -1,8 +1,8 @@
 """The pseudo-note codec: one categorical id per note, and back.
 
-A note (start, end, pitch, velocity) becomes the tuple
-(pitch, velocity bin, duration bin, onset-gap bin), and each tuple seen in the
-training data becomes one id (see DESIGN.md, "The pseudo-note"):
+A note (start, end, pitch, velocity, program, drum flag) becomes the tuple
+(pitch, velocity bin, duration bin, onset-gap bin, instrument), and each tuple seen
+in the training data becomes one id (see DESIGN.md, "The pseudo-note"):
 
 - duration = end - start, binned at quantiles of all training durations (the
   seed: 4 bins); velocity binned at quantiles too (4 bins);
@@ -14,6 +14,14 @@ training data becomes one id (see DESIGN.md, "The pseudo-note"):
 Onset gaps are quantized with error feedback: each gap is measured from the
 previous note's *decoded* start and mapped to the nearest bin value, so rounding
 errors never accumulate over a piece (decoding is a plain cumulative sum).
+
+The instrument, per dataset (`INSTRUMENT_MODES`): "merged" (the seed: every note
+one instrument, drums left out at reading, written as program 0), "family" (General
+MIDI's 16 families of 8 programs, plus drums) or "program" (128 programs, plus drums).
+Drums are an instrument of their own whose pitch is a sound: never transposed, and
+with one duration (General MIDI drum sounds ignore a note's end). Notes that start
+together are ordered drums first, then by instrument, then by pitch low to high, so
+each part's chord is contiguous and the beat leads.
 
 Ids: PAD = 0, BOS = 1, EOS = 2, UNK = 3, then one id per genre, then the
 pseudo-notes in sorted tuple order. Everything needed to decode is in
@@ -47,11 +55,81 @@ NUM_SPECIAL = 4
 FORMAT = "jaxmusic.codec"
 FORMAT_VERSION = 1
 NUM_PITCHES = 128
+INSTRUMENT_MODES = ("merged", "family", "program")
+NUM_FAMILIES = 16  # General MIDI: 8 programs a family
 TIME_DECIMALS = 6  # times are binned at microsecond resolution
 
 
 class CodecError(Error, ValueError):
     """A codec that cannot be fitted, loaded or used as asked."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Instruments:
+    """The codec's instrument component (see the module's docstring).
+
+    Attributes:
+      mode: one of `INSTRUMENT_MODES`.
+      programs: the General MIDI program each pitched instrument is written as (a
+        family's: the one most played in training); one per instrument but the drums.
+      drum_duration: seconds every drum note decodes to (the training drums' median).
+    """
+
+    mode: str = "merged"
+    programs: tuple[int, ...] = (0,)
+    drum_duration: float = 0.0
+
+    def __post_init__(self):
+        if self.mode not in INSTRUMENT_MODES:
+            raise CodecError(f"instruments {self.mode!r}: not one of {', '.join(INSTRUMENT_MODES)}")
+        if len(self.programs) != self.count - self.has_drums:
+            raise CodecError(f"{self.mode} instruments need one program each (drums aside), got "
+                             f"{len(self.programs)}")  # fmt: skip
+
+    @property
+    def count(self) -> int:
+        """Instrument categories: 1 merged, 17 families (drums last), 129 programs (drums last)."""
+        return {"merged": 1, "family": NUM_FAMILIES + 1, "program": 129}[self.mode]
+
+    @property
+    def has_drums(self) -> bool:
+        """Whether drums are an instrument (every mode but merged, which leaves them out)."""
+        return self.mode != "merged"
+
+    @property
+    def drums(self) -> int:
+        """The drums' instrument index (-1 for merged)."""
+        return self.count - 1 if self.has_drums else -1
+
+    def names(self) -> list[str]:
+        """A short name per instrument index ("drums", a family's or a program's)."""
+        if self.mode == "merged":
+            return ["all"]
+        if self.mode == "family":
+            return list(midi_io.INSTRUMENT_NAMES)
+        return [*(f"program {p}" for p in range(128)), "drums"]
+
+    def of(self, notes: np.ndarray) -> np.ndarray:
+        """int64[n]: each note's instrument index (from its program and drum flag)."""
+        program = np.asarray(notes["program"], np.int64)
+        if self.mode == "merged":
+            return np.zeros(program.shape[0], np.int64)
+        if self.mode == "family":
+            return midi_io.instrument_index(notes)  # the drums' index, 16, is this mode's
+        return np.where(notes["is_drum"], self.drums, program)
+
+    def order(self, notes: np.ndarray) -> np.ndarray:
+        """The notes in encoding order: by start; notes starting together drums first,
+        then by instrument, then by pitch low to high (then end). For merged codecs
+        this is `midi_io.sort_notes`'s order."""
+        inst = self.of(notes)
+        pitched = inst != self.drums  # False sorts first: drums lead
+        return notes[np.lexsort((notes["end"], notes["pitch"], inst, pitched, notes["start"]))]
+
+    def program_of(self, instrument: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(program int64[n], is_drum bool[n]) written for instrument indices int[n]."""
+        drum = instrument == self.drums
+        return np.asarray([*self.programs, 0])[np.where(drum, -1, instrument)], drum
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -66,11 +144,12 @@ class Codec:
       onset_values: float[ko] seconds each onset bin decodes to; bin 0 is 0.0
         ("with the previous note"); empty when `onset_bins == 0` (the seed).
       chord_tolerance: gaps below it count as "with the previous note" when fitting.
-      vocabulary: int16[V, 4] rows (pitch, velocity bin, duration bin, onset bin),
-        sorted; row r is id `first_note_id + r`.
+      vocabulary: int16[V, 5] rows (pitch, velocity bin, duration bin, onset bin,
+        instrument), sorted; row r is id `first_note_id + r`.
       genres: genre names; genre g is id `NUM_SPECIAL + g`.
       min_count: tuples seen fewer times than this in fitting are not in the
         vocabulary (`encode` maps them to their nearest neighbour, or to UNK).
+      instruments: the instrument component (`Instruments`: merged by default).
     """
 
     velocity_edges: tuple[float, ...]
@@ -82,25 +161,31 @@ class Codec:
     vocabulary: np.ndarray
     genres: tuple[str, ...] = ()
     min_count: int = 1
+    instruments: Instruments = Instruments()
 
     def __post_init__(self):
-        vocab = np.asarray(self.vocabulary, np.int16).reshape(-1, 4)
+        vocab = np.asarray(self.vocabulary, np.int16)
+        if vocab.ndim == 2 and vocab.shape[1] == 4:  # a merged codec's rows, as codec.json holds them
+            vocab = np.concatenate([vocab, np.zeros((vocab.shape[0], 1), np.int16)], axis=1)
+        vocab = vocab.reshape(-1, 5)
         object.__setattr__(self, "vocabulary", vocab)
         shape = self.grid_shape
         if vocab.size and (np.any(vocab.max(axis=0) >= shape) or np.any(vocab < 0)):
             raise CodecError("vocabulary holds a bin index beyond the codec's bins")
 
     @property
-    def grid_shape(self) -> tuple[int, int, int, int]:
-        """The bins' grid: (pitches, velocity bins, duration bins, onset bins)."""
-        return (NUM_PITCHES, self.num_velocity_bins, self.num_duration_bins, self.num_onset_bins)
+    def grid_shape(self) -> tuple[int, int, int, int, int]:
+        """The bins' grid: (pitches, velocity bins, duration bins, onset bins, instruments)."""
+        return (NUM_PITCHES, self.num_velocity_bins, self.num_duration_bins, self.num_onset_bins,
+                self.instruments.count)  # fmt: skip
 
     @functools.cached_property
     def _exact_table(self) -> np.ndarray:
-        """int32[128, kv, kd, ko]: the id of each tuple, UNK where unseen."""
+        """int32[128, kv, kd, ko, ki]: the id of each tuple, UNK where unseen."""
         table = np.full(self.grid_shape, UNK, np.int32)
-        p, v, d, o = self.vocabulary.T.astype(np.int64)
-        table[p, v, d, o] = self.first_note_id + np.arange(self.vocabulary.shape[0], dtype=np.int32)
+        table[tuple(self.vocabulary.T.astype(np.int64))] = self.first_note_id + np.arange(
+            self.vocabulary.shape[0], dtype=np.int32
+        )
         return table
 
     # -- sizes and ids -------------------------------------------------------
@@ -122,6 +207,11 @@ class Codec:
     def vocab_size(self) -> int:
         return self.first_note_id + self.vocabulary.shape[0]
 
+    @property
+    def has_drums(self) -> bool:
+        """Whether the vocabulary holds a drum note (whether to read drum tracks)."""
+        return self.instruments.has_drums and bool((self.vocabulary[:, 4] == self.instruments.drums).any())
+
     def genre_id(self, genre: str) -> int:
         """Returns the id of `genre`; a `CodecError` lists the known ones."""
         try:
@@ -138,29 +228,35 @@ class Codec:
     # -- encode / decode -----------------------------------------------------
 
     def quantize(self, notes: np.ndarray) -> np.ndarray:
-        """int64[n, 4] rows (pitch, velocity bin, duration bin, onset bin) of notes
-        NOTE_DTYPE[n], sorted by start (as `midi_io.read` gives them)."""
-        out = np.zeros((notes.shape[0], 4), np.int64)
+        """int64[n, 5] rows (pitch, velocity bin, duration bin, onset bin, instrument) of
+        notes NOTE_DTYPE[n] in `order` (merged codecs: as given, sorted by start as
+        `midi_io.read` gives them). A drum note's duration bin is 0: drums have one."""
+        if self.instruments.has_drums:
+            notes = self.instruments.order(notes)
+        out = np.zeros((notes.shape[0], 5), np.int64)
         out[:, 0] = notes["pitch"]
         out[:, 1] = np.digitize(notes["velocity"], self.velocity_edges)
-        out[:, 2] = np.digitize(durations(notes), self.duration_edges)
+        out[:, 4] = self.instruments.of(notes)
+        duration_bin = np.digitize(durations(notes), self.duration_edges)
+        out[:, 2] = np.where(out[:, 4] == self.instruments.drums, 0, duration_bin)
         if self.has_onsets:
             out[:, 3] = _onset_bins_with_feedback(notes["start"], np.asarray(self.onset_values))
         return out
 
     def encode(self, notes: np.ndarray, *, unknown: str = "nearest") -> np.ndarray:
-        """int32[n] ids of notes NOTE_DTYPE[n], sorted by start (a pitch outside 0..127 is
-        an error). unknown: what a tuple outside the vocabulary becomes: "nearest", the
-        nearest seen tuple with the same onset bin (timing is kept); "unk", UNK (its onset
-        gap is then lost when decoding)."""
+        """int32[n] ids of notes NOTE_DTYPE[n], sorted by start, in `order` (a pitch outside
+        0..127 is an error). unknown: what a tuple outside the vocabulary becomes:
+        "nearest", the nearest seen tuple with the same onset bin (timing is kept) and
+        instrument (else the nearest instrument's); "unk", UNK (its onset gap is then lost
+        when decoding)."""
         return self.ids_of(self._checked_quantize(notes), unknown=unknown)
 
     def ids_of(self, tuples: np.ndarray, *, unknown: str = "nearest") -> np.ndarray:
-        """int32[n]: the ids of `quantize`'s int[n, 4] rows (`encode` after the binning;
+        """int32[n]: the ids of `quantize`'s int[n, 5] rows (`encode` after the binning;
         `unknown` as there)."""
         if unknown not in ("nearest", "unk"):
             raise CodecError(f"unknown= must be 'nearest' or 'unk', got {unknown!r}")
-        q = np.asarray(tuples, np.int64).reshape(-1, 4)
+        q = np.asarray(tuples, np.int64).reshape(-1, 5)
         ids = self._exact_table[tuple(q.T)]
         unseen = ids == UNK
         if unknown == "nearest" and unseen.any():
@@ -169,7 +265,7 @@ class Codec:
         return ids
 
     def unknown_mask(self, notes: np.ndarray) -> np.ndarray:
-        """bool[n]: notes whose exact tuple is not in the vocabulary."""
+        """bool[n]: notes (in `quantize`'s order) whose exact tuple is not in the vocabulary."""
         return self._exact_table[tuple(self._checked_quantize(notes).T)] == UNK
 
     def _checked_quantize(self, notes: np.ndarray) -> np.ndarray:
@@ -178,9 +274,10 @@ class Codec:
         return self.quantize(notes)
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
-        """NOTE_DTYPE[m] notes (m <= n, program 0, the first starting at its gap from 0) of
-        ids int[n]: PAD, BOS, UNK and genre ids are skipped; EOS ends the piece. Without
-        onset bins (the seed) each note starts where the previous one ends.
+        """NOTE_DTYPE[m] notes (m <= n, each with its instrument's program and drum flag, the
+        first starting at its gap from 0) of ids int[n]: PAD, BOS, UNK and genre ids are
+        skipped; EOS ends the piece. Without onset bins (the seed) each note starts where
+        the previous one ends.
 
         Raises:
           CodecError: an id is outside this codec's vocabulary (a model or a file
@@ -198,27 +295,14 @@ class Codec:
             ids = ids[: eos[0]]
         q = self.vocabulary[ids[self.is_note(ids)] - self.first_note_id].astype(np.int64)
         duration = np.asarray(self.duration_values)[q[:, 2]]
+        program, drum = self.instruments.program_of(q[:, 4])
+        duration = np.where(drum, self.instruments.drum_duration, duration)
         if self.has_onsets:
             start = np.cumsum(np.asarray(self.onset_values)[q[:, 3]])
         else:
             start = np.concatenate([[0.0], np.cumsum(duration)[:-1]])
-        return midi_io.make_notes(start, start + duration, q[:, 0], np.asarray(self.velocity_values)[q[:, 1]])
-
-    def transpose_table(self, semitones: int) -> np.ndarray:
-        """int32[vocab_size]: the id of each pseudo-note moved by `semitones`.
-
-        Special and genre ids map to themselves; a pseudo-note whose moved tuple
-        is outside 0..127 or not in the vocabulary maps to -1.
-        """
-        table = np.arange(self.vocab_size, dtype=np.int32)
-        p = self.vocabulary[:, 0].astype(np.int64) + semitones
-        ok = (p >= 0) & (p < NUM_PITCHES)
-        moved = np.full(self.vocabulary.shape[0], -1, np.int32)
-        v, d, o = self.vocabulary[ok, 1:].T.astype(np.int64)
-        found = self._exact_table[p[ok], v, d, o]
-        moved[ok] = np.where(found == UNK, -1, found)
-        table[self.first_note_id :] = moved
-        return table
+        return midi_io.make_notes(start, start + duration, q[:, 0], np.asarray(self.velocity_values)[q[:, 1]],
+                                  program, drum)  # fmt: skip
 
     def transpose_tables(self, max_semitones: int) -> np.ndarray | None:
         """int32[2k + 1, vocab_size]: `transpose_table` of each shift -k..k (None for k = 0)."""
@@ -226,7 +310,7 @@ class Codec:
             raise CodecError(f"transposition semitones must be >= 0, got {max_semitones}")
         if max_semitones == 0:
             return None
-        return np.stack([self.transpose_table(s) for s in range(-max_semitones, max_semitones + 1)])
+        return np.stack([transpose_table(self, s) for s in range(-max_semitones, max_semitones + 1)])
 
     # -- save / load ---------------------------------------------------------
 
@@ -249,19 +333,48 @@ class Codec:
         atomic_write(path, self.to_json())
 
 
-def _nearest_ids(codec: Codec, tuples: np.ndarray) -> np.ndarray:
-    """int32[n]: the id of the seen tuple nearest to each row of int[n, 4]: the onset bin
-    kept first (so timing survives), then the pitch, the duration bin, the velocity bin."""
+def transpose_table(codec: Codec, semitones: int) -> np.ndarray:
+    """int32[vocab_size]: the id of each pseudo-note moved by `semitones`.
+
+    Special and genre ids and drum notes map to themselves; a pseudo-note whose
+    moved tuple is outside 0..127 or not in the vocabulary maps to -1.
+    """
+    table = np.arange(codec.vocab_size, dtype=np.int32)
+    drum = codec.vocabulary[:, 4] == codec.instruments.drums
+    p = codec.vocabulary[:, 0].astype(np.int64) + np.where(drum, 0, semitones)
+    ok = (p >= 0) & (p < NUM_PITCHES)
+    moved = np.full(codec.vocabulary.shape[0], -1, np.int32)
+    v, d, o, i = codec.vocabulary[ok, 1:].T.astype(np.int64)
+    found = codec._exact_table[p[ok], v, d, o, i]
+    moved[ok] = np.where(found == UNK, -1, found)
+    table[codec.first_note_id :] = moved
+    return table
+
+
+def _nearest_ids(codec: Codec, tuples: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """int32[n]: the id of the seen tuple nearest to each row of int[n, 5]: the
+    instrument kept first (else the nearest instrument index: a neighbouring family),
+    then the onset bin (so timing survives), the pitch, the duration bin, the velocity bin."""
     if not codec.vocabulary.shape[0]:
         return np.full(tuples.shape[0], UNK, np.int32)
     vocab = codec.vocabulary.astype(np.int64)
-    weights = np.array([10**3, 1, 10, 10**6])  # pitch, velocity, duration, onset
-    cost = (np.abs(tuples[:, None, :] - vocab[None, :, :]) * weights).sum(-1)
-    return (codec.first_note_id + cost.argmin(1)).astype(np.int32)
+    weights = np.array([10**3, 1, 10, 10**6, 10**8])  # pitch, velocity, duration, onset, instrument
+    out = np.empty(tuples.shape[0], np.int32)
+    for lo in range(0, tuples.shape[0], chunk):  # chunks: [chunk, V, 5] stays small at any V
+        cost = (np.abs(tuples[lo : lo + chunk, None, :] - vocab[None, :, :]) * weights).sum(-1)
+        out[lo : lo + chunk] = codec.first_note_id + cost.argmin(1)
+    return out
 
 
 def _body(codec: Codec) -> dict:
-    """What `Codec.to_dict` holds beside its format and fingerprint."""
+    """What `Codec.to_dict` holds beside its format and fingerprint. A merged codec is
+    written as before instruments existed (4-column rows), so its fingerprint is kept."""
+    merged = not codec.instruments.has_drums
+    instruments = {} if merged else {
+        "instruments": codec.instruments.mode,
+        "instrument_programs": [int(p) for p in codec.instruments.programs],
+        "drum_duration": float(codec.instruments.drum_duration),
+    }  # fmt: skip
     return {
         "velocity_edges": [float(x) for x in codec.velocity_edges],
         "velocity_values": [int(x) for x in codec.velocity_values],
@@ -271,7 +384,8 @@ def _body(codec: Codec) -> dict:
         "chord_tolerance": float(codec.chord_tolerance),
         "genres": list(codec.genres),
         "min_count": int(codec.min_count),
-        "vocabulary": codec.vocabulary.tolist(),
+        "vocabulary": (codec.vocabulary[:, :4] if merged else codec.vocabulary).tolist(),
+        **instruments,
     }
 
 
@@ -302,6 +416,11 @@ def from_dict(d: dict, *, source: str = "codec") -> Codec:
             vocabulary=np.asarray(body["vocabulary"], np.int16),
             genres=tuple(body["genres"]),
             min_count=body["min_count"],
+            instruments=Instruments(  # absent: written before instruments, merged
+                body.get("instruments", "merged"),
+                tuple(body.get("instrument_programs", (0,))),
+                body.get("drum_duration", 0.0),
+            ),
         )
     except KeyError as e:
         raise CodecError(f"{source}: missing field {e}") from None

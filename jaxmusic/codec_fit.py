@@ -14,7 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from jaxmusic.codec import TIME_DECIMALS, Codec, CodecError, durations
+from jaxmusic.codec import (
+    NUM_FAMILIES,
+    TIME_DECIMALS,
+    Codec,
+    CodecError,
+    Instruments,
+    durations,
+)
 
 
 def grid_size(bins: Codec) -> int:
@@ -23,7 +30,7 @@ def grid_size(bins: Codec) -> int:
 
 
 def tuple_counts(bins: Codec, tuples: np.ndarray) -> np.ndarray:
-    """int64[grid_size]: how often each tuple occurs in `Codec.quantize`'s int[n, 4] rows."""
+    """int64[grid_size]: how often each tuple occurs in `Codec.quantize`'s int[n, 5] rows."""
     return np.bincount(np.ravel_multi_index(tuple(np.asarray(tuples).T), bins.grid_shape),
                        minlength=grid_size(bins))  # fmt: skip
 
@@ -117,14 +124,16 @@ class NoteStats:
     Velocities are held as counts over 0..127, durations and onset gaps as exact
     `Counts` on their natural grid (seconds rounded to TIME_DECIMALS, as `fit`
     rounds them), so bins fitted from merged statistics equal bins fitted from all
-    the notes at once.
+    the notes at once. Durations are the pitched notes' (drums: `drum_durations`);
+    `programs` counts notes per program, index 128 the drums.
     """
 
     _PENDING = 1 << 18  # values held before they are folded into the counts
-    _NAMES = ("velocities", "durations", "gaps")
+    _NAMES = ("velocities", "durations", "gaps", "drum_durations")
 
     def __init__(self):
         self.notes = 0
+        self.programs = np.zeros(129, np.int64)
         self._counts = {name: Counts() for name in self._NAMES}
         self._raw: dict[str, list[np.ndarray]] = {name: [] for name in self._NAMES}
         self._merged: dict[str, list[Counts]] = {name: [] for name in self._NAMES}
@@ -135,15 +144,19 @@ class NoteStats:
         if not notes.shape[0]:
             return self
         self.notes += int(notes.shape[0])
+        drum = notes["is_drum"]
+        self.programs += np.bincount(np.where(drum, 128, notes["program"]), minlength=129)
         self._raw["velocities"].append(notes["velocity"].astype(np.float64))
-        self._raw["durations"].append(durations(notes))
+        self._raw["durations"].append(durations(notes[~drum]))
+        self._raw["drum_durations"].append(durations(notes[drum]))
         self._raw["gaps"].append(np.round(np.diff(notes["start"]), TIME_DECIMALS))
-        return self._added(3 * notes.shape[0])
+        return self._added(4 * notes.shape[0])
 
     def merge(self, other: NoteStats) -> NoteStats:
         """Adds another's statistics to these; returns self."""
         other._fold()
         self.notes += other.notes
+        self.programs += other.programs
         for k in self._NAMES:
             self._merged[k].append(other._counts[k])
         return self._added(sum(c.values.shape[0] for c in other._counts.values()))
@@ -176,6 +189,12 @@ class NoteStats:
         """Counts of the notes' durations, seconds."""
         self._fold()
         return self._counts["durations"]
+
+    @property
+    def drum_durations(self) -> Counts:
+        """Counts of the drum notes' durations, seconds."""
+        self._fold()
+        return self._counts["drum_durations"]
 
     @property
     def gaps(self) -> Counts:
@@ -303,6 +322,7 @@ def fit_bins(
     chord_tolerance: float = 0.02,
     min_count: int = 2,
     genres: Sequence[str] = (),
+    instruments: str = "merged",
 ) -> Codec:
     """The bins of a codec from the statistics of its training notes: a codec with an
     empty vocabulary, to quantize the pieces with and count their tuples
@@ -323,6 +343,8 @@ def fit_bins(
       chord_tolerance: seconds; smaller gaps count as "with the previous note".
       min_count: tuples seen fewer times are left out of the vocabulary.
       genres: genre names, each given an id.
+      instruments: the instrument component (`codec.INSTRUMENT_MODES`): "merged" (the
+        seed), "family" (each written as its most played program) or "program".
 
     Returns:
       The bins, as a `Codec` without vocabulary.
@@ -338,6 +360,8 @@ def fit_bins(
         raise CodecError(f"onset_fit must be 'quantile' or 'lloyd', got {onset_fit!r}")
     if len(set(genres)) != len(genres):
         raise CodecError(f"genre names repeat: {list(genres)}")
+    if not stats.durations.total:
+        raise CodecError("cannot fit a codec on drum notes alone")
     v_edges, v_values = _quantile_bins(stats.velocities, velocity_bins)
     d_edges, d_values = _quantile_bins(stats.durations, duration_bins)
     o_values = np.zeros(0)
@@ -358,10 +382,26 @@ def fit_bins(
         duration_values=tuple(d_values.tolist()),
         onset_values=tuple(o_values.tolist()),
         chord_tolerance=float(chord_tolerance),
-        vocabulary=np.zeros((0, 4), np.int16),
+        vocabulary=np.zeros((0, 5), np.int16),
         genres=tuple(genres),
         min_count=min_count,
+        instruments=Instruments(
+            instruments,
+            _written_programs(stats.programs, instruments),
+            stats.drum_durations.median() if stats.drum_durations.total else 0.0,
+        ),
     )
+
+
+def _written_programs(programs: np.ndarray, instruments: str) -> tuple[int, ...]:
+    """The program each pitched instrument is written as: a family's most played program
+    (its first when the family was never played); a program itself."""
+    if instruments == "merged":
+        return (0,)
+    if instruments == "program":
+        return tuple(range(128))
+    counts = programs[:128].reshape(NUM_FAMILIES, 8)
+    return tuple(int(8 * f + counts[f].argmax()) for f in range(NUM_FAMILIES))
 
 
 def with_vocabulary(bins: Codec, counts: np.ndarray) -> Codec:
@@ -372,3 +412,26 @@ def with_vocabulary(bins: Codec, counts: np.ndarray) -> Codec:
     """
     seen = np.argwhere(np.asarray(counts).reshape(bins.grid_shape) >= bins.min_count)  # sorted tuples
     return dataclasses.replace(bins, vocabulary=seen.astype(np.int16))
+
+
+def instrument_report(codec: Codec, counts: np.ndarray) -> dict[str, dict]:
+    """Per instrument with training notes: {name: {"notes", "pseudo_notes" (its ids in the
+    vocabulary), "fallback_share" (its training notes whose tuple was seen fewer than
+    min_count times: they encode as their nearest pseudo-note)}}.
+
+    Args:
+      counts: int64[grid_size(codec)], the training tuples' counts `with_vocabulary` was given.
+    """
+    per = np.asarray(counts).reshape(-1, codec.instruments.count)  # the instrument is the grid's last axis
+    notes = per.sum(0)
+    fallback = np.where(per < codec.min_count, per, 0).sum(0)
+    in_vocabulary = np.bincount(codec.vocabulary[:, 4], minlength=codec.instruments.count)
+    return {
+        name: {
+            "notes": int(notes[i]),
+            "pseudo_notes": int(in_vocabulary[i]),
+            "fallback_share": float(fallback[i] / notes[i]),
+        }
+        for i, name in enumerate(codec.instruments.names())
+        if notes[i]
+    }

@@ -50,6 +50,11 @@ def _print_report(r: dict) -> None:
     print(f"codec report: {r['midi_dir']}")
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
+    per = f["per_instrument"]
+    if len(per) > 1:
+        print("  per instrument: notes, onset F1, share written as the same instrument")
+        for name, v in per.items():
+            print(f"    {name:<20} {v['notes']:>9}  {v['onset_f1']:.4f}  {v['same_instrument']:.4f}")
     for x in r["rejected"][:20]:
         print(f"  rejected: {x['path']}: {x['reason']}")
     if len(r["rejected"]) > 20:
@@ -69,6 +74,9 @@ def _define_flags(fv, argv: list[str]) -> None:
     flags.DEFINE_integer("duration_bins", 4, "duration bins", flag_values=fv)
     flags.DEFINE_integer("velocity_bins", 4, "velocity bins", flag_values=fv)
     flags.DEFINE_integer("min_count", 2, "occurrences a pseudo-note needs to get an id", flag_values=fv)
+    flags.DEFINE_enum("instruments", "merged", ["merged", "family", "program"],
+                      "the pseudo-note's instrument (data_pipeline.build's --instruments)",
+                      flag_values=fv)  # fmt: skip
     flags.DEFINE_string("json", None, "write the report here as JSON", flag_values=fv)
     flags.DEFINE_string("codec_out", None, "write the fitted codec.json here", flag_values=fv)
     flags.DEFINE_integer("workers", None, "processes (default: every core)", flag_values=fv)
@@ -97,6 +105,7 @@ def main(argv: list[str]) -> int:
         duration_bins=f.duration_bins,
         velocity_bins=f.velocity_bins,
         min_count=f.min_count,
+        instruments=f.instruments,
     )
     _print_report(result)
     if f.json is not None:

@@ -99,13 +99,16 @@ def density_of(notes: Any, seconds: Any, xp: Any = np) -> Any:
 def id_weights(codec: codec_lib.Codec) -> np.ndarray:
     """float32[V, 14]: per id, its duration (seconds) at its pitch class [12], its onset
     gap in seconds (its duration for a codec without onsets) [1] and 1 for a note [1];
-    zero rows for the special and genre ids. Summed over ids, the first 12 columns are
-    the notes' duration-weighted pitch-class distribution, the last two their span and count."""
+    zero rows for the special and genre ids, no pitch class for drums. Summed over ids,
+    the first 12 columns are the notes' duration-weighted pitch-class distribution, the
+    last two their span and count."""
     table = np.zeros((codec.vocab_size, 14), np.float32)
     rows = np.asarray(codec.vocabulary, np.int64)
     ids = codec.first_note_id + np.arange(rows.shape[0])
+    drum = rows[:, 4] == codec.instruments.drums
     durations = np.asarray(codec.duration_values, np.float32)[rows[:, 2]]
-    table[ids, rows[:, 0] % 12] = durations
+    durations = np.where(drum, codec.instruments.drum_duration, durations)
+    table[ids, rows[:, 0] % 12] = np.where(drum, 0.0, durations)  # a snare is not an E flat: no key weight
     table[ids, 12] = np.asarray(codec.onset_values, np.float32)[rows[:, 3]] if codec.has_onsets else durations
     table[ids, 13] = 1.0
     return table

@@ -6,7 +6,8 @@
       [--carry_state] [--min_notes 1] [--nountempered_rhythm] [--seed 0] [--data_dir D] \\
       [--json eval.json] [--plots eval_plots] [--page eval.html]
 
-Reports, for the latest checkpoint of the workdir on a split of its dataset, the
+Reports, for the best checkpoint of the workdir (the lowest validation NLL; --checkpoint
+latest for its newest) on a split of its dataset, the
 model's likelihood against n-gram baselines, its samples' music statistics beside real
 music's, key and genre adherence, long samples and an optional sweep of sampling
 settings (the sections: `jaxmusic.evaluation`). Sampling settings not given are the
@@ -35,7 +36,7 @@ def _bool(value: str) -> bool:
 
 
 SWEEPABLE = {"temperature": float, "top_k": int, "top_p": float, "min_notes": int, "carry_state": _bool,
-             "untempered_rhythm": _bool, "untempered_copy": _bool}  # fmt: skip
+             "untempered_rhythm": _bool, "untempered_copy": _bool, "primer_instruments": _bool}  # fmt: skip
 
 
 def parse_sweep(specs: Sequence[str]) -> list[dict[str, Any]]:
@@ -69,7 +70,7 @@ def _orders(text: str) -> tuple[int, ...]:
 def _define_flags(fv, argv: list[str]) -> None:
     from absl import flags
 
-    flags.DEFINE_string("workdir", None, "a training workdir (its latest checkpoint)", flag_values=fv)
+    flags.DEFINE_string("workdir", None, "a training workdir (see --checkpoint)", flag_values=fv)
     flags.DEFINE_string("split", "validation", "the dataset split to evaluate on", flag_values=fv)
     flags.DEFINE_string(
         "data_dir", None, "the dataset (default: the one the model trained on)", flag_values=fv

@@ -7,6 +7,7 @@ mir_eval's 50 ms convention, exact pitch; onset, duration and velocity errors).
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import os
 import time
 
@@ -21,11 +22,19 @@ ONSET_TOLERANCE = 0.05  # seconds, mir_eval's transcription convention
 
 
 def _fidelity_one(args: tuple[Codec, np.ndarray]) -> dict:
-    """Round-trip measures of one piece (notes and decoded notes align by index)."""
+    """Round-trip measures of one piece (notes in the codec's order and decoded notes
+    align by index), overall and per instrument."""
     codec, notes = args
+    notes = codec.instruments.order(notes) if codec.instruments.has_drums else notes
     decoded = codec.decode(codec.encode(notes))
     onset_error = np.abs(decoded["start"] - notes["start"])
+    played, written = midi_io.instrument_index(notes), midi_io.instrument_index(decoded)
+    per_instrument = {}
+    for i in np.unique(played).tolist():
+        match = music_stats.match_onsets(notes[played == i], decoded[played == i], tolerance=ONSET_TOLERANCE)
+        per_instrument[i] = (match, int((written[played == i] == i).sum()))
     return {
+        "per_instrument": per_instrument,
         "match": music_stats.match_onsets(notes, decoded, tolerance=ONSET_TOLERANCE),
         "onset_error": onset_error,
         "duration_error": np.abs((decoded["end"] - decoded["start"]) - (notes["end"] - notes["start"])),
@@ -58,9 +67,9 @@ def report(
     workers = workers or os.cpu_count() or 1
     bar = dict(disable=not progress, unit="file", leave=False)
     with concurrent.futures.ProcessPoolExecutor(workers) as pool:
-        hashed = list(
-            tqdm.tqdm(pool.map(midi_io.read_hashed, paths, chunksize=8), total=len(paths), desc="read", **bar)
-        )
+        drums = fit_kwargs.get("instruments", "merged") != "merged"
+        read = functools.partial(midi_io.read_hashed, include_drums=drums)
+        hashed = list(tqdm.tqdm(pool.map(read, paths, chunksize=8), total=len(paths), desc="read", **bar))
         reads = [r for _, r in hashed]
         ok = [(p, r) for p, r in zip(paths, reads, strict=True) if isinstance(r, midi_io.MidiRead)]
         sha1_of = {p: sha1 for p, (sha1, _) in zip(paths, hashed, strict=True)}
@@ -131,5 +140,19 @@ def _summary(midi_dir, paths, reads, ok, pieces, codec: Codec, fit_kwargs: dict,
             "onset_error_p95_s": float(np.percentile(onset_error, 95)),
             "duration_mae_s": float(np.mean(np.concatenate([m["duration_error"] for m in per_piece]))),
             "velocity_mae": float(np.mean(np.concatenate([m["velocity_error"] for m in per_piece]))),
+            "per_instrument": _per_instrument(per_piece),
         },
     }
+
+
+def _per_instrument(per_piece: list[dict]) -> dict[str, dict]:
+    """{General MIDI family or "drums": its notes, onset F1 and the share of its notes that
+    come back as the same family} over every piece."""
+    out = {}
+    for i in sorted({i for m in per_piece for i in m["per_instrument"]}):
+        rows = [m["per_instrument"][i] for m in per_piece if i in m["per_instrument"]]
+        match = sum((r[0] for r in rows), music_stats.OnsetMatch(0, 0, 0))
+        notes = sum(r[0].num_ref for r in rows)
+        out[midi_io.INSTRUMENT_NAMES[i]] = {"notes": notes, "onset_f1": match.f1,
+                                            "same_instrument": sum(r[1] for r in rows) / notes}  # fmt: skip
+    return out

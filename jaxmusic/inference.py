@@ -1,7 +1,7 @@
 """A trained model that writes and scores music: the one inference object that
 `jaxmusic.sample`, `jaxmusic.evaluate`, `jaxmusic.bench` and training's samples use.
 
-`Generator.load(workdir)` rebuilds everything from a workdir's latest checkpoint (its
+`Generator.load(workdir)` rebuilds everything from a workdir's best (or latest) checkpoint (its
 config, codec and parameters); `Generator(config, params, codec=...)` wraps a model in
 hand. `generate` continues primers through the compiled sampler (`jaxmusic.sampler`),
 a batch at a time, with the condition the model was trained with (`conditioning`):
@@ -41,6 +41,7 @@ class Generator:
         run samples by default (`settings`).
       codec: the codec, or None (benchmarks on synthetic ids: no key is ever told).
       model, params, step: the model, its parameters and its checkpoint's step (or None).
+      checkpoint: which checkpoint of its workdir (`load`): "best", "latest", or None.
       conditioner: the model's `conditioning.Conditioner`.
     """
 
@@ -53,8 +54,10 @@ class Generator:
         vocab_size: int | None = None,
         num_genres: int | None = None,
         step: int | None = None,
+        checkpoint: str | None = None,
     ):
         self.config, self.codec, self.params, self.step = run_config.complete(config), codec, params, step
+        self.checkpoint = checkpoint
         vocab_size = codec.vocab_size if codec is not None else vocab_size
         num_genres = len(codec.genres) if codec is not None else num_genres
         self.first_note_id = codec_lib.NUM_SPECIAL + num_genres
@@ -62,12 +65,15 @@ class Generator:
         self.model = models.from_config(self.config, vocab_size, num_genres)
         self.conditioner = conditioning.Conditioner.from_config(self.config, codec)
         self._groups = sampler.rhythm_groups(codec) if codec is not None else None
+        self._instruments = sampler.instrument_table(codec) if codec is not None else None
 
     @classmethod
-    def load(cls, workdir: str | os.PathLike, dtype: str | None = None) -> Generator:
-        """The latest readable checkpoint of a workdir. dtype: the products' input type for
-        this use (`models.DTYPES`: a float32-trained model sampled in bfloat16); None: the
-        checkpoint's. Parameters, state and logits stay float32 either way.
+    def load(cls, workdir: str | os.PathLike, dtype: str | None = None, checkpoint: str = "best"
+             ) -> Generator:  # fmt: skip
+        """A workdir's checkpoint: "best", of the lowest validation NLL (the latest for a run
+        without one), or "latest" (`checkpoint.restore_run`). dtype: the products' input
+        type for this use (`models.DTYPES`: a float32-trained model sampled in bfloat16);
+        None: the checkpoint's. Parameters, state and logits stay float32 either way.
 
         Raises:
           checkpoint.CheckpointError: the workdir has no checkpoint, or none can be read.
@@ -75,12 +81,13 @@ class Generator:
         """
         if dtype is not None and dtype not in models.DTYPES:
             raise UsageError(f"dtype {dtype!r} is not one of {', '.join(models.DTYPES)}")
-        restored = checkpoint_lib.restore_latest(workdir)
+        restored = checkpoint_lib.restore_run(workdir, checkpoint)
         config = run_config.complete(restored.config)
         if dtype is not None:
             config.model.dtype = dtype
         codec = codec_lib.from_dict(restored.codec, source=f"{workdir} checkpoint {restored.step}")
-        return cls(config, restored.state["params"], codec=codec, step=restored.step)
+        params = restored.state["params"]
+        return cls(config, params, codec=codec, step=restored.step, checkpoint=restored.kind)
 
     @property
     def settings(self) -> sampler.Settings:
@@ -98,7 +105,7 @@ class Generator:
             encode, step, complete, vocab_size=self.model.vocab_size, first_note_id=self.first_note_id,
             phrase_len=phrase, num_phrases=math.ceil(num_notes / phrase),
             encode_from=encode_from if self.config.carried_windows else None, groups=self._groups,
-            lookback_spec=self.lookback,
+            lookback_spec=self.lookback, instruments=self._instruments,
         )  # fmt: skip
 
     def generate(

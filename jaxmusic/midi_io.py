@@ -1,6 +1,6 @@
 """MIDI files <-> note arrays, with miditoolkit.
 
-Every note of every non-drum track becomes one row of a structured array
+Every note of every track (drum tracks when asked) becomes one row of a structured array
 (`NOTE_DTYPE`): start and end in seconds through the file's tempo map, pitch,
 velocity, program and a drum flag. This is the only module that opens MIDI files,
 so every limit on untrusted input lives here, in `Limits`.
@@ -149,6 +149,18 @@ def make_notes(
     return notes
 
 
+# General MIDI's 16 instrument families (8 programs each: program // 8), then the drums.
+INSTRUMENT_NAMES = ("piano", "chromatic percussion", "organ", "guitar", "bass", "strings", "ensemble",
+                    "brass", "reed", "pipe", "synth lead", "synth pad", "synth effects", "ethnic",
+                    "percussive", "sound effects", "drums")  # fmt: skip
+DRUMS = len(INSTRUMENT_NAMES) - 1
+
+
+def instrument_index(notes: np.ndarray) -> np.ndarray:
+    """int64[n]: each note's General MIDI family 0..15 (program // 8), or `DRUMS` (16) for a drum."""
+    return np.where(notes["is_drum"], DRUMS, np.asarray(notes["program"], np.int64) // 8)
+
+
 def sort_notes(notes: np.ndarray) -> np.ndarray:
     """Returns notes sorted by start, then pitch, then end (a chord low to high)."""
     order = np.lexsort((notes["end"], notes["pitch"], notes["start"]))
@@ -202,6 +214,7 @@ def read_hashed(
     reader: str = "miditoolkit",
     limits: Limits = LIMITS,
     data: bytes | None = None,
+    include_drums: bool = False,
 ) -> tuple[str, MidiRead | MidiError]:
     """(sha1 of the file's bytes, its `read` or the `MidiError`), reading the file once.
 
@@ -219,7 +232,7 @@ def read_hashed(
     sha1 = hashlib.sha1(data).hexdigest()
     try:
         _check_size(path, len(data), limits)
-        return sha1, _read_data(path, data, False, limits, reader)
+        return sha1, _read_data(path, data, include_drums, limits, reader)
     except MidiError as e:
         return sha1, e
 

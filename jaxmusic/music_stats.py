@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from jaxmusic import conditioning
+from jaxmusic import conditioning, midi_io
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,7 +195,8 @@ def estimate_key(notes: np.ndarray) -> int:
     """The Krumhansl-Schmuckler key of notes (`conditioning.key_of` of their
     duration-weighted pitch-class distribution): 0..11 C major .. B major, 12..23 C minor
     .. B minor (`conditioning.KEY_NAMES`); `conditioning.NO_KEY` for a piece with no notes
-    or a single pitch class (no key to tell)."""
+    or a single pitch class (no key to tell). Drums are left out."""
+    notes = pitched(notes)
     weight = np.bincount(np.asarray(notes["pitch"], np.int64) % 12,
                          weights=notes["end"] - notes["start"], minlength=12)  # fmt: skip
     return int(conditioning.key_of(weight))
@@ -215,9 +216,44 @@ STATISTICS = {
 }
 
 
-def statistics(pieces: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """Every statistic of every piece: {name: float64[P, d]}."""
-    return {name: np.stack([fn(p) for p in pieces]) for name, fn in STATISTICS.items()}
+def pitched(notes: np.ndarray) -> np.ndarray:
+    """The notes that are not drums (a drum note's pitch is a sound, not a pitch)."""
+    return notes[~notes["is_drum"]] if notes["is_drum"].any() else notes
+
+
+NUM_INSTRUMENTS = len(midi_io.INSTRUMENT_NAMES)  # General MIDI's 16 families, then the drums
+
+
+def instrument_share(notes: np.ndarray) -> np.ndarray:
+    """[17]: share of notes played by each General MIDI family, the drums last (zeros for no notes)."""
+    counts = np.bincount(midi_io.instrument_index(notes), minlength=NUM_INSTRUMENTS).astype(np.float64)
+    return counts / max(counts.sum(), 1.0)
+
+
+def instruments_used(notes: np.ndarray) -> np.ndarray:
+    """[1]: how many of the 17 instruments (families and drums) play at least one note."""
+    return np.array([float(np.unique(midi_io.instrument_index(notes)).shape[0])])
+
+
+def drum_density(notes: np.ndarray) -> np.ndarray:
+    """[1]: drum notes per second over the piece's span (0 without drums)."""
+    return note_density(notes)[0:1] * float(notes["is_drum"].mean() if notes.shape[0] else 0.0)
+
+
+INSTRUMENTATION = {
+    "instrument_share": instrument_share,
+    "instruments_used": instruments_used,
+    "drum_density": drum_density,
+}
+
+
+def statistics(pieces: list[np.ndarray], *, instrumentation: bool = False) -> dict[str, np.ndarray]:
+    """Every statistic of every piece: {name: float64[P, d]}. `STATISTICS` read the
+    pitched notes (drums left out); with `instrumentation`, `INSTRUMENTATION` too (of all notes)."""
+    out = {name: np.stack([fn(pitched(p)) for p in pieces]) for name, fn in STATISTICS.items()}
+    if instrumentation:
+        out |= {name: np.stack([fn(p) for p in pieces]) for name, fn in INSTRUMENTATION.items()}
+    return out
 
 
 # What the genre classifier reads beyond the statistics above (`descriptors`): where
@@ -231,7 +267,8 @@ _LOG2_BINS = 12
 
 
 def descriptors(notes: np.ndarray) -> np.ndarray:
-    """float64[88]: features of a piece for telling genres apart (zeros for no notes).
+    """float64[88]: features of a piece's pitched notes for telling genres apart (zeros for
+    no notes).
 
     In order: the signed pitch step between consecutive notes (onset order, pitch
     order within a chord) clipped to +-12 [25]; the pitch-class step (mod 12) [12];
@@ -242,6 +279,7 @@ def descriptors(notes: np.ndarray) -> np.ndarray:
     onset (1 for a melody, 0.25 for four-voice chords) [5].
     """
     out = np.zeros(88)
+    notes = pitched(notes)
     if not notes.shape[0]:
         return out
     ordered = _by_onset(notes)

@@ -101,10 +101,16 @@ def piano_roll(midi_path: str | os.PathLike, png_path: str | os.PathLike) -> Pat
 
     notes = midi_io.read(midi_path, include_drums=True).notes
     fig, ax = plt.subplots(figsize=(12, 4), dpi=100)
-    for pitch in np.unique(notes["pitch"]):
-        sel = notes[notes["pitch"] == pitch]
-        bars = list(zip(sel["start"], sel["end"] - sel["start"], strict=True))
-        ax.broken_barh(bars, (pitch - 0.4, 0.8), facecolors="tab:blue", alpha=0.8)
+    instrument = midi_io.instrument_index(notes)
+    for i in np.unique(instrument):
+        colour = INSTRUMENT_COLOURS[i] / 255
+        for pitch in np.unique(notes["pitch"][instrument == i]):
+            sel = notes[(instrument == i) & (notes["pitch"] == pitch)]
+            bars = list(zip(sel["start"], sel["end"] - sel["start"], strict=True))
+            ax.broken_barh(bars, (pitch - 0.4, 0.8), facecolors=colour, alpha=0.85)
+        ax.plot([], [], "s", color=colour, label=midi_io.INSTRUMENT_NAMES[i])
+    if len(np.unique(instrument)) > 1:
+        ax.legend(fontsize=7, loc="upper right", ncol=2)
     if notes.shape[0]:
         ax.set_xlim(0, float(notes["end"].max()) + 0.5)
         ax.set_ylim(int(notes["pitch"].min()) - 2, int(notes["pitch"].max()) + 2)
@@ -137,7 +143,8 @@ def roll_pixels(notes: np.ndarray, *, px_per_second: float = 40.0, px_per_pitch:
         a = int(float(n["start"]) * scale)
         b = max(int(float(n["end"]) * scale), a + 1)
         shade = 1.0 - 0.75 * int(n["velocity"]) / 127  # 0.25 (loud) .. 1
-        img[top : top + px_per_pitch - 1, a:b] = (np.array([31, 119, 180]) * shade).astype(np.uint8)
+        colour = INSTRUMENT_COLOURS[midi_io.instrument_index(n[None])[0]]
+        img[top : top + px_per_pitch - 1, a:b] = (255 - (255 - colour) * (1.25 - shade)).astype(np.uint8)
     return img
 
 
@@ -148,3 +155,12 @@ def png(pixels: np.ndarray) -> bytes:
     out = io.BytesIO()
     matplotlib.image.imsave(out, pixels, format="png")
     return out.getvalue()
+
+
+# A colour per General MIDI family and the drums (`midi_io.instrument_index`), as piano rolls
+# draw them: matplotlib's tab20, the first colour (blue) the piano's, dark grey the drums'.
+INSTRUMENT_COLOURS = np.array(
+    [(31, 119, 180), (174, 199, 232), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+     (197, 176, 213), (140, 86, 75), (227, 119, 194), (247, 182, 210), (188, 189, 34), (219, 219, 141),
+     (23, 190, 207), (158, 218, 229), (255, 187, 120), (152, 223, 138), (60, 60, 60)], np.float64,
+)  # fmt: skip

@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_size_per_device": 0,
     "data_shards": 0,
     "eval_batches": 0,
+    "early_stopping": 0,
     "preview_samples": 0,
     "preview_notes": 128,
     "carried_windows": False,
@@ -49,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "sampling.min_notes": 1,
     "sampling.untempered_rhythm": True,
     "sampling.untempered_copy": True,
+    "sampling.primer_instruments": False,
 }
 
 
@@ -91,6 +93,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"notes after the last window's), got {config.encoder_len} and {config.decoder_len}"
         )
     conditioning.check(config)
+    if config.early_stopping < 0:
+        raise UsageError(f"config.early_stopping must be >= 0 (0: never), got {config.early_stopping}")
     if config.preview_samples < 0:
         raise UsageError(f"config.preview_samples must be >= 0, got {config.preview_samples}")
     if config.preview_samples and config.preview_notes < 1:

@@ -6,7 +6,8 @@
       [--seed 0] [--genre classical] [--primer_midi song.mid | --primer_split validation] [--wav] [--png] \\
       [--dtype bfloat16]
 
-Loads the latest checkpoint with its config and codec (nothing else is needed,
+Loads the best checkpoint (the lowest validation NLL; --checkpoint latest for the
+newest) with its config and codec (nothing else is needed,
 except the dataset for --primer_split), writes O/sample_000.mid ... and
 O/samples.json (per file: seed, settings, dtype, primer, genre, notes, seconds).
 Sampling settings not given are the run's own (its config's `sampling`). The same
@@ -22,7 +23,7 @@ from jaxmusic.errors import UsageError
 def _define_flags(fv, argv: list[str]) -> None:
     from absl import flags
 
-    flags.DEFINE_string("workdir", None, "a training workdir (its latest checkpoint)", flag_values=fv)
+    flags.DEFINE_string("workdir", None, "a training workdir (see --checkpoint)", flag_values=fv)
     flags.DEFINE_string("out_dir", None, "where sample_NNN.mid and samples.json go", flag_values=fv)
     flags.DEFINE_integer("num_outputs", 4, "samples, generated as one batch", flag_values=fv)
     flags.DEFINE_integer("num_notes", None, f"notes per sample (default {sample_files.DEFAULT_NUM_NOTES})",
@@ -84,7 +85,7 @@ def main(argv: list[str]) -> int:
     for r in records:
         rendered = "".join(f", {r[k]}" for k in ("png", "wav") if k in r)
         print(f"{out_dir / r['file']}: {r['notes']} notes, {r['seconds']} s, genre {r['genre']}{rendered}")
-    print(f"described in {out_dir / 'samples.json'}")
+    print(f"described in {out_dir / 'samples.json'} (checkpoint {generator.step}: {generator.checkpoint})")
     return 0
 
 

@@ -54,15 +54,20 @@ class Request:
 
 def primers_from_midi(path: str | os.PathLike, codec: codec_lib.Codec, count: int) -> list[Primer]:
     """`count` copies of a MIDI file's notes as a primer; tuples the codec has never seen
-    become their nearest pseudo-note, and the description says how many.
+    become their nearest pseudo-note (an instrument it has never seen: the nearest
+    family's), and the description says how many.
 
     Raises:
       midi_io.MidiError: the file cannot be read.
     """
-    notes = midi_io.read(path).notes
+    notes = midi_io.read(path, include_drums=codec.has_drums).notes
     ids = codec.encode(notes)
+    seen = np.zeros(codec.instruments.count, bool)
+    seen[codec.vocabulary[:, 4]] = True
     desc = {"kind": "midi", "path": str(Path(path)), "notes": len(ids),
-            "notes_mapped_to_nearest": int(codec.unknown_mask(notes).sum())}  # fmt: skip
+            "notes_mapped_to_nearest": int(codec.unknown_mask(notes).sum()),
+            "notes_of_instruments_not_in_the_codec": int((~seen[codec.instruments.of(notes)]).sum()),
+            }  # fmt: skip
     return [Primer(ids, None, desc)] * count
 
 
@@ -155,9 +160,18 @@ def _record(
         "seconds": round(float(notes["end"].max()) if notes.shape[0] else 0.0, 3),
         "ended_with_eos": bool((row == codec_lib.EOS).any()),
         "checkpoint_step": generator.step,
+        "checkpoint": generator.checkpoint,
         "dtype": generator.config.model.dtype,  # the products' input type
         "codec_fingerprint": codec.fingerprint,
+        **({"instruments": _instruments(notes)} if codec.instruments.has_drums else {}),
     }
+
+
+def _instruments(notes: np.ndarray) -> dict[str, int]:
+    """Notes per instrument (General MIDI family, or drums) of a sample, most played first."""
+    names, counts = np.unique(midi_io.instrument_index(notes), return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    return {midi_io.INSTRUMENT_NAMES[names[i]]: int(counts[i]) for i in order}
 
 
 def _genre(codec: codec_lib.Codec, name: str | None, primer_genre: int | None) -> int:

@@ -135,7 +135,7 @@ def next_token(
     groups: jax.Array | None = None,
     copy: jax.Array | None = None,
 ) -> jax.Array:
-    """int32[B] tokens from float32[B, V] logits; banned: bool[V] ids never drawn;
+    """int32[B] tokens from float32[B, V] logits; banned: bool[V] (or [B, V]) ids never drawn;
     u: float32[B, n] `uniforms` (unused when greedy): n = 1, one more with groups, one
     more with copy.
 
@@ -156,7 +156,7 @@ def next_token(
     begun, so drawing every id at once turns repeats into loops that never end; drawn this
     way a piece repeats itself as often as the model says.
     """
-    logits = jnp.where(banned[None, :], NEG_INF, logits.astype(jnp.float32))
+    logits = jnp.where(banned, NEG_INF, logits.astype(jnp.float32))
     if greedy:
         return logits.argmax(-1).astype(jnp.int32)
     if copy is not None:
@@ -226,6 +226,27 @@ def rhythm_groups(codec: codec_lib.Codec) -> np.ndarray:
     return np.eye(bins + 2, dtype=np.float32)[group]
 
 
+def instrument_table(codec: codec_lib.Codec) -> np.ndarray:
+    """int32[V]: each id's instrument index (`codec.Instruments`), -1 for the special and
+    genre ids: what `Settings.primer_instruments` reads of a primer."""
+    table = np.full(codec.vocab_size, -1, np.int32)
+    table[codec.first_note_id :] = codec.vocabulary[:, 4]
+    return table
+
+
+def outside_primer(window: jax.Array, table: np.ndarray) -> jax.Array:
+    """bool[B, V]: the pseudo-notes of instruments no note of a row's window plays (none
+    for a window without notes), `Settings.primer_instruments`'s ban.
+
+    Args:
+      window: int32[B, T] ids; table: int32[V] `instrument_table` (numpy: its size is static).
+    """
+    count, table = int(np.max(table)) + 1, jnp.asarray(table)
+    played = jax.nn.one_hot(table[window], count, dtype=jnp.bool_).any(axis=1)  # [B, K]; -1 is no class
+    allowed = played | ~played.any(axis=-1, keepdims=True)
+    return (table >= 0)[None, :] & ~jnp.take(allowed, jnp.maximum(table, 0), axis=1)
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """How notes are drawn; checked when made. `Settings()` draws from the model's own
@@ -241,7 +262,9 @@ class Settings:
     temperature, top_k and top_p choose only among the pseudo-notes of that gap
     (`next_token`; a sampler made with `rhythm_groups`); untempered_copy: for a model with
     a lookback, each step's lookback note is taken with the model's own probability of it,
-    and the temperature, top_k and top_p choose among the rest (`next_token`).
+    and the temperature, top_k and top_p choose among the rest (`next_token`);
+    primer_instruments: only the instruments that play in a row's primer play on (a codec
+    with instruments; `outside_primer`), as a band keeps its line-up.
     """
 
     temperature: float = 1.0
@@ -253,6 +276,7 @@ class Settings:
     min_notes: int = 1
     untempered_rhythm: bool = False
     untempered_copy: bool = False
+    primer_instruments: bool = False
 
     def __post_init__(self):
         if not self.temperature > 0:
@@ -288,11 +312,13 @@ class Mode:
     min_notes: int = 0
     untempered_rhythm: bool = False
     untempered_copy: bool = False
+    primer_instruments: bool = False
 
     @classmethod
     def of(cls, settings: Settings) -> Mode:
         rest = dict(carry_state=settings.carry_state, fixed_length=settings.fixed_length,
-                    min_notes=0 if settings.fixed_length else settings.min_notes)  # fmt: skip
+                    min_notes=0 if settings.fixed_length else settings.min_notes,
+                    primer_instruments=settings.primer_instruments)  # fmt: skip
         if settings.greedy:
             return cls(greedy=True, **rest)
         return cls(top_k=settings.top_k, nucleus=settings.top_p < 1.0,
@@ -318,9 +344,10 @@ class Sampler:
     def __init__(self, encode: EncodeFn, step: StepFn, complete: CompleteFn | None = None, *,
                  vocab_size: int, first_note_id: int, phrase_len: int, num_phrases: int,
                  encode_from: EncodeFromFn | None = None, groups: Any = None,
-                 lookback_spec: lookback.Spec | None = None):  # fmt: skip
+                 lookback_spec: lookback.Spec | None = None, instruments: Any = None):  # fmt: skip
         self._encode, self._step, self._complete = encode, step, complete
         self._groups = None if groups is None else jnp.asarray(groups, jnp.float32)
+        self._instruments = None if instruments is None else np.asarray(instruments, np.int32)
         self._encode_from, self._lookback = encode_from, lookback_spec
         self._banned = banned_ids(vocab_size, first_note_id)
         self._phrase_len, self._num_phrases = phrase_len, num_phrases
@@ -329,6 +356,8 @@ class Sampler:
     def __call__(self, params, window, cond: Condition, rng, settings: Settings, history=None) -> jax.Array:
         if settings.untempered_rhythm and not settings.greedy and self._groups is None:
             raise UsageError("untempered_rhythm needs a sampler made with `sampler.rhythm_groups`")
+        if settings.primer_instruments and self._instruments is None:
+            raise UsageError("primer_instruments needs a sampler made with `sampler.instrument_table`")
         if (history is None) != (self._lookback is None):
             raise ValueError("a sampler with a lookback takes the history, one without none")
         return self.jitted(Mode.of(settings))(params, window, cond, rng, settings.temperature, settings.top_p,
@@ -342,6 +371,8 @@ class Sampler:
             if self._complete is not None:  # e.g. the primer's key, held for the whole call
                 cond = self._complete(window, cond)
             banned = self._banned.at[codec_lib.EOS].set(True) if mode.fixed_length else self._banned
+            if mode.primer_instruments:  # [B, V] from here: each row's own line-up
+                banned = banned[None, :] | outside_primer(window, self._instruments)
             draw = functools.partial(self._draw, mode=mode, banned=banned, temperature=temperature,
                                      top_p=top_p)  # fmt: skip
             carried_encoder = self._encode_from is not None and not mode.carry_state
@@ -402,12 +433,12 @@ class Sampler:
         return (states, jnp.where(token == codec_lib.PAD, prev, token), done, tracker), token
 
     def _draw(self, logits, u, written, copy, *, mode: Mode, banned, temperature, top_p) -> jax.Array:
-        """int32[B] tokens of logits float32[B, V] in a mode (`next_token`; banned: bool[V]
-        the call's banned ids; copy: each row's lookback note, -1 where none, or None); EOS
+        """int32[B] tokens of logits float32[B, V] in a mode (`next_token`; banned: bool[V] or
+        [B, V] the call's banned ids; copy: each row's lookback note, -1 where none, or None); EOS
         waits for the first min_notes notes, written counting this one's index (a select,
         not a branch)."""
         if mode.min_notes:
-            banned = banned | ((jnp.arange(banned.shape[0]) == codec_lib.EOS) & (written < mode.min_notes))
+            banned = banned | ((jnp.arange(banned.shape[-1]) == codec_lib.EOS) & (written < mode.min_notes))
         groups = self._groups if mode.untempered_rhythm else None
         return next_token(logits, u, temperature=temperature, top_k=mode.top_k,
                           top_p=top_p if mode.nucleus else None, greedy=mode.greedy, banned=banned,
@@ -426,6 +457,7 @@ def make_sampler(
     encode_from: EncodeFromFn | None = None,
     groups: Any = None,
     lookback_spec: lookback.Spec | None = None,
+    instruments: Any = None,
 ) -> Sampler:
     """A `Sampler`: encode a primer, then write `num_phrases` phrases of `phrase_len` notes.
 
@@ -434,10 +466,11 @@ def make_sampler(
     encoder going on from given states (carried windows: the encoder reads each phrase
     once). groups: `rhythm_groups` float32[V, G], for `Settings.untempered_rhythm`.
     lookback_spec: the model's lookback (`lookback.Spec`): step then takes each note's.
+    instruments: `instrument_table` int32[V], for `Settings.primer_instruments`.
     """
     return Sampler(encode, step, complete, vocab_size=vocab_size, first_note_id=first_note_id,
                    phrase_len=phrase_len, num_phrases=num_phrases, encode_from=encode_from,
-                   groups=groups, lookback_spec=lookback_spec)  # fmt: skip
+                   groups=groups, lookback_spec=lookback_spec, instruments=instruments)  # fmt: skip
 
 
 def model_functions(model: Any, conditioner: Any) -> tuple[EncodeFn, StepFn, CompleteFn, EncodeFromFn]:

@@ -89,6 +89,7 @@ class _Run:
         self.tx, self.schedule = steps_lib.make_optimizer(config)
         self.params_rng, self.dropout_rng = jax.random.split(jax.random.key(config.seed))
         self.ckpt = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.max_to_keep)
+        self.best = checkpoint_lib.Checkpointer(workdir, best=True)  # the lowest validation NLL's parameters
         self.state = self._initial_state()  # after the resume checks: no ids read of another codec
         shards, shard_ids = input_pipeline.load_train_shards(
             config.data_dir, num_shards=self.layout.shards, process_index=jax.process_index(),
@@ -190,10 +191,12 @@ class _Run:
                     writer.write(step, last_eval | self._preview(step, writer, first=not previewed))
                     previewed = True
                     rate.restart(step)  # keep evaluation out of steps/s
-                    progress.write(_eval_line(step, last_eval))
+                    progress.write(_eval_line(step, last_eval) + self._keep_best(step, last_eval["eval_nll"]))
+                    stop.early(self._no_progress(step))
             self._finish(step, start, stop, pending, progress)
         finally:
             self.ckpt.close()
+            self.best.close()
             writer.close()
             progress.close()
             stop.restore()
@@ -218,6 +221,28 @@ class _Run:
                 "epochs": epochs}  # fmt: skip
         writer.write(step, row)
         progress.set_postfix(loss=f"{means['loss']:.3f}", steps_s=f"{steps_per_second:.2f}")
+
+    def _keep_best(self, step: int, nll: float) -> str:
+        """Saves the parameters to W/best when `nll` is the run's lowest validation NLL;
+        returns what the progress line says of it."""
+        best = self.best.best_value()
+        if best is not None and not nll < best:
+            return f" (best {best:.4f} at step {self.best.manager.best_step()})"
+        if step in self.best.steps():  # a run resumed before its best: this step's parameters are newer
+            self.best.manager.delete(step)
+        self.best.save(step, {"params": self.state.params}, self.config.to_dict(), self.codec.to_dict(),
+                       metrics={checkpoint_lib.BEST_METRIC: float(nll)})  # fmt: skip
+        return " (best so far: kept)"
+
+    def _no_progress(self, step: int) -> str | None:
+        """Why the run stops early (`config.early_stopping` evaluations in a row without a
+        lower validation NLL than the best), or None. Every process decides alike: the
+        NLL is the global one."""
+        patience, best_step = self.config.early_stopping, self.best.manager.best_step()
+        if not patience or best_step is None or (step - best_step) < patience * self.config.eval_every:
+            return None
+        return (f"early stopping: no lower validation NLL in {patience} evaluations since step {best_step} "
+                f"({self.best.best_value():.4f})")  # fmt: skip
 
     def _save(self, step: int, pending: _PendingMetrics) -> None:
         """A checkpoint of the state after `step`, once every loss before it was checked."""
@@ -358,6 +383,10 @@ class _Stop:
     @staticmethod
     def _forward_to_sigterm(signum, frame) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
+
+    def early(self, reason: str | None) -> None:
+        """Stops the run at the next check for `reason` (None: goes on), as every process decides."""
+        self.reason = self.reason or reason
 
     def __call__(self, step: int) -> bool:
         """Whether to stop after `step` steps; call once per step, in order, on every process."""

@@ -70,3 +70,22 @@ def trained(built, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("trained")
     trainer.train_and_evaluate(config, workdir)
     return workdir
+
+
+@pytest.fixture(scope="session")
+def trained_band(collection, tmp_path_factory):
+    """The collection built with instrument families (drums kept), and a workdir of
+    configs/tiny.py trained on it: (dataset folder, workdir)."""
+    from configs import tiny
+    from data_pipeline import dataset
+    from jaxmusic import trainer
+
+    out, _ = dataset.build(
+        tmp_path_factory.mktemp("band_data"), name="band", midi_dir=collection[0], workers=2,
+        validation_percent=25, test_percent=25, codec_kwargs={"min_count": 1, "instruments": "family"},
+    )  # fmt: skip
+    config = tiny.get_config()
+    config.data_dir = str(out)
+    workdir = tmp_path_factory.mktemp("trained_band")
+    trainer.train_and_evaluate(config, workdir)
+    return out, workdir

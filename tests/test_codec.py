@@ -53,7 +53,10 @@ def test_seed_encoding_with_no_onset_bins():
     notes = _notes([0, 0, 0, 3], [1, 2, 1, 2], [60, 64, 67, 72], [40, 100, 40, 100])
     c = codec_fit.fit([notes], onset_bins=0, duration_bins=2, velocity_bins=2, min_count=1)
     assert not c.has_onsets and c.num_onset_bins == 1
-    np.testing.assert_array_equal(c.vocabulary, [[60, 0, 0, 0], [64, 1, 1, 0], [67, 0, 0, 0], [72, 1, 1, 0]])
+    np.testing.assert_array_equal(
+        c.vocabulary[:, :4], [[60, 0, 0, 0], [64, 1, 1, 0], [67, 0, 0, 0], [72, 1, 1, 0]]
+    )
+    assert not c.vocabulary[:, 4].any()  # merged: one instrument
     ids = c.encode(notes)
     np.testing.assert_array_equal(ids, c.first_note_id + np.arange(4))
     out = c.decode(ids)
@@ -265,3 +268,118 @@ def test_round_trip_keeps_pitch_order_and_onset_order(start, data):
     np.testing.assert_array_equal(out["pitch"], notes["pitch"])  # pitch order kept
     assert np.all(np.diff(out["start"]) >= 0)  # onsets in the same order
     assert np.all(out["end"] > out["start"])
+
+
+# -- instruments --------------------------------------------------------------
+
+# codec.json as jaxmusic wrote it before the codec had instruments (its fingerprint then).
+OLD_CODEC_JSON = (
+    '{"format": "jaxmusic.codec", "version": 1, "fingerprint": "73003f9f71b69b86", "velocity_edges": [64.0], '
+    '"velocity_values": [40, 100], "duration_edges": [0.5], "duration_values": [0.25, 1.0], "onset_values": '
+    '[0.0, 0.5], "chord_tolerance": 0.02, "genres": ["jazz"], "min_count": 2, "vocabulary": [[60, 0, 0, 0], '
+    "[64, 1, 1, 1]]}"
+)
+
+
+def test_a_codec_written_before_instruments_loads_as_merged_and_writes_back_the_same():
+    c = codec.from_dict(json.loads(OLD_CODEC_JSON))
+    assert c.instruments.mode == "merged" and c.instruments.count == 1 and not c.has_drums
+    np.testing.assert_array_equal(c.vocabulary[:, 4], [0, 0])
+    assert c.to_dict() == json.loads(OLD_CODEC_JSON)  # same fields, same fingerprint
+    notes = c.decode([c.first_note_id, c.first_note_id + 1])
+    assert not notes["program"].any() and not notes["is_drum"].any()
+
+
+def test_an_instrument_mode_the_codec_does_not_know_is_one_line():
+    d = codec_fit.fit([_band()], instruments="family", min_count=1).to_dict()
+    d["instruments"] = "orchestra"
+    body = {k: v for k, v in d.items() if k not in ("format", "version", "fingerprint")}
+    d["fingerprint"] = codec._fingerprint(body)  # a well-formed file of a mode this jaxmusic does not know
+    with pytest.raises(codec.CodecError, match="instruments 'orchestra': not one of merged, family, program"):
+        codec.from_dict(d)
+
+
+def _band() -> np.ndarray:
+    """Two bars of a band: piano chords (program 1), a bass line (33), a guitar riff (27,
+    and one note on 29) and drums (kick 36, snare 38), each on a beat grid."""
+    rows = []
+    for bar in range(2):
+        t = 2.0 * bar
+        for beat in range(4):
+            rows.append((t + beat / 2, 0.1, 36 if beat % 2 == 0 else 38, 100, 0, True))
+            rows.append((t + beat / 2, 0.5, 40 + beat, 80, 33, False))
+            rows.append((t + beat / 2 + 0.25, 0.25, 64 + beat, 90, 27 if beat else 29, False))
+        rows += [(t, 1.0, p, 70, 1, False) for p in (60, 64, 67)]
+    start, length, pitch, velocity, program, drum = (np.array(c) for c in zip(*rows, strict=True))
+    return midi_io.sort_notes(midi_io.make_notes(start, start + length, pitch, velocity, program, drum))
+
+
+def test_family_round_trip_per_instrument_and_for_drums():
+    notes = _band()
+    c = codec_fit.fit([notes], instruments="family", duration_bins=4, min_count=1)
+    assert c.has_drums and c.instruments.count == 17
+    assert c.instruments.programs[:5] == (1, 8, 16, 27, 33)  # piano 1, unplayed (first), guitar 27, bass 33
+    out = c.decode(c.encode(notes))
+    want = c.instruments.order(notes)
+    np.testing.assert_array_equal(out["pitch"], want["pitch"])
+    np.testing.assert_allclose(out["start"], want["start"], atol=1e-9)
+    np.testing.assert_array_equal(out["is_drum"], want["is_drum"])
+    # Each family is written as its most played program: the guitar's one 29 comes back as 27.
+    written = np.where(want["program"] == 29, 27, want["program"])
+    np.testing.assert_array_equal(out["program"], np.where(want["is_drum"], 0, written))
+    pitched = ~want["is_drum"]
+    np.testing.assert_allclose((out["end"] - out["start"])[pitched], (want["end"] - want["start"])[pitched])
+    np.testing.assert_allclose((out["end"] - out["start"])[~pitched], 0.1)  # drums: their median length
+    # Notes that start together: drums first, then by family (piano 0, bass 4), pitch low to high.
+    first = out[out["start"] == 0.0]
+    assert first["is_drum"][0] and list(first["program"][1:]) == [1, 1, 1, 33]
+    assert list(first["pitch"][1:4]) == [60, 64, 67]
+
+
+def test_program_mode_keeps_every_program():
+    notes = _band()
+    c = codec_fit.fit([notes], instruments="program", min_count=1)
+    out = c.decode(c.encode(notes))
+    want = c.instruments.order(notes)
+    np.testing.assert_array_equal(out["program"], np.where(want["is_drum"], 0, want["program"]))
+
+
+def test_drums_are_never_transposed():
+    notes = _band()
+    c = codec_fit.fit([notes, _moved(notes, 2)], instruments="family", min_count=1)
+    table = codec.transpose_table(c, 2)
+    drum_ids = c.first_note_id + np.flatnonzero(c.vocabulary[:, 4] == c.instruments.drums)
+    assert drum_ids.size
+    np.testing.assert_array_equal(table[drum_ids], drum_ids)
+    moved = c.decode(table[c.encode(notes)])
+    want = c.instruments.order(notes)
+    np.testing.assert_array_equal(moved["pitch"], want["pitch"] + np.where(want["is_drum"], 0, 2))
+
+
+def _moved(notes: np.ndarray, k: int) -> np.ndarray:
+    out = notes.copy()
+    out["pitch"] += np.where(out["is_drum"], 0, k).astype(np.int16)
+    return out
+
+
+def test_an_instrument_the_codec_never_saw_becomes_the_nearest_family():
+    notes = _band()
+    keep = (notes["program"] != 27) & (notes["program"] != 29)  # no guitar (family 3) in training
+    c = codec_fit.fit([notes[keep]], instruments="family", min_count=1)
+    guitar = midi_io.make_notes([0.0], [0.5], [45], [80], 26)
+    out = c.decode(c.encode(guitar))
+    assert out["program"][0] == 33  # bass (family 4), one family away; piano (0) is three
+    assert c.unknown_mask(guitar).all()
+
+
+def test_build_report_counts_fallbacks_per_instrument():
+    notes = _band()
+    c = codec_fit.fit([notes], instruments="family", min_count=2)
+    counts = codec_fit.tuple_counts(c, c.quantize(notes))
+    report = codec_fit.instrument_report(c, counts)
+    assert set(report) == {"piano", "guitar", "bass", "drums"}
+    # The first kick is the only drum note with onset gap 0 (from the piece's start): its tuple is seen once.
+    assert report["drums"]["notes"] == 8 and report["drums"]["fallback_share"] == 1 / 8
+    # Bass: 8 notes of 4 pitches twice each at one onset/length: none fall back.
+    assert report["bass"]["fallback_share"] == 0.0 and report["bass"]["pseudo_notes"] == 4
+    assert report["guitar"]["pseudo_notes"] == 4  # 4 pitches, each twice: in the vocabulary at min_count 2

@@ -64,3 +64,17 @@ def test_report_goes_on_past_a_malformed_file(tmp_path, capsys):
     assert "variable-length quantity longer than 4 bytes" in reasons["long_delta.mid"]
     assert r["internal_errors"] == []
     assert "internal errors" not in capsys.readouterr().err
+
+
+def test_report_gives_the_round_trip_per_instrument_with_drums(tmp_path, capsys):
+    folder = _fixture_folder(tmp_path / "midi")
+    out = tmp_path / "report.json"
+    args = [str(folder), "--min_count", "1", "--instruments", "family", "--json", str(out), "--workers", "1"]
+    assert codec_report.main(args) == 0
+    r = json.loads(out.read_text())
+    per = r["fidelity"]["per_instrument"]
+    assert set(per) == {"piano", "drums"} and per["drums"]["notes"] == len(DRUMS)
+    assert r["notes"] == len(CHORDS_AND_RESTS) + 6 + 2 + len(DRUMS)  # the drums are read now
+    for v in per.values():
+        assert v["onset_f1"] == pytest.approx(1.0) and v["same_instrument"] == 1.0
+    assert "per instrument" in capsys.readouterr().out

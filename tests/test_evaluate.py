@@ -282,3 +282,22 @@ def test_bad_paths(trained, tmp_path, capsys):
     good.write_text("{}")
     assert _evaluate(trained, "--json", str(good), "--split", "holdout") == 2
     assert good.read_text() == "{}"
+
+
+def test_a_band_evaluation_reports_its_instrumentation(trained_band, capsys):
+    _, workdir = trained_band
+    assert _evaluate(workdir, "--form_notes", "0") == 0
+    out = capsys.readouterr().out
+    assert "with drums: samples" in out and "instrument_share" in out
+    import numpy as np
+
+    from jaxmusic import midi_io
+
+    kit = midi_io.make_notes(np.arange(4.0), np.arange(4.0) + 0.1, 36, 100, is_drum=True)
+    bass = midi_io.make_notes(np.arange(30.0), np.arange(30.0) + 0.5, np.arange(30) + 30, 80, program=33)
+    organ = midi_io.make_notes(np.arange(30.0), np.arange(30.0) + 0.5, 60, 80, program=16)
+    ins = statistics.instrumentation([np.concatenate([kit, bass]), bass], [organ], [kit])
+    assert ins["with_drums"] == {"real": 0.5, "samples": 0.0, "train_split": 1.0}
+    assert ins["instruments_per_piece"] == {"real": 1.5, "samples": 1.0, "train_split": 1.0}
+    assert ins["pitch_range"]["real"] == {"bass": [31.0, 58.0]}  # 5th and 95th percentile of 30..59, twice
+    assert ins["pitch_range"]["samples"] == {"organ": [60.0, 60.0]}

@@ -154,3 +154,20 @@ def test_descriptors_of_a_scale_and_a_chord():
         np.testing.assert_allclose(fn(up), fn(scale))
     assert not np.allclose(music_stats.descriptors(up)[37:59], d[37:59])
     assert not music_stats.descriptors(EMPTY).any()
+
+
+def test_drums_are_in_no_pitch_statistic_or_key_and_in_the_instrumentation():
+    kit = midi_io.make_notes(np.arange(8) * 0.5, np.arange(8) * 0.5 + 0.1, [36, 38, 42, 46] * 2, 100,
+                             is_drum=True)  # fmt: skip
+    band = np.concatenate([PIECE, kit])
+    pitched = music_stats.statistics([PIECE])
+    with_drums = music_stats.statistics([band], instrumentation=True)
+    for name in music_stats.STATISTICS:
+        np.testing.assert_array_equal(with_drums[name], pitched[name], err_msg=name)
+    assert music_stats.estimate_key(band) == music_stats.estimate_key(PIECE)
+    np.testing.assert_array_equal(music_stats.descriptors(band), music_stats.descriptors(PIECE))
+    share = with_drums["instrument_share"][0]
+    assert share[16] == pytest.approx(8 / 13) and share[0] == pytest.approx(5 / 13)  # drums; piano (0)
+    assert with_drums["instruments_used"][0, 0] == 2
+    assert with_drums["drum_density"][0, 0] == pytest.approx(8 / 4.0)  # 8 hits over the piece's 4 s
+    assert "instrument_share" not in pitched  # only when asked (a codec with instruments)

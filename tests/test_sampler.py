@@ -496,3 +496,69 @@ def test_generate_draws_each_call_from_the_key_folded_with_its_rows_and_continua
     window, genre = fn.calls[2]  # the second batch's first call: row 2 and its padding copy
     np.testing.assert_array_equal(window, [[codec_lib.PAD, codec_lib.BOS, FIRST + 2]] * 2)
     assert window.dtype == np.int32 and genre.tolist() == [0, 0]
+
+
+def test_a_drums_only_render_is_not_silent(tmp_path):
+    start = np.arange(8) * 0.25
+    kit = midi_io.make_notes(start, start + 0.1, [36, 38, 42, 38] * 2, 100, is_drum=True)
+    midi_io.write(kit, tmp_path / "kit.mid")
+    audio = render.synthesize(midi_io.read(tmp_path / "kit.mid", include_drums=True).notes)
+    assert np.abs(audio).max() > 0.05  # General MIDI's kit on channel 10, not silence
+
+
+def test_a_band_sample_has_a_track_per_instrument_with_its_program_and_drums_on_channel_10(
+    trained_band, collection, tmp_path
+):
+    import mido
+    import pretty_midi
+
+    _, workdir = trained_band
+    generator = inference.Generator.load(workdir)
+    codec = generator.codec
+    assert codec.instruments.mode == "family" and codec.has_drums
+    # The writer on a known band: the fixture's rock piece (organ, program 16) with drums.
+    primer = collection[0] / "rock" / "piece1.mid"
+    notes = codec.decode(codec.encode(midi_io.read(primer, include_drums=True).notes))
+    midi_io.write(notes, tmp_path / "band.mid")
+    on = [m for m in mido.MidiFile(tmp_path / "band.mid") if m.type == "note_on" and m.velocity]
+    drum_hits = [m for m in on if m.channel == 9]
+    assert len(drum_hits) == 8 and all(m.note in (36, 38) for m in drum_hits)  # helpers.DRUMS
+    pm = pretty_midi.PrettyMIDI(str(tmp_path / "band.mid"))
+    tracks = sorted((i.program, i.is_drum, len(i.notes)) for i in pm.instruments)
+    assert tracks == [(0, True, 8), (16, False, 24)]
+    # The CLI: whatever it writes, each track plays its instrument's written program, drums on 10.
+    assert _sample(workdir, tmp_path / "cli", "--primer_midi", str(primer), "--num_notes", "120") == 0
+    records = json.loads((tmp_path / "cli" / "samples.json").read_text())
+    assert records[0]["primer"]["notes_of_instruments_not_in_the_codec"] == 0
+    for r in records:
+        pm = pretty_midi.PrettyMIDI(str(tmp_path / "cli" / r["file"]))
+        counts = {}
+        for inst in pm.instruments:
+            name = "drums" if inst.is_drum else midi_io.INSTRUMENT_NAMES[inst.program // 8]
+            assert inst.is_drum or inst.program in codec.instruments.programs
+            counts[name] = counts.get(name, 0) + len(inst.notes)
+        assert counts == r["instruments"] and sum(counts.values()) == r["notes"]
+        channels = {m.channel for m in mido.MidiFile(tmp_path / "cli" / r["file"]) if m.type == "note_on"}
+        assert (9 in channels) == ("drums" in counts)
+
+
+def test_primer_instruments_keeps_each_rows_line_up():
+    """Ids of three instruments (id % 3) under a flat model: a row whose primer plays
+    instrument 0 writes only its notes, a row of instruments 1 and 2 only theirs, and a
+    primer without notes bans none."""
+    table = np.where(np.arange(V) >= FIRST, np.arange(V) % 3, -1).astype(np.int32)
+    of = {k: [i for i in range(FIRST, V) if i % 3 == k] for k in range(3)}
+    window = [[of[0][0], of[0][1], of[0][2]], [of[1][0], of[2][0], of[1][1]], [0, 0, codec_lib.BOS]]
+    flat = _stub(lambda token: jnp.zeros((token.shape[0], V)))
+    fn = sampler.make_sampler(*flat, vocab_size=V, first_note_id=FIRST, phrase_len=4, num_phrases=8,
+                              instruments=table)  # fmt: skip
+    cond = Condition(jnp.zeros(3, jnp.int32))
+    settings = sampler.Settings(fixed_length=True, primer_instruments=True)
+    out = np.asarray(fn(None, jnp.asarray(window, jnp.int32), cond, jax.random.key(0), settings))
+    assert set(table[out[0]]) == {0} and set(table[out[1]]) == {1, 2} and set(table[out[2]]) == {0, 1, 2}
+    plain = np.asarray(fn(None, jnp.asarray(window, jnp.int32), cond, jax.random.key(0),
+                          sampler.Settings(fixed_length=True)))  # fmt: skip
+    assert set(table[plain[0]]) == {0, 1, 2}  # off: every instrument
+    with pytest.raises(sampler.UsageError, match="primer_instruments"):
+        without = sampler.make_sampler(*flat, vocab_size=V, first_note_id=FIRST, phrase_len=2, num_phrases=1)
+        without(None, jnp.asarray(window, jnp.int32), cond, jax.random.key(0), settings)

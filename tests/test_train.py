@@ -365,3 +365,25 @@ def test_a_reader_beside_a_running_trainer_lists_again_when_a_checkpoint_goes(tr
 
     monkeypatch.setattr(checkpoint.ocp, "CheckpointManager", pruned_once)
     assert checkpoint.Checkpointer(trained, read_only=True).steps() == [10, 20] and len(calls) == 2
+
+
+def test_the_best_checkpoint_is_kept_and_a_run_without_progress_stops_early(built, tmp_path, capsys):
+    data_dir, _, _ = built
+    # Learning rate 0: every evaluation gives the same NLL, so the first stays the best.
+    config = _config(data_dir, num_train_steps=60, early_stopping=2, **{"optimizer.learning_rate": 0.0,
+                     "optimizer.end_learning_rate": 0.0})  # fmt: skip
+    trainer.train_and_evaluate(config, tmp_path / "flat")
+    said = capsys.readouterr()
+    assert "early stopping: no lower validation NLL in 2 evaluations since step 10" in said.out + said.err
+    assert checkpoint.Checkpointer(tmp_path / "flat", read_only=True).steps()[-1] == 30  # of 60 steps
+    assert checkpoint.Checkpointer(tmp_path / "flat", read_only=True, best=True).steps() == [10]
+    assert checkpoint.restore_run(tmp_path / "flat").kind == "best"
+    assert checkpoint.restore_run(tmp_path / "flat", "latest").step == 30
+    # A run that learns: the best is the evaluation of the lowest NLL, its parameters as trained then.
+    trainer.train_and_evaluate(_config(data_dir, checkpoint_every=5, eval_every=5), tmp_path / "learns")
+    nll = {r["step"]: r["eval_nll"] for r in read_metrics(tmp_path / "learns") if "eval_nll" in r}
+    best = checkpoint.restore_run(tmp_path / "learns")
+    assert best.step == min(nll, key=nll.get)
+    _assert_trees_equal(best.state["params"], _params(tmp_path / "learns", best.step))
+    generator = inference.Generator.load(tmp_path / "learns", checkpoint="latest")
+    assert (generator.checkpoint, generator.step) == ("latest", 20)

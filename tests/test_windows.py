@@ -239,7 +239,7 @@ def ip_notes(start, pitch):
 def test_transpose_table_marks_unseen_results():
     start = np.array([1.0, 2.0, 3.0])  # every gap 1 s: one onset bin for all three
     codec = codec_fit.fit([ip_notes(start, np.array([60, 62, 64]))], min_count=1)
-    up2 = codec.transpose_table(2)
+    up2 = codec_lib.transpose_table(codec, 2)
     ids = codec.encode(ip_notes(start, np.array([60, 62, 64])))
     assert up2[ids].tolist() == [ids[1], ids[2], -1]  # 66 was never seen
     assert up2[: codec.first_note_id].tolist() == list(range(codec.first_note_id))

@@ -40,14 +40,15 @@ LOOP_REPEATS = 4  # ... and comes this many times in a row
 
 def views(codec: codec_lib.Codec, ids: np.ndarray) -> dict[str, np.ndarray]:
     """{"ids": int64[n] the note ids, "pitches": int64[n] a symbol of (pitch, onset-gap
-    bin) per note, "intervals": int64[n] a symbol of (pitch interval from the note
-    before, onset-gap bin) per note}."""
+    bin, instrument) per note, "intervals": int64[n] a symbol of (pitch interval from the
+    note before, onset-gap bin, instrument) per note}."""
     ids = np.asarray(ids, np.int64)
-    rows = codec.vocabulary[ids - codec.first_note_id].astype(np.int64).reshape(-1, 4)
+    rows = codec.vocabulary[ids - codec.first_note_id].astype(np.int64)
     interval = np.diff(rows[:, 0], prepend=rows[:1, 0]) + 128  # 0..255
     onset = rows[:, 3]
-    return {"ids": ids, "pitches": rows[:, 0] * codec.num_onset_bins + onset,
-            "intervals": interval * codec.num_onset_bins + onset}  # fmt: skip
+    inst, ki = rows[:, 4], codec.instruments.count
+    return {"ids": ids, "pitches": (rows[:, 0] * codec.num_onset_bins + onset) * ki + inst,
+            "intervals": (interval * codec.num_onset_bins + onset) * ki + inst}  # fmt: skip
 
 
 def _earlier(x: np.ndarray, n: int) -> np.ndarray:

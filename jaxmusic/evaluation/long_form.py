@@ -24,9 +24,10 @@ def section(generator: inference.Generator, options: Any, c, real: tuple, classi
                                   settings=settings, batch=batch)  # fmt: skip
     notes = {"first": [generator.codec.decode(x[:n]) for x in ids],
              "last": [generator.codec.decode(x[-n:]) for x in ids]}  # fmt: skip
-    stats = {k: music_stats.statistics(v) for k, v in notes.items()}
+    stats = {k: music_stats.statistics(v, instrumentation=generator.codec.instruments.has_drums)
+             for k, v in notes.items()}  # fmt: skip
     out: dict[str, Any] = {"long_notes": options.long_notes, "window_notes": n, "statistics": {}}
-    for name in music_stats.STATISTICS:
+    for name in real[1]:
         overlap = {
             k: music_stats.compare_sets(real[1][name], s[name])["overlap_area"] for k, s in stats.items()
         }

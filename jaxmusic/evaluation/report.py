@@ -24,7 +24,7 @@ def plot(out_dir: str | os.PathLike, report: dict, real: dict, generated: dict, 
     matplotlib.use("Agg")
     out_dir = Path(out_dir)
     written = [_statistic_png(out_dir, name, real[name], generated[name], report["statistics"][name])
-               for name in music_stats.STATISTICS]  # fmt: skip
+               for name in real]  # fmt: skip
     written.append(_likelihood_png(out_dir, report))
     if long is not None:
         for name, row in report["form"]["statistics"].items():
@@ -38,6 +38,25 @@ _BIN_LABELS = {
     "pitch_class_histogram": ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"],
     "note_length_histogram": [f"<{e:g}s" for e in music_stats.NOTE_LENGTH_EDGES[1:-1]] + ["longer"],
     "form_lag_histogram": [f">={e}" for e in form.LAG_EDGES],
+    "instrument_share": [
+        "piano",
+        "chrom",
+        "organ",
+        "guitar",
+        "bass",
+        "str",
+        "ens",
+        "brass",
+        "reed",
+        "pipe",
+        "lead",
+        "pad",
+        "fx",
+        "ethnic",
+        "perc",
+        "sfx",
+        "drums",
+    ],  # General MIDI's families
 }
 
 
@@ -131,7 +150,17 @@ def _drawing_flags(settings: dict, carried: str) -> str:
     return (
         (f", {carried}" if settings.get("carry_state") else "")
         + (", untempered rhythm" if settings.get("untempered_rhythm") else "")
+        + (", the primer's instruments" if settings.get("primer_instruments") else "")
         + (f", min_notes {min_notes}" if min_notes != 1 and not settings.get("fixed_length") else "")
+    )
+
+
+def _key_line(ka: dict) -> str:
+    """The key-agreement section as one line."""
+    labels = {"samples": "samples", "real": "real", "train_split": "train split (real)"}
+    shares = [f"{label} {_share_text(ka, name)}" for name, label in labels.items() if name in ka]
+    return "key agreement (Krumhansl-Schmuckler key of the continuation = the primer's; 95% intervals): " + (
+        ", ".join(shares)
     )
 
 
@@ -196,7 +225,8 @@ def genre_lines(ga: dict, split: str) -> list[str]:
 def format_report(r: dict) -> str:
     """The report as the table printed on stdout."""
     lines = [
-        f"{r['workdir']} checkpoint {r['checkpoint_step']}, split {r['split']} of {r['dataset']}: "
+        f"{r['workdir']} checkpoint {r['checkpoint_step']} ({r.get('checkpoint') or 'latest'}), "
+        f"split {r['split']} of {r['dataset']}: "
         f"{r['pieces']} pieces, {r['likelihood']['overall']['notes']:,.0f} notes"
         + (f"; products in {r['dtype']}" if r.get("dtype", "float32") != "float32" else "")
     ]
@@ -240,11 +270,8 @@ def format_report(r: dict) -> str:
                  f"(real continuations: {100 * s['real_degenerate_share']:.1f}%"
                  + (f"; the train split's: {100 * s['train_degenerate_share']:.1f}%"
                     if s.get("train_degenerate_share") is not None else "") + ")")  # fmt: skip
-    ka = r["key_agreement"]
-    labels = {"samples": "samples", "real": "real", "train_split": "train split (real)"}
-    shares = [f"{label} {_share_text(ka, name)}" for name, label in labels.items() if name in ka]
-    lines.append("key agreement (Krumhansl-Schmuckler key of the continuation = the primer's; "
-                 "95% intervals): " + ", ".join(shares))  # fmt: skip
+    lines += instrumentation_lines(r.get("instrumentation"))
+    lines.append(_key_line(r["key_agreement"]))
     lf = r.get("long_form", {})
     if "statistics" in lf:
         lines.append(f"long samples ({lf['long_notes']} notes, EOS never drawn), overlap with the real "
@@ -272,3 +299,22 @@ def format_report(r: dict) -> str:
     lines.append("")
     lines.extend(genre_lines(r["genre_adherence"], r["split"]))
     return "\n".join(lines)
+
+
+def instrumentation_lines(ins: dict | None) -> list[str]:
+    """The instrumentation section (`statistics.instrumentation`) as text (none for a merged codec)."""
+    if not ins:
+        return []
+    d, n = ins["with_drums"], ins["instruments_per_piece"]
+    lines = [f"with drums: samples {100 * d['samples']:.1f}%, real {100 * d['real']:.1f}%"
+             + (f", train split {100 * d['train_split']:.1f}%" if d.get("train_split") is not None else "")
+             + f"; instruments per piece: samples {n['samples']:.2f}, real {n['real']:.2f}"]  # fmt: skip
+    real, samples = ins["pitch_range"]["real"], ins["pitch_range"]["samples"]
+    ranges = [f"{name} {lo:.0f}-{hi:.0f} " + _range_text(samples.get(name)) for name, (lo, hi) in
+              real.items()]  # fmt: skip
+    lines.append("pitch ranges, real (samples), 5th-95th percentile: " + ", ".join(ranges))
+    return lines
+
+
+def _range_text(pitches: list[float] | None) -> str:
+    return f"({pitches[0]:.0f}-{pitches[1]:.0f})" if pitches else "(none)"

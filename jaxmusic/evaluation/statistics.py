@@ -7,21 +7,19 @@ from __future__ import annotations
 import numpy as np
 
 from jaxmusic import codec as codec_lib
-from jaxmusic import music_stats
+from jaxmusic import midi_io, music_stats
 
 
 def of(codec: codec_lib.Codec, ids: list[np.ndarray]) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
     """(the notes of each piece of ids, every statistic of them: {name: float64[P, d]})."""
     notes = [codec.decode(x) for x in ids]
-    return notes, music_stats.statistics(notes)
+    return notes, music_stats.statistics(notes, instrumentation=codec.instruments.has_drums)
 
 
 def section(real: tuple, generated: tuple) -> dict:
     """{statistic: overlap area, KL divergence, each set's mean} of real against generated
     ((notes, statistics) pairs, `of`)."""
-    return {
-        name: music_stats.compare_sets(real[1][name], generated[1][name]) for name in music_stats.STATISTICS
-    }
+    return {name: music_stats.compare_sets(real[1][name], generated[1][name]) for name in real[1]}
 
 
 def reference_overlaps(codec: codec_lib.Codec, train_ids: list[np.ndarray], real_stats: dict, count: int,
@@ -34,7 +32,7 @@ def reference_overlaps(codec: codec_lib.Codec, train_ids: list[np.ndarray], real
     if not train_ids:
         return None
     pick = np.random.default_rng(seed).choice(len(train_ids), size=min(count, len(train_ids)), replace=False)
-    return overlaps(real_stats, music_stats.statistics([codec.decode(train_ids[i]) for i in pick]))
+    return overlaps(real_stats, of(codec, [train_ids[i] for i in pick])[1])
 
 
 def add_reference(section: dict, codec: codec_lib.Codec, train_ids: list[np.ndarray], real: tuple, count: int,
@@ -53,5 +51,32 @@ def overlaps(real_stats: dict, generated_stats: dict) -> dict[str, float]:
     """{statistic: overlap area} of two sets' statistics."""
     return {
         name: float(music_stats.compare_sets(real_stats[name], generated_stats[name])["overlap_area"])
-        for name in music_stats.STATISTICS
+        for name in real_stats
+    }
+
+
+def instrumentation(real: list[np.ndarray], generated: list[np.ndarray], train: list[np.ndarray]) -> dict:
+    """What a band plays, set against set (notes of the real continuations, the samples and
+    the train split's continuations): the share of pieces with drums, instruments per
+    piece, and each instrument's pitch range (5th to 95th percentile of its notes)."""
+
+    def drums(pieces):
+        return float(np.mean([p["is_drum"].any() for p in pieces])) if pieces else None
+
+    def ranges(pieces):
+        notes = np.concatenate(pieces) if pieces else midi_io.empty_notes()
+        played = midi_io.instrument_index(notes)
+        return {
+            midi_io.INSTRUMENT_NAMES[i]: np.percentile(notes["pitch"][played == i], [5, 95]).tolist()
+            for i in np.unique(played)
+            if i != midi_io.DRUMS and (played == i).sum() >= 20
+        }
+
+    sets = {"real": real, "samples": generated, "train_split": train}
+    return {
+        "with_drums": {k: drums(v) for k, v in sets.items()},
+        "instruments_per_piece": {
+            k: float(np.mean([music_stats.instruments_used(p)[0] for p in v])) for k, v in sets.items() if v
+        },
+        "pitch_range": {k: ranges(v) for k, v in sets.items() if k != "train_split"},
     }
