@@ -30,6 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.carried_windows = False  # truncated BPTT: each row reads a piece window after window (Te == Td)
     c.transpose = 3  # train-time transposition, up to this many semitones either way
     c.common_key = False  # every window moved to C major or A minor by its key (needs transpose 0)
+    c.transpose_nearest = False  # a moved note the vocabulary lacks takes its nearest length and loudness
     c.eval_split = "validation"  # the split evaluated during training
     c.eval_batches = 0  # cap on evaluation batches (0: the whole split)
     c.preview_samples = 2  # samples heard in TensorBoard at each evaluation (0: none; jaxmusic.preview)

@@ -304,13 +304,14 @@ class Codec:
         return midi_io.make_notes(start, start + duration, q[:, 0], np.asarray(self.velocity_values)[q[:, 1]],
                                   program, drum)  # fmt: skip
 
-    def transpose_tables(self, max_semitones: int) -> np.ndarray | None:
+    def transpose_tables(self, max_semitones: int, *, nearest: bool = False) -> np.ndarray | None:
         """int32[2k + 1, vocab_size]: `transpose_table` of each shift -k..k (None for k = 0)."""
         if max_semitones < 0:
             raise CodecError(f"transposition semitones must be >= 0, got {max_semitones}")
         if max_semitones == 0:
             return None
-        return np.stack([transpose_table(self, s) for s in range(-max_semitones, max_semitones + 1)])
+        shifts = range(-max_semitones, max_semitones + 1)
+        return np.stack([transpose_table(self, s, nearest=nearest) for s in shifts])
 
     # -- save / load ---------------------------------------------------------
 
@@ -333,11 +334,15 @@ class Codec:
         atomic_write(path, self.to_json())
 
 
-def transpose_table(codec: Codec, semitones: int) -> np.ndarray:
+def transpose_table(codec: Codec, semitones: int, *, nearest: bool = False) -> np.ndarray:
     """int32[vocab_size]: the id of each pseudo-note moved by `semitones`.
 
     Special and genre ids and drum notes map to themselves; a pseudo-note whose
-    moved tuple is outside 0..127 or not in the vocabulary maps to -1.
+    moved tuple is outside 0..127 or not in the vocabulary maps to -1. With `nearest`,
+    a moved tuple not in the vocabulary takes the seen one of the same pitch, onset bin
+    and instrument nearest in duration, then velocity bin, where there is one: a band's
+    vocabulary is sparse per instrument, and exact moves leave most windows unmovable
+    (docs/datasets.md).
     """
     table = np.arange(codec.vocab_size, dtype=np.int32)
     drum = codec.vocabulary[:, 4] == codec.instruments.drums
@@ -347,8 +352,28 @@ def transpose_table(codec: Codec, semitones: int) -> np.ndarray:
     v, d, o, i = codec.vocabulary[ok, 1:].T.astype(np.int64)
     found = codec._exact_table[p[ok], v, d, o, i]
     moved[ok] = np.where(found == UNK, -1, found)
+    if nearest:
+        moved = np.where(moved >= 0, moved, _nearest_in_cell(codec, p, ok))
     table[codec.first_note_id :] = moved
     return table
+
+
+def _nearest_in_cell(codec: Codec, pitch: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """int32[P]: for each pseudo-note (row of the vocabulary) moved to `pitch` int[P] (ok:
+    bool[P] within 0..127), the seen id of that pitch, onset bin and instrument nearest
+    in duration bin, then velocity bin; -1 where there is none."""
+    vocab = codec.vocabulary.astype(np.int64)
+    rows = np.flatnonzero(ok)
+    cells = codec._exact_table[pitch[rows], :, :, vocab[rows, 3], vocab[rows, 4]]  # [n, kv, kd]
+    kv, kd = cells.shape[1:] if rows.size else (1, 1)
+    cost = (np.abs(np.arange(kv)[None, :, None] - vocab[rows, 1, None, None])
+            + 10 * np.abs(np.arange(kd)[None, None, :] - vocab[rows, 2, None, None]))  # fmt: skip
+    cost = np.where(cells == UNK, np.iinfo(np.int64).max, cost).reshape(rows.size, -1)
+    best = cost.argmin(1) if rows.size else np.zeros(0, np.int64)
+    out = np.full(pitch.shape[0], -1, np.int32)
+    found = cells.reshape(rows.size, -1)[np.arange(rows.size), best]
+    out[rows] = np.where(found == UNK, -1, found)
+    return out
 
 
 def _nearest_ids(codec: Codec, tuples: np.ndarray, chunk: int = 256) -> np.ndarray:

@@ -150,7 +150,7 @@ class Conditioner:
         m = config.model
         common = None
         if config.common_key and codec is not None:
-            common = codec.transpose_tables(COMMON_KEY_TABLE_SHIFTS)
+            common = codec.transpose_tables(COMMON_KEY_TABLE_SHIFTS, nearest=config.transpose_nearest)
         weights = id_weights(codec) if m.key_input and codec is not None else None
         return cls(key=m.key_input, density=m.density_input, context=m.key_context, weights=weights,
                    common_key=common)  # fmt: skip

@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "preview_notes": 128,
     "carried_windows": False,
     "common_key": False,
+    "transpose_nearest": False,
     "model.decoder_dropout": 0.0,
     "model.embed_dim": 0,
     "model.key_input": False,
@@ -127,6 +128,8 @@ _FIXED = (
            "but not be turned on or off; use a new workdir"),
     _Fixed("common_key", lambda c: bool(c.common_key),
            "the windows' keys would change mid-run; use a new workdir"),
+    _Fixed("transpose_nearest", lambda c: bool(c.transpose_nearest),
+           "the windows' notes would change mid-run; use a new workdir"),
     _Fixed("carried_windows", lambda c: bool(c.carried_windows), "use a new workdir to change it"),
 )  # fmt: skip
 

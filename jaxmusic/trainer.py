@@ -101,7 +101,8 @@ class _Run:
         self.batches = input_pipeline.train_batches(
             shards, shard_ids=shard_ids, batch_size=self.layout.host_size, encoder_len=config.encoder_len,
             decoder_len=config.decoder_len, seed=config.seed, start_step=int(self.state.step),
-            transpose=self.codec.transpose_tables(config.transpose), carried=config.carried_windows,
+            transpose=self.codec.transpose_tables(config.transpose, nearest=config.transpose_nearest),
+            carried=config.carried_windows,
             conditioner=self.conditioner, lookback_spec=self.lookback,
         )  # fmt: skip
         eval_pieces = input_pipeline.load_pieces(config.data_dir, config.eval_split)

@@ -383,3 +383,21 @@ def test_build_report_counts_fallbacks_per_instrument():
     # Bass: 8 notes of 4 pitches twice each at one onset/length: none fall back.
     assert report["bass"]["fallback_share"] == 0.0 and report["bass"]["pseudo_notes"] == 4
     assert report["guitar"]["pseudo_notes"] == 4  # 4 pitches, each twice: in the vocabulary at min_count 2
+
+
+def test_a_nearest_transposition_keeps_pitch_onset_and_instrument_and_takes_the_nearest_length():
+    # Pitch 60 is played long and loud, pitch 62 only short and soft: the exact move of
+    # the long 60 up a tone is not in the vocabulary; the nearest is the short 62.
+    start = np.arange(8.0)
+    notes = midi_io.make_notes(start, start + np.tile([1.0, 0.25], 4), np.tile([60, 62], 4),
+                               np.tile([110, 40], 4), program=33)  # fmt: skip
+    kit = midi_io.make_notes([8.0], [8.1], [38], [100], is_drum=True)  # one gap of 1 s throughout
+    piece = midi_io.sort_notes(np.concatenate([notes, kit]))
+    c = codec_fit.fit([piece], instruments="family", duration_bins=2, velocity_bins=2, min_count=1)
+    ids = c.encode(piece)
+    long60, short62, drum = ids[2], ids[3], ids[8]  # each 1 s after the note before
+    assert codec.transpose_table(c, 2)[long60] == -1
+    assert c.transpose_tables(2, nearest=True)[4][long60] == short62  # shift +2 is row 2 + 2
+    assert c.transpose_tables(2, nearest=True)[4][drum] == drum
+    assert c.transpose_tables(2, nearest=True)[0][short62] == long60  # and back down
+    assert c.transpose_tables(2, nearest=True)[3][long60] == -1  # 61: never played, no nearest

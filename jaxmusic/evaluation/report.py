@@ -69,7 +69,8 @@ def _statistic_png(out_dir: Path, name: str, r, g, row: dict) -> str:
         x = np.arange(r.shape[1])
         left.bar(x - 0.2, r.mean(0), 0.4, label=f"real ({r.shape[0]})")
         left.bar(x + 0.2, g.mean(0), 0.4, label=f"generated ({g.shape[0]})")
-        left.set_xticks(x, _BIN_LABELS.get(name, [str(k) for k in x]), fontsize=7)
+        labels = _BIN_LABELS.get(name, [str(k) for k in x])
+        left.set_xticks(x, labels, fontsize=7, rotation=60 if len(x) > 12 else 0)  # many bins: slanted
         left.set_ylabel("mean share")
     else:
         bins = np.histogram_bin_edges(np.concatenate([r[:, 0], g[:, 0]]), bins=30)
