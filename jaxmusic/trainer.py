@@ -231,8 +231,12 @@ class _Run:
             return f" (best {best:.4f} at step {self.best.manager.best_step()})"
         if step in self.best.steps():  # a run resumed before its best: this step's parameters are newer
             self.best.manager.delete(step)
+        # One manager's save at a time: two managers' finalizing threads take the same orbax
+        # barrier, and a multi-process run then fails ("barrier ... is already ongoing").
+        self.ckpt.wait()
         self.best.save(step, {"params": self.state.params}, self.config.to_dict(), self.codec.to_dict(),
                        metrics={checkpoint_lib.BEST_METRIC: float(nll)})  # fmt: skip
+        self.best.wait()
         return " (best so far: kept)"
 
     def _no_progress(self, step: int) -> str | None:
