@@ -138,12 +138,12 @@ def roll_pixels(notes: np.ndarray, *, px_per_second: float = 40.0, px_per_pitch:
     img = np.full(((hi - lo + 1) * px_per_pitch, width, 3), 255, np.uint8)
     for c in range(lo - lo % 12 + 12 if lo % 12 else lo, hi + 1, 12):  # the Cs
         img[(hi - c) * px_per_pitch + px_per_pitch - 1] = 225
-    for n in notes:
+    colours = INSTRUMENT_COLOURS[midi_io.instrument_index(notes)]
+    for n, colour in zip(notes, colours, strict=True):
         top = (hi - int(n["pitch"])) * px_per_pitch
         a = int(float(n["start"]) * scale)
         b = max(int(float(n["end"]) * scale), a + 1)
         shade = 1.0 - 0.75 * int(n["velocity"]) / 127  # 0.25 (loud) .. 1
-        colour = INSTRUMENT_COLOURS[midi_io.instrument_index(n[None])[0]]
         img[top : top + px_per_pitch - 1, a:b] = (255 - (255 - colour) * (1.25 - shade)).astype(np.uint8)
     return img
 

@@ -111,11 +111,12 @@ def run(generator: inference.Generator, options: Options) -> dict[str, Any]:
     train = samples.continuations(train_pieces, primer_notes, options.num_notes)
     out["samples"]["train_degenerate_share"] = statistics.degenerate_share(train[1]) if train[1] else None
     statistics.add_reference(out["statistics"], codec, train[1], real, options.num_samples, options.seed)
+    train_notes = [codec.decode(x) for x in train[1]]  # decoded once: instrumentation and genre read them
     if codec.instruments.has_drums:
-        train_notes = [codec.decode(x) for x in train[1]]
         out["instrumentation"] = statistics.instrumentation(real[0], generated[0], train_notes)
     out["key_agreement"] = keys.section(codec, pieces, train_pieces, train, c, primer_notes, options.seed)
-    out["genre_adherence"], classifier = genre.section(codec, pieces, train_pieces, train, c, real, generated)
+    out["genre_adherence"], classifier = genre.section(codec, pieces, train_pieces, (train[0], train_notes),
+                                                       c, real, generated)  # fmt: skip
     out["long_form"] = long_form.section(generator, options, c, real, classifier)
     out["form"], long, form_stats = form.section(generator, pieces, train_pieces, options, primer_notes)
     if options.sweep:

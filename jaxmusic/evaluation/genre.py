@@ -63,14 +63,14 @@ def adherence(classifier, train_pieces: int, real_features, real_genres, sample_
 
 def section(codec: codec_lib.Codec, pieces, train_pieces, train: tuple, c, real: tuple, generated: tuple):
     """(the `genre_adherence` section or why it was skipped, the classifier or None).
-    train: the train split's `samples.continuations`; c: the `samples.Continuations`;
+    train: (indices, decoded notes) of the train split's `samples.continuations`; c: the
+    `samples.Continuations`;
     real, generated: (notes, statistics) of the real continuations and of the samples."""
     if len(codec.genres) < 2:
         return {"skipped": f"the codec has {len(codec.genres)} genre; adherence needs 2+"}, None
-    train_idx, train_ids = train
+    train_idx, train_notes = train
     if np.unique(train_pieces.genres[train_idx]).shape[0] < 2:
         return {"skipped": "the train split has pieces of only one genre"}, None
-    train_notes = [codec.decode(ids) for ids in train_ids]
     train_features = features(train_notes, instrumentation=codec.instruments.has_drums)
     classifier = fit_classifier(train_features, train_pieces.genres[train_idx])
     result = adherence(classifier, len(train_idx), features(*real), pieces.genres[c.real_idx],
