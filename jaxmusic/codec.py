@@ -334,6 +334,20 @@ class Codec:
         atomic_write(path, self.to_json())
 
 
+def factors(codec: Codec) -> np.ndarray:
+    """int32[V, 5]: each id's rows in one table of the vocabulary's parts, for a model that
+    shares what it learns across ids (`models.Seq2Seq.factors`): its pitch as played by
+    its instrument, velocity bin, duration bin, onset bin and instrument, each part's rows
+    after the one before; ids that are not notes take the last row."""
+    pitch, vel, dur, onset, inst = codec.grid_shape
+    sizes = np.array([pitch * inst, vel, dur, onset, inst])
+    v = codec.vocabulary.astype(np.int32)
+    rows = np.stack([v[:, 0] * inst + v[:, 4], v[:, 1], v[:, 2], v[:, 3], v[:, 4]], axis=1)
+    rows = rows + np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int32)
+    specials = np.full((codec.first_note_id, 5), sizes.sum(), np.int32)
+    return np.concatenate([specials, rows]).astype(np.int32)
+
+
 def transpose_table(codec: Codec, semitones: int, *, nearest: bool = False) -> np.ndarray:
     """int32[vocab_size]: the id of each pseudo-note moved by `semitones`.
 

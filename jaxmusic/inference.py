@@ -40,7 +40,8 @@ class Generator:
       config: the complete config (`run_config.complete`); config.sampling holds how the
         run samples by default (`settings`).
       codec: the codec, or None (benchmarks on synthetic ids: no key is ever told).
-      model, params, step: the model, its parameters and its checkpoint's step (or None).
+      model, params, step: the model, its parameters and its checkpoint's step (or None);
+        a factored model's are the plain model of its folded rows (`models.fold_factors`).
       checkpoint: which checkpoint of its workdir (`load`): "best", "latest", or None.
       conditioner: the model's `conditioning.Conditioner`.
     """
@@ -56,13 +57,18 @@ class Generator:
         step: int | None = None,
         checkpoint: str | None = None,
     ):
-        self.config, self.codec, self.params, self.step = run_config.complete(config), codec, params, step
+        self.config, self.codec, self.step = run_config.complete(config), codec, step
         self.checkpoint = checkpoint
         vocab_size = codec.vocab_size if codec is not None else vocab_size
         num_genres = len(codec.genres) if codec is not None else num_genres
         self.first_note_id = codec_lib.NUM_SPECIAL + num_genres
         self.lookback = lookback.Spec.of(self.config, self.first_note_id)
-        self.model = models.from_config(self.config, vocab_size, num_genres)
+        # A factored model writes and scores as the plain model of its folded rows (the same
+        # logits): `params` is set through `fold_factors`, here and by training's previews.
+        parts = codec_lib.factors(codec) if codec is not None else None
+        self._factored = models.from_config(self.config, vocab_size, num_genres, parts)
+        self.model = models.plain_of(self._factored)
+        self.params = params
         self.conditioner = conditioning.Conditioner.from_config(self.config, codec)
         self._groups = sampler.rhythm_groups(codec) if codec is not None else None
         self._instruments = sampler.instrument_table(codec) if codec is not None else None
@@ -88,6 +94,15 @@ class Generator:
         codec = codec_lib.from_dict(restored.codec, source=f"{workdir} checkpoint {restored.step}")
         params = restored.state["params"]
         return cls(config, params, codec=codec, step=restored.step, checkpoint=restored.kind)
+
+    @property
+    def params(self) -> Any:
+        """The parameters of `model` (a factored model's folded: `models.fold_factors`)."""
+        return self._params
+
+    @params.setter
+    def params(self, params: Any) -> None:
+        self._params = models.fold_factors(self._factored, params)
 
     @property
     def settings(self) -> sampler.Settings:
@@ -162,9 +177,8 @@ class Generator:
             k = _fold_in(rng, first_call + call)
             this = settings if call == 0 else dataclasses.replace(settings, min_notes=0)  # rows go on
             cond, moved, shift = self._condition(genre, primers, written, window)
-            tokens = np.asarray(
-                sample(self.params, moved, cond, k, this, self._history(primers, written, shift))
-            )
+            history = _history(self.lookback, self.conditioner.common_key, primers, written, shift)
+            tokens = np.asarray(sample(self.params, moved, cond, k, this, history))
             if shift is not None:
                 tokens = conditioning.from_common_key(tokens, shift, self.conditioner.common_key)
             tokens = tokens[:, :num_notes]
@@ -191,19 +205,6 @@ class Generator:
         density = density if self.model.num_densities else None
         return conditioning.Condition(genre, key, density), window, shift
 
-    def _history(self, primers, written, shift) -> np.ndarray | None:
-        """For a model with a lookback, int32[B, window]: the last notes of each row's primer
-        and of what it wrote, left-padded with PAD (moved by the common-key shift, a note
-        that cannot move left out as PAD); None without a lookback."""
-        if self.lookback is None:
-            return None
-        size = self.lookback.window
-        out = np.zeros((len(primers), size), np.int32)
-        for r, (p, w) in enumerate(zip(primers, written, strict=True)):
-            read = np.concatenate([[codec_lib.BOS], p, w])[-size:]  # BOS, as the primer's window reads it
-            out[r, size - read.shape[0] :] = read
-        return out if shift is None else lookback.moved(out, shift, self.conditioner.common_key)
-
     def continuations(self, primers: list[np.ndarray], genres: np.ndarray, *, num_notes: int,
                       settings: sampler.Settings, seed: int, batch: int) -> list[np.ndarray]:  # fmt: skip
         """`generate`'s rows as note ids only, each cut at its EOS."""
@@ -228,6 +229,20 @@ class Generator:
         carry = steps.zero_carry(self.model, batch_size, mesh) if carried else None
         genres = tuple(self.codec.genres) or ("all",)
         return steps.evaluate_batches(eval_step, self.params, batches, mesh, genres, carry)
+
+
+def _history(spec: lookback.Spec | None, common_key, primers, written, shift) -> np.ndarray | None:
+    """For a model with a lookback (`spec`), int32[B, window]: the last notes of each row's
+    primer and of what it wrote, left-padded with PAD (moved by the common-key shift, a
+    note that cannot move left out as PAD); None without a lookback."""
+    if spec is None:
+        return None
+    size = spec.window
+    out = np.zeros((len(primers), size), np.int32)
+    for r, (p, w) in enumerate(zip(primers, written, strict=True)):
+        read = np.concatenate([[codec_lib.BOS], p, w])[-size:]  # BOS, as the primer's window reads it
+        out[r, size - read.shape[0] :] = read
+    return out if shift is None else lookback.moved(out, shift, common_key)
 
 
 def _done_of_rows(done: Callable[[np.ndarray], bool], rows: int, written: np.ndarray) -> bool:

@@ -12,7 +12,10 @@ stack's first layer at every step, as a one-hot input would; with
 `lookback`, each decoder step also reads what followed the longest earlier match of the
 notes so far (`jaxmusic.lookback`): its note and the match's length add rows to the
 first layer's gates, and a learned amount (from the state and the length) is added to
-that note's logit: the decoder may copy the piece's own material.
+that note's logit: the decoder may copy the piece's own material. With `factors`, each
+id's input rows and output row also get learned rows of its parts (`codec.factors`:
+pitch as its instrument plays it, velocity, duration, onset, instrument), shared by every
+id with that part: a sparse band vocabulary learns a guitar's register from all its notes.
 
 A stack runs in one of two forms, the same function of the same parameters:
 - fused (the default): `lstm.stack`, each layer's input projection one product over
@@ -27,12 +30,15 @@ gates, logits and gradients; `dtype` only as the input of products.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import linen as nn
 from flax.linen.linear import default_embed_init
 
@@ -48,6 +54,37 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 # where XLA runs it faster (docs/performance.md); never on a TPU or GPU, where [4H, B]
 # puts the small per-device batch on the minor (lane) axis (`lstm.stack`).
 COLUMN_LAYOUT_FROM_HIDDEN = 1024
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Factors:
+    """int32[V, F]: each id's rows in a table of its parts (`codec.factors`), as a
+    hashable module field (a module's fields are compared and hashed by Flax and jit)."""
+
+    rows: np.ndarray
+
+    @property
+    def table_rows(self) -> int:
+        return int(self.rows.max()) + 1
+
+    @property
+    def _key(self) -> bytes:
+        return hashlib.sha1(np.ascontiguousarray(self.rows, np.int32).tobytes()).digest()
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Factors) and self._key == other._key
+
+    @classmethod
+    def synthetic(cls, vocab_size: int) -> Factors:
+        """Parts of synthetic ids (benchmarks, lowering): five parts of a family codec's sizes."""
+        ids = np.arange(vocab_size, dtype=np.int32)
+        sizes = (128 * 17, 8, 16, 16, 17)
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        rows = [ids % n + o for n, o in zip(sizes, offsets, strict=True)]
+        return cls(np.stack(rows, axis=1).astype(np.int32))
 
 
 class _Kernel(nn.Module):
@@ -214,6 +251,8 @@ class Seq2Seq(nn.Module):
       stack_order: `lstm.stack`'s order ("auto": per platform).
       condition_output: the genre and key also add a learned row to the logits.
       lookback: the decoder reads each step's lookback (`jaxmusic.lookback`) and may copy it.
+      factors: None (the seed), or each id's parts: their learned rows join the id's own in
+        both stacks' first-layer gates and in the logits.
     """
 
     vocab_size: int
@@ -230,6 +269,7 @@ class Seq2Seq(nn.Module):
     stack_order: str = "auto"
     condition_output: bool = False
     lookback: bool = False
+    factors: Factors | None = None
 
     def setup(self):
         h4, genres, zeros = 4 * self.hidden, max(self.num_genres, 1), nn.initializers.zeros
@@ -257,6 +297,10 @@ class Seq2Seq(nn.Module):
             self.lookback_length = _Table(lookback.NUM_BUCKETS, h4, zeros)
             self.copy = _Kernel(1, zeros)
             self.copy_length = _Table(lookback.NUM_BUCKETS, 1, zeros)
+        if self.factors is not None:  # zeros at the start: the model starts as the plain one
+            for stack in ("encoder", "decoder"):
+                setattr(self, f"{stack}_factors", _Table(self.factors.table_rows, h4, zeros))
+            self.head_factors = _Kernel(self.factors.table_rows, zeros)
         if not self.fused:
             self.cell = _ScannedCell(self.dtype)
 
@@ -285,13 +329,26 @@ class Seq2Seq(nn.Module):
             "decoder", carries, tokens, cond, self.decoder_dropout_layer, train, step_gates
         )
         kernel, bias = self.head(x.shape[-1])
+        parts = self.factors is not None
+        if parts and x.shape[0] * x.shape[1] > x.shape[-1]:  # many steps: one product of the folded kernel
+            kernel = kernel + self._part_columns(x.shape[-1])
+            parts = False
         logits = matmul(x, kernel, self.dtype) + bias
         if self.condition_output:
             prior = self.head_genre(cond.genre) + (self.head_key(cond.key) if self.num_keys else 0.0)
             logits = logits + prior[:, None, :]
+        if parts:  # a step at a time (sampling): the parts' scores gathered, no [H, V] each note
+            scores = matmul(x, self.head_factors(x.shape[-1]), self.dtype)
+            rows = jnp.asarray(self.factors.rows)
+            logits = logits + sum(jnp.take(scores, rows[:, p], axis=-1) for p in range(rows.shape[1]))
         if self.lookback:
             logits = logits + self._copy(x, *lookback)
         return carries, logits
+
+    def _part_columns(self, hidden: int) -> jax.Array:
+        """float32[H, V]: each id's output column from its parts' (`factors`)."""
+        kernel, rows = self.head_factors(hidden), jnp.asarray(self.factors.rows)
+        return kernel[:, rows].sum(-1)
 
     def _copy(self, x: jax.Array, notes: jax.Array, buckets: jax.Array) -> jax.Array:
         """float32[B, T, V]: the learned amount added to each step's lookback note (none
@@ -345,6 +402,9 @@ class Seq2Seq(nn.Module):
         """A stack over tokens int32[B, T]: (each layer's final (c, h), outputs float32[B, T, H])."""
         x = getattr(self, f"{stack}_embed")(tokens) if self.embed_dim else tokens
         layers, rows = getattr(self, f"{stack}_layers"), self._gate_rows(stack, cond)
+        if self.factors is not None:
+            parts = getattr(self, f"{stack}_factors")(jnp.asarray(self.factors.rows)[tokens]).sum(axis=-2)
+            step_gates = parts if step_gates is None else step_gates + parts
         keep = ()
         if train and dropout.rate > 0:  # multipliers drawn alike in both forms: the same masks
             ones = jnp.ones((*tokens.shape[:2], self.hidden), jnp.float32)
@@ -357,16 +417,47 @@ class Seq2Seq(nn.Module):
         )
 
 
+def foldable(model: Seq2Seq) -> bool:
+    """Whether a model is factored with id rows to fold its parts into (`fold_factors`)."""
+    return model.factors is not None and not model.embed_dim
+
+
+def plain_of(model: Seq2Seq) -> Seq2Seq:
+    """The plain model whose logits equal a foldable factored model's (`fold_factors`)."""
+    return model.clone(factors=None) if foldable(model) else model
+
+
+def fold_factors(model: Seq2Seq, params: Any) -> Any:
+    """`plain_of(model)`'s parameters: each id's part rows summed into its own input row
+    and output column once, so that sampling reads one row an id, not six (the same
+    logits; an embedding-first model, whose first layer reads no id rows, is left as is)."""
+    if not foldable(model):
+        return params
+    rows, out = jnp.asarray(model.factors.rows), dict(params)
+    for stack in ("encoder", "decoder"):
+        table, layer = out.pop(f"{stack}_factors")["embedding"], dict(out[f"{stack}_layers_0"])
+        layer["x"] = {"embedding": layer["x"]["embedding"] + table[rows].sum(1)}
+        out[f"{stack}_layers_0"] = layer
+    kernel = out.pop("head_factors")["kernel"]
+    out["head"] = {**out["head"], "kernel": out["head"]["kernel"] + kernel[:, rows].sum(-1)}
+    return out
+
+
 def example_condition(model: Seq2Seq, batch_size: int = 1) -> Condition:
     """A zero condition of the model's fields (for init and shapes)."""
     zero = jnp.zeros((batch_size,), jnp.int32)
     return Condition(zero, zero if model.num_keys else None, zero if model.num_densities else None)
 
 
-def from_config(config: ml_collections.ConfigDict, vocab_size: int, num_genres: int) -> Seq2Seq:
+def from_config(config: ml_collections.ConfigDict, vocab_size: int, num_genres: int,
+                factors: np.ndarray | None = None) -> Seq2Seq:  # fmt: skip
     """The model of a complete config (`run_config.complete`) for a codec of `vocab_size`
-    ids and `num_genres` genres."""
+    ids and `num_genres` genres; `factors`: the codec's (`codec.factors`) for a
+    `model.factored` config (None: `Factors.synthetic`, for synthetic ids)."""
     m = config.model
+    parts = None
+    if m.factored:
+        parts = Factors.synthetic(vocab_size) if factors is None else Factors(np.asarray(factors, np.int32))
     return Seq2Seq(
         vocab_size=vocab_size,
         num_genres=num_genres,
@@ -381,4 +472,5 @@ def from_config(config: ml_collections.ConfigDict, vocab_size: int, num_genres: 
         stack_order=m.stack_order,
         condition_output=m.condition_output,
         lookback=m.lookback,
+        factors=parts,
     )

@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "model.stack_order": "auto",
     "model.lookback": False,
     "model.lookback_window": 1024,
+    "model.factored": False,
     "optimizer.weight_decay": 0.0,
     # How jaxmusic.sample and jaxmusic.evaluate draw notes (sampler.Settings), as they did
     # before a config held it.
@@ -120,7 +121,7 @@ class _Fixed:
 _FIXED = (
     *(_Fixed(f"model.{k}", lambda c, k=k: c.model[k], "use a new workdir for a different model")
       for k in ("num_layers", "hidden", "embed_dim", "key_input", "density_input", "condition_output",
-                "lookback")),
+                "lookback", "factored")),
     _Fixed("model.key_context", lambda c: c.model.key_context if c.model.key_input else None,
            "what its key input means; use a new workdir to change it"),
     _Fixed("optimizer.weight_decay > 0", lambda c: c.optimizer.weight_decay > 0,

@@ -30,6 +30,7 @@ from etils import epath
 
 from jaxmusic import batching, conditioning, fileio, lookback, models, parallel, run_config
 from jaxmusic import checkpoint as checkpoint_lib
+from jaxmusic import codec as codec_lib
 from jaxmusic import lock as lock_lib
 from jaxmusic import preview as preview_lib
 from jaxmusic import steps as steps_lib
@@ -84,7 +85,8 @@ class _Run:
                                       data_shards=config.data_shards or None)  # fmt: skip
         self.codec = input_pipeline.load_codec(config.data_dir)
         self.lookback = lookback.Spec.of(config, self.codec.first_note_id)
-        self.model = models.from_config(config, self.codec.vocab_size, len(self.codec.genres))
+        codec = self.codec
+        self.model = models.from_config(config, codec.vocab_size, len(codec.genres), codec_lib.factors(codec))
         self.conditioner = conditioning.Conditioner.from_config(config, self.codec)
         self.tx, self.schedule = steps_lib.make_optimizer(config)
         self.params_rng, self.dropout_rng = jax.random.split(jax.random.key(config.seed))

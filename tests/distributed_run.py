@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--coordinator")
     parser.add_argument("--num_processes", type=int)
     parser.add_argument("--process_id", type=int)
-    parser.add_argument("--set", action="append", default=[], help="config key=value (ints)")
+    parser.add_argument("--set", action="append", default=[], help="config key=value (ints; 0 / 1: bools)")
     args = parser.parse_args()
     jax.config.update("jax_num_cpu_devices", args.devices)
 
@@ -39,7 +39,11 @@ def main() -> None:
     config.log_every = 1  # every loss in metrics.jsonl, and a host sync every step
     for item in args.set:
         key, value = item.split("=")
-        config[key] = int(value)
+        *parents, name = key.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node[name] = type(node[name])(int(value))  # ints, and 0 / 1 for a bool field
     assert jax.device_count() == args.devices * (args.num_processes or 1), jax.devices()
     trainer.train_and_evaluate(config, args.workdir, stop_at=args.stop_at)
 

@@ -336,6 +336,24 @@ def test_family_round_trip_per_instrument_and_for_drums():
     assert list(first["pitch"][1:4]) == [60, 64, 67]
 
 
+def test_factors_name_each_ids_parts():
+    """Each note id's parts (`codec.factors`) are its pitch on its instrument, velocity,
+    duration, onset and instrument bins, offset part by part; other ids share the last row."""
+    c = codec_fit.fit([_band()], instruments="family", duration_bins=4, min_count=1)
+    f = codec.factors(c)
+    p, kv, kd, ko, ki = c.grid_shape
+    assert f.shape == (c.vocab_size, 5) and f.dtype == np.int32
+    assert (f[: c.first_note_id] == p * ki + kv + kd + ko + ki).all()
+    v = c.vocabulary.astype(np.int32)
+    start = p * ki
+    want = np.stack([v[:, 0] * ki + v[:, 4], start + v[:, 1], start + kv + v[:, 2], start + kv + kd + v[:, 3],
+                     start + kv + kd + ko + v[:, 4]], axis=1)  # fmt: skip
+    np.testing.assert_array_equal(f[c.first_note_id :], want)
+    # Two notes of one pitch share the pitch row only when one instrument plays them.
+    snare = c.first_note_id + np.flatnonzero(v[:, 4] == c.instruments.drums)[0]
+    assert f[snare, 0] == v[snare - c.first_note_id, 0] * ki + c.instruments.drums
+
+
 def test_program_mode_keeps_every_program():
     notes = _band()
     c = codec_fit.fit([notes], instruments="program", min_count=1)

@@ -191,6 +191,7 @@ def _to_bucket(root, url):
 def _assert_same_dataset(out, other):
     assert (other / sources.CODEC_FILE).read_bytes() == (out / sources.CODEC_FILE).read_bytes()
     assert (other / sources.MANIFEST_FILE).read_bytes() == (out / sources.MANIFEST_FILE).read_bytes()
+    assert (other / sources.INSTRUMENTS_FILE).read_bytes() == (out / sources.INSTRUMENTS_FILE).read_bytes()
     a, b = _examples(out), _examples(other)
     assert a.keys() == b.keys() == {"train", "validation", "test"}
     for split in a:
@@ -200,19 +201,21 @@ def _assert_same_dataset(out, other):
             assert b[split][sha]["path"] == a[split][sha]["path"]
 
 
-def test_beam_build_and_a_build_from_a_bucket_equal_the_local_build(built, collection, tmp_path):
-    """The DirectRunner build writes the local build's codec, manifest and examples
-    (the same per-file functions, combined by Beam), here from a bucket-like URL
-    (TensorFlow's ram:// file system), as the local build does from it."""
-    _, out, summary = built
+def test_beam_build_and_a_build_from_a_bucket_equal_the_local_build(trained_band, collection, tmp_path):
+    """The DirectRunner build writes the local build's codec, manifest, instrument report
+    and examples (the same per-file functions, combined by Beam), here from a bucket-like
+    URL (TensorFlow's ram:// file system), as the local build does from it. Built with
+    instrument families, so drum tracks are read and the report has one row per family."""
+    out = trained_band[0]
     bucket = _to_bucket(collection[0], "ram://test_beam_corpus")
     assert [label.split("ram://test_beam_corpus/")[1] for label, _ in sources.find_sources(bucket)] == [
         p.relative_to(collection[0]).as_posix() for p in midi_io.find_midi_files(collection[0])
     ]
-    kwargs = dict(name="fixture", midi_dir=bucket, validation_percent=25, test_percent=25,
-                  codec_kwargs={"min_count": 1})  # fmt: skip
-    beam_out, beam_summary = dataset.build(tmp_path / "beam", beam_runner="DirectRunner", **kwargs)
-    assert beam_summary == summary
+    kwargs = dict(name="band", midi_dir=bucket, validation_percent=25, test_percent=25,
+                  codec_kwargs={"min_count": 1, "instruments": "family"})  # fmt: skip
+    beam_out, _ = dataset.build(tmp_path / "beam", beam_runner="DirectRunner", **kwargs)
+    report = json.loads((beam_out / sources.INSTRUMENTS_FILE).read_text())
+    assert len(report) > 2  # drums and pitched families
     _assert_same_dataset(out, beam_out)
     local_out, _ = dataset.build(tmp_path / "local", workers=2, **kwargs)  # forked workers read ram:// too
     _assert_same_dataset(out, local_out)

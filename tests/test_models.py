@@ -397,3 +397,60 @@ def test_weight_decay_shrinks_the_matrices_and_leaves_the_biases():
     plain, _ = steps.make_optimizer(config)
     adam = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
     assert jax.tree.structure(plain.init(params)) == jax.tree.structure(adam.init(params))
+
+
+def _factors() -> models.Factors:
+    """Parts of V ids: the 4 specials and 3 genres take the last row; notes have three
+    parts (4, 3 and 2 values), each part's rows after the one before."""
+    ids = np.arange(V)
+    rows = np.stack([ids % 4, 4 + ids % 3, 7 + (ids // 3) % 2], axis=1)
+    rows[: 4 + G] = 9
+    return models.Factors(rows.astype(np.int32))
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_factors_equal_a_plain_model_with_their_rows_folded_in(fused):
+    """A factored model is the plain model whose first-layer input rows and output
+    columns are the id's own plus its parts' (so ids sharing a part learn together),
+    in both forms and one decoder step at a time."""
+    factors = _factors()
+    model = models.Seq2Seq(vocab_size=V, num_genres=G, num_layers=2, hidden=8, fused=fused, factors=factors)
+    plain = models.Seq2Seq(vocab_size=V, num_genres=G, num_layers=2, hidden=8, fused=fused)
+    batch = _batch(jax.random.key(30))
+    params = model.init(jax.random.key(31), **batch)["params"]
+    assert params["head_factors"]["kernel"].shape == (8, 10)
+    assert params["encoder_factors"]["embedding"].shape == (10, 32)
+    base = {k: v for k, v in params.items() if "factors" not in k}
+    # Zero part rows at the start: the factored model starts as the plain one.
+    start, start_plain = model.apply({"params": params}, **batch), plain.apply({"params": base}, **batch)
+    np.testing.assert_allclose(start, start_plain, rtol=1e-6, atol=1e-6)
+    params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(32), p.shape), params)
+    rows = jnp.asarray(factors.rows)
+    folded = jax.tree.map(lambda a: a, {k: v for k, v in params.items() if "factors" not in k})
+    for stack in ("encoder", "decoder"):
+        table = params[f"{stack}_factors"]["embedding"]
+        layer = folded[f"{stack}_layers_0"]
+        own = layer["x"]["embedding"]
+        folded[f"{stack}_layers_0"] = {**layer, "x": {"embedding": own + table[rows].sum(1)}}
+    head = params["head_factors"]["kernel"]
+    folded["head"] = {**folded["head"], "kernel": folded["head"]["kernel"] + head[:, rows].sum(-1)}
+    teacher = model.apply({"params": params}, **batch)
+    np.testing.assert_allclose(teacher, plain.apply({"params": folded}, **batch), rtol=1e-5, atol=1e-5)
+    # What inference samples and scores with: the same plain model and rows.
+    assert models.plain_of(model) == plain.clone(fused=fused)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6),
+                 models.fold_factors(model, params), folded)  # fmt: skip
+    variables, cond = {"params": params}, batch["cond"]
+    carries = model.apply(variables, batch["encoder_tokens"], cond, method=models.Seq2Seq.encode)
+    per_step = []
+    for t in range(batch["decoder_inputs"].shape[1]):
+        token = batch["decoder_inputs"][:, t]
+        carries, logits = model.apply(variables, carries, token, cond, method=models.Seq2Seq.decode_step)
+        per_step.append(logits)
+    np.testing.assert_allclose(np.stack(per_step, 1), teacher, rtol=1e-5, atol=1e-5)
+
+
+def test_factors_are_a_hashable_field_equal_by_value():
+    a, b = _factors(), _factors()
+    assert a == b and hash(a) == hash(b) and a != models.Factors(a.rows[::-1].copy())
+    assert models.Factors.synthetic(50).rows.shape == (50, 5)
