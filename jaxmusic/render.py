@@ -35,7 +35,7 @@ def soundfont_path() -> Path:
 def synthesize(notes: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """float32[frames, 2] in [-1, 1]: notes (midi_io.NOTE_DTYPE[n]) played by the GM
     soundfont, each on its program's channel (drums on channel 10), with a
-    TAIL_SECONDS ring-out."""
+    TAIL_SECONDS ring-out; a mix past full scale is scaled down whole, never clipped."""
     import tinysoundfont
 
     synth = tinysoundfont.Synth(samplerate=sample_rate)
@@ -65,7 +65,9 @@ def synthesize(notes: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         else:
             synth.noteoff(channel, pitch)
     chunks.append(np.frombuffer(synth.generate(int(TAIL_SECONDS * sample_rate)), np.float32).copy())
-    return np.clip(np.concatenate(chunks).reshape(-1, 2), -1.0, 1.0)
+    audio = np.concatenate(chunks).reshape(-1, 2)
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    return audio / peak if peak > 1.0 else audio  # a loud band's mix: scaled to full scale, not clipped
 
 
 def to_wav(midi_path: str | os.PathLike, wav_path: str | os.PathLike) -> Path:

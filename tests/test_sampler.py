@@ -506,6 +506,20 @@ def test_a_drums_only_render_is_not_silent(tmp_path):
     assert np.abs(audio).max() > 0.05  # General MIDI's kit on channel 10, not silence
 
 
+def test_a_loud_band_is_scaled_to_full_scale_not_clipped():
+    """40 notes at velocity 127 at once, on eight programs and the kit, pass full scale
+    about threefold: the whole mix is scaled down (one peak at 1), not clipped (a run of
+    samples flat at 1, heard as crackle)."""
+    n = 40
+    notes = midi_io.make_notes(np.zeros(n), np.ones(n), 36 + np.arange(n) % 24, 127, (np.arange(n) % 8) * 8,
+                               np.arange(n) % 5 == 0)  # fmt: skip
+    audio = render.synthesize(notes)
+    assert np.abs(audio).max() == pytest.approx(1.0, abs=1e-6)
+    assert int((np.abs(audio) > 0.999).sum()) < 4
+    quiet = render.synthesize(notes[:1])  # one note: as the soundfont plays it, not raised
+    assert 0.01 < np.abs(quiet).max() < 0.9
+
+
 def test_a_band_sample_has_a_track_per_instrument_with_its_program_and_drums_on_channel_10(
     trained_band, collection, tmp_path
 ):
