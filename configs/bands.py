@@ -23,5 +23,4 @@ def get_config() -> ml_collections.ConfigDict:
     c.early_stopping = 4  # a thousand steps past the best
     c.model.lookback = True  # riffs and loops: NLL 6.41 against 9.17 without, and samples that repeat
     c.transpose_nearest = True  # a sparse band vocabulary: 62% of windows reach the common key, not 15%
-    c.model.factored = True  # ids learn through their parts (a guitar's register from all its notes)
     return c

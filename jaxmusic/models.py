@@ -431,7 +431,7 @@ def fold_factors(model: Seq2Seq, params: Any) -> Any:
     """`plain_of(model)`'s parameters: each id's part rows summed into its own input row
     and output column once, so that sampling reads one row an id, not six (the same
     logits; an embedding-first model, whose first layer reads no id rows, is left as is)."""
-    if not foldable(model):
+    if not foldable(model) or params is None:  # None: parameters a caller sets later
         return params
     rows, out = jnp.asarray(model.factors.rows), dict(params)
     for stack in ("encoder", "decoder"):
