@@ -7,7 +7,7 @@ Build the collection with its instruments, then train:
       --config.data_dir=data/midi_pieces/<folder name>
 
 On ../shared/data/bands (265 files) it stops early at its best validation NLL, about
-30% below the best Kneser-Ney n-gram (the figures: README, docs/evaluation.md; what was
+35% below the best Kneser-Ney n-gram (the figures: README, docs/evaluation.md; what was
 tried: docs/experiments.md).
 """
 
