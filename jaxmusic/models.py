@@ -329,18 +329,12 @@ class Seq2Seq(nn.Module):
             "decoder", carries, tokens, cond, self.decoder_dropout_layer, train, step_gates
         )
         kernel, bias = self.head(x.shape[-1])
-        parts = self.factors is not None
-        if parts and x.shape[0] * x.shape[1] > x.shape[-1]:  # many steps: one product of the folded kernel
+        if self.factors is not None:  # one product of the folded kernel (inference folds once: fold_factors)
             kernel = kernel + self._part_columns(x.shape[-1])
-            parts = False
         logits = matmul(x, kernel, self.dtype) + bias
         if self.condition_output:
             prior = self.head_genre(cond.genre) + (self.head_key(cond.key) if self.num_keys else 0.0)
             logits = logits + prior[:, None, :]
-        if parts:  # a step at a time (sampling): the parts' scores gathered, no [H, V] each note
-            scores = matmul(x, self.head_factors(x.shape[-1]), self.dtype)
-            rows = jnp.asarray(self.factors.rows)
-            logits = logits + sum(jnp.take(scores, rows[:, p], axis=-1) for p in range(rows.shape[1]))
         if self.lookback:
             logits = logits + self._copy(x, *lookback)
         return carries, logits

@@ -34,6 +34,8 @@ def main() -> None:
     model = models.from_config(c, args.vocab, 4)
     tx, _ = steps.make_optimizer(c)
     params = steps.init_state(model, tx, c, jax.random.key(0)).params
+    # As inference samples a factored model: the plain model of its folded rows.
+    model, params = models.plain_of(model), models.fold_factors(model, params)
     group = np.r_[np.full(8, 21), np.arange(args.vocab - 8) % 20]  # special ids, then 20 gaps in turn
     group[2] = 20  # EOS
     encode, step, complete, _ = sampler.model_functions(model, conditioning.Conditioner.from_config(c, None))

@@ -68,11 +68,13 @@ def main() -> None:
     lb_batch = batching.abstract(b, te, td, sharding=data, lookback=True)
     lb_step = steps.make_train_step(looking, tx, mesh, jax.random.key(1))
     spec = lookback.Spec(config.model.lookback_window, 4 + GENRES)
-    encode, step, complete, _ = sampler.model_functions(looking, conditioner)
+    # Sampled as inference samples a factored model: the plain model of its folded rows.
+    encode, step, complete, _ = sampler.model_functions(models.plain_of(looking), conditioner)
     lb_sample = sampler.make_sampler(encode, step, complete, vocab_size=VOCAB, first_note_id=4 + GENRES,
                                      phrase_len=td, num_phrases=2, lookback_spec=spec)  # fmt: skip
     history = jax.ShapeDtypeStruct((8, spec.window), jnp.int32)
-    lb_sample_args = (lb_state.params, window, cond, jax.random.key(0), 1.0, 0.9, history)
+    folded = jax.eval_shape(lambda p: models.fold_factors(looking, p), lb_state.params)
+    lb_sample_args = (folded, window, cond, jax.random.key(0), 1.0, 0.9, history)
     programs = {
         "lookback_train_step": (lb_step, (lb_state, lb_batch)),
         "lookback_sampler": (lb_sample.jitted(sampler.Mode(nucleus=True, min_notes=1)), lb_sample_args),
