@@ -7,7 +7,7 @@ run (up to MAX_MATCH notes, the most recent among equals), ending at an earlier
 position j, says what came next then: the note at j + 1. That note and the run's
 length (in `BUCKETS`) are the lookback of position t, a generalization of Magenta's
 Lookback RNN (which looks one and two bars back) to any distance within `window` notes;
-inside a loop there is none (`LOOP_PERIOD`).
+where the next note would complete a loop, or inside one, there is none (`LOOP_PERIOD`).
 The model reads it beside the note (`models.Seq2Seq`) and may copy it.
 
 Both sides compute the same thing:
@@ -32,9 +32,10 @@ import numpy as np
 from jaxmusic import codec as codec_lib
 
 MAX_MATCH = 32  # runs are counted up to this many notes
-# Where the notes so far end in a loop (a figure of at most LOOP_PERIOD notes played
-# LOOP_REPEATS times in a row) there is no lookback: its match would be the loop itself,
-# and a model that copies it would never leave it.
+# Where the next note would complete a loop (a figure of at most LOOP_PERIOD notes played
+# LOOP_REPEATS times in a row, as `evaluation.form` counts one) or the notes so far are in
+# one, there is no lookback: its match would be the loop itself, and a model that copies
+# it writes the loop (`loop_run`).
 LOOP_PERIOD, LOOP_REPEATS = 8, 4
 # Run-length buckets: 0 (no earlier match), then 1, 2, 3-4, 5-8, 9-16, 17-32 notes.
 BUCKET_EDGES = (1, 2, 3, 5, 9, 17)
@@ -53,6 +54,12 @@ class Spec:
     def of(cls, config: Any, first_note_id: int) -> Spec | None:
         """The lookback of a complete config (`run_config.complete`), None without one."""
         return cls(config.model.lookback_window, first_note_id) if config.model.lookback else None
+
+
+def loop_run(lag):
+    """The run of notes equal to the note `lag` before (int or array of lags <= LOOP_PERIOD)
+    from which the next note may complete a loop: LOOP_REPEATS periods less one note."""
+    return (LOOP_REPEATS - 1) * lag - 1
 
 
 def bucket(length, xp=np):
@@ -109,8 +116,8 @@ def _piece(x: np.ndarray, window: int, first_note_id: int) -> tuple[np.ndarray, 
         breaks = np.where(eq, -1, index[: n - d])
         run = index[: n - d] - np.maximum.accumulate(breaks)
         run = np.minimum(np.concatenate([np.zeros(d, np.int64), run]), MAX_MATCH)
-        if d <= LOOP_PERIOD:  # the last LOOP_REPEATS periods of d notes are alike
-            in_loop |= run >= (LOOP_REPEATS - 1) * d
+        if d <= LOOP_PERIOD:  # the next note may make the last LOOP_REPEATS periods of d notes alike
+            in_loop |= run >= loop_run(d)
         longer = run > best_len
         best_len = np.where(longer, run, best_len)
         best_lag = np.where(longer, d, best_lag)
@@ -160,7 +167,7 @@ class Tracker:
         token = jnp.take_along_axis(self.history, (k + 1)[:, None], axis=1)[:, 0]
         # Lag d is position size - 1 - d: the loop rule reads the runs of lags 1 .. LOOP_PERIOD.
         lags = jnp.arange(1, LOOP_PERIOD + 1)
-        in_loop = (self.runs[:, size - 1 - lags] >= (LOOP_REPEATS - 1) * lags).any(axis=1)
+        in_loop = (self.runs[:, size - 1 - lags] >= loop_run(lags)).any(axis=1)
         found = (length > 0) & (token >= spec.first_note_id) & ~in_loop
         return jnp.where(found, token, codec_lib.PAD), bucket(jnp.where(found, length, 0), xp=jnp).astype(
             jnp.int32

@@ -17,8 +17,8 @@ FIRST = 6  # ids 0..5: PAD, BOS, EOS, UNK and two genres
 def _reference(x, window):
     """The definition, by brute force: for each t, the longest run ending at t equal to a
     run ending at t - d (1 <= d <= window; notes only, at most MAX_MATCH), the smallest d
-    among equals; its continuation x[t - d + 1] if a note and t is not in a loop (the last
-    LOOP_REPEATS periods of some d <= LOOP_PERIOD notes alike)."""
+    among equals; its continuation x[t - d + 1] if a note and the next note cannot complete
+    a loop (the last LOOP_REPEATS periods of some d <= LOOP_PERIOD notes but one alike)."""
     out_tokens, out_buckets = [], []
     for t in range(len(x)):
         best, best_d, loop = 0, 0, False
@@ -33,7 +33,7 @@ def _reference(x, window):
                 run += 1
             if run > best:
                 best, best_d = run, d
-            loop |= d <= lookback.LOOP_PERIOD and run >= (lookback.LOOP_REPEATS - 1) * d
+            loop |= d <= lookback.LOOP_PERIOD and run >= (lookback.LOOP_REPEATS - 1) * d - 1
         nxt = x[t - best_d + 1] if best else 0
         found = best > 0 and nxt >= FIRST and not loop
         out_tokens.append(nxt if found else 0)
@@ -216,15 +216,16 @@ def test_windows_give_each_decoder_step_its_lookback_moved_with_the_window():
     assert repeat.sum() > 50 and (batch["lookback"][repeat] == batch["targets"][repeat]).mean() > 0.9
 
 
-def test_inside_a_loop_there_is_no_lookback():
-    """A figure of 3 notes played over and over: once it has come 4 times in a row, the
-    notes so far end in a loop and nothing is offered to copy (in numpy and the carry)."""
+def test_no_lookback_completes_a_loop():
+    """A figure of 3 notes played over and over: once it has come 4 times in a row but its
+    last note, the next note could complete a loop and nothing is offered to copy, nor
+    after (in numpy and the carry)."""
     riff = FIRST + np.array([0, 4, 7])
     x = np.concatenate([[codec_lib.BOS], FIRST + np.arange(10, 20), np.tile(riff, 6)]).astype(np.int32)
     _, buckets = lookback.prefix(x, np.array([0]), 64, FIRST)
     start = 11  # the riff's first note
-    assert (buckets[start + 3 : start + 3 * 3 + 2] > 0).all()  # its 2nd to 4th playing: a repeat
-    assert (buckets[start + 3 * 3 + 2 :] == 0).all()  # 4 periods heard: a loop, no lookback
+    assert (buckets[start + 3 : start + 3 * 3 + 1] > 0).all()  # its 2nd to 4th playing: a repeat
+    assert (buckets[start + 3 * 3 + 1 :] == 0).all()  # 4 periods less a note: no lookback
     spec = lookback.Spec(64, FIRST)
     assert int(Tracker.of(jnp.asarray(x[None]), spec).lookback(spec)[1][0]) == 0
 
