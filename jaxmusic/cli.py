@@ -151,6 +151,9 @@ def define_sampling_flags(fv) -> None:
                       f"({run})", flag_values=fv)  # fmt: skip
     flags.DEFINE_bool("primer_instruments", None, "only the instruments of a row's primer play on (a codec "
                       f"with instruments; {run})", flag_values=fv)  # fmt: skip
+    flags.DEFINE_bool("untempered_instruments", None, "each note's instrument from the model's own "
+                      "distribution; temperature, top_k, top_p choose among its notes (a codec with "
+                      f"instruments; {run})", flag_values=fv)  # fmt: skip
     flags.DEFINE_string("dtype", None, "the input type of the model's products: float32 or bfloat16 "
                         "(default: the checkpoint's config.model.dtype)", flag_values=fv)  # fmt: skip
     flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "the workdir's checkpoint of the lowest "
@@ -178,6 +181,7 @@ def sampling_settings(f, generator, **more: Any) -> Any:
         "untempered_rhythm",
         "untempered_copy",
         "primer_instruments",
+        "untempered_instruments",
     )
     given = {n: f[n].value for n in names if f[n].value is not None} | more
     try:

@@ -36,7 +36,8 @@ def _bool(value: str) -> bool:
 
 
 SWEEPABLE = {"temperature": float, "top_k": int, "top_p": float, "min_notes": int, "carry_state": _bool,
-             "untempered_rhythm": _bool, "untempered_copy": _bool, "primer_instruments": _bool}  # fmt: skip
+             "untempered_rhythm": _bool, "untempered_copy": _bool, "primer_instruments": _bool,
+             "untempered_instruments": _bool}  # fmt: skip
 
 
 def parse_sweep(specs: Sequence[str]) -> list[dict[str, Any]]:

@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "sampling.untempered_rhythm": True,
     "sampling.untempered_copy": True,
     "sampling.primer_instruments": False,
+    "sampling.untempered_instruments": False,
 }
 
 

@@ -15,7 +15,8 @@ Each token is drawn from the logits with greedy, temperature, top-k and top-p
 (nucleus) sampling; PAD, BOS, UNK and genre ids are never drawn; after EOS a row
 writes only PAD. With `untempered_rhythm`, a note's onset gap (or EOS) is drawn first
 from the model's own distribution, and temperature, top-k and top-p then choose only
-among the pseudo-notes of that gap (`rhythm_groups`). The uniforms that draw the
+among the pseudo-notes of that gap (`rhythm_groups`); with `untempered_instruments`, the
+note's instrument too (`instrument_groups`). The uniforms that draw the
 tokens of a call are drawn at once from its key before the loop (one random-number
 program per call, not one per note), so a call is a pure function of its key.
 `inference.Generator` drives it: primers in batches, conditions, longer samples.
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -132,22 +133,24 @@ def next_token(
     top_p: jax.Array | float | None,
     greedy: bool,
     banned: jax.Array,
-    groups: jax.Array | None = None,
+    groups: Sequence[jax.Array] = (),
     copy: jax.Array | None = None,
 ) -> jax.Array:
     """int32[B] tokens from float32[B, V] logits; banned: bool[V] (or [B, V]) ids never drawn;
-    u: float32[B, n] `uniforms` (unused when greedy): n = 1, one more with groups, one
-    more with copy.
+    u: float32[B, n] `uniforms` (unused when greedy): n = 1, one more per table of groups,
+    one more with copy.
 
     greedy and top_k are static (Python values); temperature and top_p may be traced
     (top_p None: no nucleus filter).
 
-    groups: float32[V, G] one-hot (`rhythm_groups`): first a group is drawn from the
-    model's own distribution (temperature 1, nothing cut), then the token among that
-    group's ids with the temperature, top_k and top_p. Truncation and a temperature
-    below 1 favour whichever group concentrates its mass on few ids (in music, the
-    notes of a chord: a few likely pitches at gap 0), so drawing every id at once
-    crowds the chords; drawn this way the rhythm keeps the model's own frequencies.
+    groups: one-hot tables float32[V, G] (`rhythm_groups`, `instrument_groups`), in turn:
+    first a group of each is drawn from the model's own distribution (temperature 1,
+    nothing cut) within the groups drawn before, then the token among the ids of every
+    drawn group with the temperature, top_k and top_p. Truncation and a temperature below
+    1 favour whichever group concentrates its mass on few ids (in music, the notes of a
+    chord: a few likely pitches at gap 0; the drums: a few sounds), so drawing every id
+    at once crowds the chords and the drums; drawn this way the rhythm and who plays
+    keep the model's own frequencies.
 
     copy: int32[B] each row's lookback note (`jaxmusic.lookback`; -1 where none): first it
     is taken or not with the model's own probability of it (temperature 1, nothing cut),
@@ -169,13 +172,13 @@ def next_token(
         rest = next_token(logits, u[:, 1:], temperature=temperature, top_k=top_k, top_p=top_p, greedy=False,
                           banned=banned, groups=groups)  # fmt: skip
         return jnp.where(taken, copy, rest).astype(jnp.int32)
-    if groups is not None:
+    for table in groups:
         weights = jnp.exp(logits - logits.max(-1, keepdims=True))
-        mass = jnp.matmul(weights, groups, precision=lax.Precision.HIGHEST)  # [B, G], float32
+        mass = jnp.matmul(weights, table, precision=lax.Precision.HIGHEST)  # [B, G], float32
         group = inverse_cdf(mass, u[:, :1], block=8)
         # The drawn group's column, not an argmax of the constant table: XLA folds that at
         # every compile (seconds at a band vocabulary of 18,246 ids).
-        logits = jnp.where(jnp.take(groups, group, axis=1).T > 0, logits, NEG_INF)
+        logits = jnp.where(jnp.take(table, group, axis=1).T > 0, logits, NEG_INF)
         u = u[:, 1:]
     scaled = filter_logits(logits / temperature, top_k, top_p)
     # Inverse-CDF sampling: one uniform per row (categorical draws a Gumbel per id).
@@ -228,6 +231,16 @@ def rhythm_groups(codec: codec_lib.Codec) -> np.ndarray:
     return np.eye(bins + 2, dtype=np.float32)[group]
 
 
+def instrument_groups(instruments: np.ndarray) -> np.ndarray | None:
+    """float32[V, K + 1] one-hot: each id's instrument of an `instrument_table` int32[V],
+    the special ids (EOS among them) a group of their own; None for one instrument (a
+    merged codec: nothing to draw), for `Settings.untempered_instruments`."""
+    count = int(np.max(instruments)) + 1
+    if count <= 1:
+        return None
+    return np.eye(count + 1, dtype=np.float32)[np.where(instruments < 0, count, instruments)]
+
+
 def instrument_table(codec: codec_lib.Codec) -> np.ndarray:
     """int32[V]: each id's instrument index (`codec.Instruments`), -1 for the special and
     genre ids: what `Settings.primer_instruments` reads of a primer."""
@@ -266,7 +279,11 @@ class Settings:
     a lookback, each step's lookback note is taken with the model's own probability of it,
     and the temperature, top_k and top_p choose among the rest (`next_token`);
     primer_instruments: only the instruments that play in a row's primer play on (a codec
-    with instruments; `outside_primer`), as a band keeps its line-up.
+    with instruments; `outside_primer`), as a band keeps its line-up; untempered_instruments:
+    each note's instrument (after its onset gap, with untempered_rhythm) is drawn from the
+    model's own distribution and the temperature, top_k and top_p choose among that
+    instrument's notes (a codec with instruments; `instrument_groups`; none to draw for
+    a merged codec).
     """
 
     temperature: float = 1.0
@@ -279,6 +296,7 @@ class Settings:
     untempered_rhythm: bool = False
     untempered_copy: bool = False
     primer_instruments: bool = False
+    untempered_instruments: bool = False
 
     def __post_init__(self):
         if not self.temperature > 0:
@@ -315,6 +333,7 @@ class Mode:
     untempered_rhythm: bool = False
     untempered_copy: bool = False
     primer_instruments: bool = False
+    untempered_instruments: bool = False
 
     @classmethod
     def of(cls, settings: Settings) -> Mode:
@@ -325,7 +344,7 @@ class Mode:
             return cls(greedy=True, **rest)
         return cls(top_k=settings.top_k, nucleus=settings.top_p < 1.0,
                    untempered_rhythm=settings.untempered_rhythm, untempered_copy=settings.untempered_copy,
-                   **rest)  # fmt: skip
+                   untempered_instruments=settings.untempered_instruments, **rest)  # fmt: skip
 
 
 class Sampler:
@@ -350,6 +369,8 @@ class Sampler:
         self._encode, self._step, self._complete = encode, step, complete
         self._groups = None if groups is None else jnp.asarray(groups, jnp.float32)
         self._instruments = None if instruments is None else np.asarray(instruments, np.int32)
+        by_instrument = None if instruments is None else instrument_groups(self._instruments)
+        self._instrument_groups = None if by_instrument is None else jnp.asarray(by_instrument)
         self._encode_from, self._lookback = encode_from, lookback_spec
         self._banned = banned_ids(vocab_size, first_note_id)
         self._phrase_len, self._num_phrases = phrase_len, num_phrases
@@ -358,8 +379,9 @@ class Sampler:
     def __call__(self, params, window, cond: Condition, rng, settings: Settings, history=None) -> jax.Array:
         if settings.untempered_rhythm and not settings.greedy and self._groups is None:
             raise UsageError("untempered_rhythm needs a sampler made with `sampler.rhythm_groups`")
-        if settings.primer_instruments and self._instruments is None:
-            raise UsageError("primer_instruments needs a sampler made with `sampler.instrument_table`")
+        for name in ("primer_instruments", "untempered_instruments"):
+            if getattr(settings, name) and self._instruments is None:
+                raise UsageError(f"{name} needs a sampler made with `sampler.instrument_table`")
         if (history is None) != (self._lookback is None):
             raise ValueError("a sampler with a lookback takes the history, one without none")
         return self.jitted(Mode.of(settings))(params, window, cond, rng, settings.temperature, settings.top_p,
@@ -405,7 +427,7 @@ class Sampler:
                 shapes = jax.eval_shape(self._encode, params, window, cond)
                 states0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
             b = window.shape[0]
-            width = 1 + mode.untempered_rhythm + (mode.untempered_copy and self._lookback is not None)
+            width = 1 + len(self._groups_of(mode)) + (mode.untempered_copy and self._lookback is not None)
             shape = (self._num_phrases, self._phrase_len, b, width)
             drawn = jnp.zeros(shape, jnp.float32) if mode.greedy else uniforms(rng, shape)
             done0 = jnp.zeros(b, jnp.bool_)
@@ -441,10 +463,18 @@ class Sampler:
         not a branch)."""
         if mode.min_notes:
             banned = banned | ((jnp.arange(banned.shape[-1]) == codec_lib.EOS) & (written < mode.min_notes))
-        groups = self._groups if mode.untempered_rhythm else None
         return next_token(logits, u, temperature=temperature, top_k=mode.top_k,
                           top_p=top_p if mode.nucleus else None, greedy=mode.greedy, banned=banned,
-                          groups=groups, copy=copy if mode.untempered_copy else None)  # fmt: skip
+                          groups=self._groups_of(mode),
+                          copy=copy if mode.untempered_copy else None)  # fmt: skip
+
+    def _groups_of(self, mode: Mode) -> tuple[jax.Array, ...]:
+        """The group tables a mode draws from the model's own distribution, in turn."""
+        if mode.greedy:
+            return ()
+        tables = (self._groups if mode.untempered_rhythm else None,
+                  self._instrument_groups if mode.untempered_instruments else None)  # fmt: skip
+        return tuple(t for t in tables if t is not None)
 
 
 def make_sampler(

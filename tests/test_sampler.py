@@ -415,7 +415,7 @@ def test_untempered_rhythm_draws_the_group_from_the_model_then_the_id_within_it(
     assert (plain == 0).all()
     u = sampler.uniforms(jax.random.key(1), (20_000, 2))
     drawn = np.asarray(
-        sampler.next_token(logits, u, temperature=1.0, top_p=0.5, groups=jnp.asarray(groups), **kw)
+        sampler.next_token(logits, u, temperature=1.0, top_p=0.5, groups=(jnp.asarray(groups),), **kw)
     )
     freq = np.bincount(drawn, minlength=11) / drawn.size
     assert freq[0] == pytest.approx(0.5, abs=0.015)
@@ -424,7 +424,7 @@ def test_untempered_rhythm_draws_the_group_from_the_model_then_the_id_within_it(
     np.testing.assert_allclose(freq[1:7], 0.5 * np.array([3, 1, 1, 1, 1, 1]) / 8, atol=0.015)
     assert freq[7:].sum() == 0
     cold = np.asarray(
-        sampler.next_token(logits, u, temperature=0.05, top_p=1.0, groups=jnp.asarray(groups), **kw)
+        sampler.next_token(logits, u, temperature=0.05, top_p=1.0, groups=(jnp.asarray(groups),), **kw)
     )
     assert set(np.unique(cold).tolist()) == {0, 1}  # the group as the model has it, then its best id
     assert (cold == 0).mean() == pytest.approx(0.5, abs=0.015)
@@ -446,6 +446,65 @@ def test_rhythm_groups_are_the_onset_gap_bins():
             assert (group[a] == group[b]) == (
                 rows[a - codec.first_note_id, 3] == rows[b - codec.first_note_id, 3]
             )
+
+
+def test_groups_in_turn_draw_the_rhythm_then_the_instrument_from_the_model():
+    """Ids 0..3 at gap 0 and ids 4..11 at gap 1; ids 0 and 4 are the drums (one likely
+    sound each), the others a pitched instrument spread over many notes. Drawn gap, then
+    instrument, from the model's own odds, every (gap, instrument) keeps its mass; the
+    nucleus then acts within it. Drawing only the gap first leaves the drums their
+    nucleus' advantage."""
+    gap = np.array([0] * 4 + [1] * 8)
+    inst = np.array([0, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1])
+    probs = np.array([0.3, 0.1, 0.1, 0.1, 0.2, *[0.2 / 7] * 7])
+    tables = (jnp.asarray(np.eye(2, dtype=np.float32)[gap]), jnp.asarray(np.eye(2, dtype=np.float32)[inst]))
+    logits = jnp.log(jnp.asarray(np.tile(probs, (20_000, 1)), jnp.float32))
+    kw = dict(top_k=0, greedy=False, banned=jnp.zeros(12, bool), temperature=1.0, top_p=0.5)
+    both = np.asarray(sampler.next_token(logits, sampler.uniforms(jax.random.key(2), (20_000, 3)),
+                                         groups=tables, **kw))  # fmt: skip
+    joint = np.zeros((2, 2))
+    np.add.at(joint, (gap[both], inst[both]), 1 / both.size)
+    want = np.zeros((2, 2))
+    np.add.at(want, (gap, inst), probs)
+    np.testing.assert_allclose(joint, want, atol=0.015)
+    rhythm = np.asarray(sampler.next_token(logits, sampler.uniforms(jax.random.key(2), (20_000, 2)),
+                                           groups=tables[:1], **kw))  # fmt: skip
+    assert (inst[rhythm] == 0).mean() > want[:, 0].sum() + 0.2  # the drums win the nucleus of each gap
+
+
+def test_instrument_groups_give_each_instrument_and_the_special_ids_a_group():
+    table = np.array([-1, -1, -1, 0, 2, 1, 2, 0], np.int32)
+    groups = sampler.instrument_groups(table)
+    np.testing.assert_array_equal(groups.argmax(1), [3, 3, 3, 0, 2, 1, 2, 0])
+    assert (groups.sum(1) == 1).all() and groups.dtype == np.float32
+    assert sampler.instrument_groups(np.array([-1, -1, 0, 0], np.int32)) is None  # merged: nothing to draw
+
+
+def test_untempered_instruments_in_the_sampler():
+    """Under a model that gives id FIRST (instrument 0) half the mass and spreads the rest
+    over instrument 1's ids, a cold draw writes only FIRST, an untempered instrument half
+    and half; with one instrument the setting draws exactly as without it."""
+    table = np.where(np.arange(V) >= FIRST, (np.arange(V) > FIRST).astype(np.int32), -1).astype(np.int32)
+    logits = np.full(V, np.log(0.5 / (V - FIRST - 1)), np.float32)
+    logits[FIRST] = np.log(0.5)
+    logits[:FIRST] = -1e9
+    model = _stub(lambda token: jnp.broadcast_to(jnp.asarray(logits), (token.shape[0], V)))
+    window = jnp.zeros((64, 3), jnp.int32).at[:, -1].set(codec_lib.BOS)
+    cond = Condition(jnp.zeros(64, jnp.int32))
+
+    def draw(instruments, **settings):
+        fn = sampler.make_sampler(*model, vocab_size=V, first_note_id=FIRST, phrase_len=8, num_phrases=4,
+                                  instruments=instruments)  # fmt: skip
+        s = sampler.Settings(temperature=0.05, fixed_length=True, **settings)
+        return np.asarray(fn(None, window, cond, jax.random.key(0), s))
+
+    assert (draw(table) == FIRST).all()
+    share = (draw(table, untempered_instruments=True) == FIRST).mean()
+    assert share == pytest.approx(0.5, abs=0.05)
+    merged = np.where(table >= 0, 0, -1).astype(np.int32)
+    np.testing.assert_array_equal(draw(merged, untempered_instruments=True), draw(merged))
+    with pytest.raises(sampler.UsageError, match="untempered_instruments"):
+        draw(None, untempered_instruments=True)
 
 
 def test_untempered_rhythm_needs_a_sampler_with_groups():

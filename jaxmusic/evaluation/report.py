@@ -152,6 +152,7 @@ def _drawing_flags(settings: dict, carried: str) -> str:
         (f", {carried}" if settings.get("carry_state") else "")
         + (", untempered rhythm" if settings.get("untempered_rhythm") else "")
         + (", the primer's instruments" if settings.get("primer_instruments") else "")
+        + (", untempered instruments" if settings.get("untempered_instruments") else "")
         + (f", min_notes {min_notes}" if min_notes != 1 and not settings.get("fixed_length") else "")
     )
 
