@@ -133,7 +133,7 @@ def next_token(
     top_p: jax.Array | float | None,
     greedy: bool,
     banned: jax.Array,
-    groups: Sequence[jax.Array] = (),
+    groups: Sequence[GroupTable] = (),
     copy: jax.Array | None = None,
 ) -> jax.Array:
     """int32[B] tokens from float32[B, V] logits; banned: bool[V] (or [B, V]) ids never drawn;
@@ -143,7 +143,7 @@ def next_token(
     greedy and top_k are static (Python values); temperature and top_p may be traced
     (top_p None: no nucleus filter).
 
-    groups: one-hot tables float32[V, G] (`rhythm_groups`, `instrument_groups`), in turn:
+    groups: `GroupTable`s (of `rhythm_groups`, `instrument_groups`), in turn:
     first a group of each is drawn from the model's own distribution (temperature 1,
     nothing cut) within the groups drawn before, then the token among the ids of every
     drawn group with the temperature, top_k and top_p. Truncation and a temperature below
@@ -174,11 +174,11 @@ def next_token(
         return jnp.where(taken, copy, rest).astype(jnp.int32)
     for table in groups:
         weights = jnp.exp(logits - logits.max(-1, keepdims=True))
-        mass = jnp.matmul(weights, table, precision=lax.Precision.HIGHEST)  # [B, G], float32
+        mass = jnp.matmul(weights, table.onehot, precision=lax.Precision.HIGHEST)  # [B, G], float32
         group = inverse_cdf(mass, u[:, :1], block=8)
-        # The drawn group's column, not an argmax of the constant table: XLA folds that at
-        # every compile (seconds at a band vocabulary of 18,246 ids).
-        logits = jnp.where(jnp.take(table, group, axis=1).T > 0, logits, NEG_INF)
+        # A compare with each id's group, which fuses into the select (the drawn group's
+        # column of the one-hot table is a gather and a transpose over the vocabulary).
+        logits = jnp.where(table.index[None, :] == group[:, None], logits, NEG_INF)
         u = u[:, 1:]
     scaled = filter_logits(logits / temperature, top_k, top_p)
     # Inverse-CDF sampling: one uniform per row (categorical draws a Gumbel per id).
@@ -216,6 +216,22 @@ def banned_ids(vocab_size: int, first_note_id: int) -> jax.Array:
     """bool[V]: every id below the first pseudo-note except EOS."""
     ids = jnp.arange(vocab_size)
     return (ids < first_note_id) & (ids != codec_lib.EOS)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class GroupTable:
+    """Groups of ids for an untempered draw (`next_token`): the one-hot table float32[V, G]
+    and each id's group int32[V], the same made once in numpy (an argmax of a constant
+    table inside a compiled program is folded by XLA at every compile: seconds at a band
+    vocabulary of 18,246 ids)."""
+
+    onehot: jax.Array
+    index: jax.Array
+
+    @classmethod
+    def of(cls, onehot: Any) -> GroupTable:
+        table = np.asarray(onehot, np.float32)
+        return cls(jnp.asarray(table), jnp.asarray(table.argmax(1).astype(np.int32)))
 
 
 def rhythm_groups(codec: codec_lib.Codec) -> np.ndarray:
@@ -367,10 +383,10 @@ class Sampler:
                  encode_from: EncodeFromFn | None = None, groups: Any = None,
                  lookback_spec: lookback.Spec | None = None, instruments: Any = None):  # fmt: skip
         self._encode, self._step, self._complete = encode, step, complete
-        self._groups = None if groups is None else jnp.asarray(groups, jnp.float32)
+        self._groups = None if groups is None else GroupTable.of(groups)
         self._instruments = None if instruments is None else np.asarray(instruments, np.int32)
         by_instrument = None if instruments is None else instrument_groups(self._instruments)
-        self._instrument_groups = None if by_instrument is None else jnp.asarray(by_instrument)
+        self._instrument_groups = None if by_instrument is None else GroupTable.of(by_instrument)
         self._encode_from, self._lookback = encode_from, lookback_spec
         self._banned = banned_ids(vocab_size, first_note_id)
         self._phrase_len, self._num_phrases = phrase_len, num_phrases
@@ -468,7 +484,7 @@ class Sampler:
                           groups=self._groups_of(mode),
                           copy=copy if mode.untempered_copy else None)  # fmt: skip
 
-    def _groups_of(self, mode: Mode) -> tuple[jax.Array, ...]:
+    def _groups_of(self, mode: Mode) -> tuple[GroupTable, ...]:
         """The group tables a mode draws from the model's own distribution, in turn."""
         if mode.greedy:
             return ()

@@ -407,25 +407,21 @@ def test_untempered_rhythm_draws_the_group_from_the_model_then_the_id_within_it(
     keeps the model's half and half, then the nucleus and temperature act within the group."""
     within = np.array([0.3, 0.1, 0.1, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05])
     probs = np.concatenate([[0.5], 0.5 * within])
-    groups = np.eye(2, dtype=np.float32)[[0] + [1] * 10]
+    groups = (sampler.GroupTable.of(np.eye(2, dtype=np.float32)[[0] + [1] * 10]),)
     logits = jnp.log(jnp.asarray(np.tile(probs, (20_000, 1)), jnp.float32))
     kw = dict(top_k=0, greedy=False, banned=jnp.zeros(11, bool))
     plain = np.asarray(sampler.next_token(logits, sampler.uniforms(jax.random.key(0), (20_000, 1)),
                                           temperature=1.0, top_p=0.5, **kw))  # fmt: skip
     assert (plain == 0).all()
     u = sampler.uniforms(jax.random.key(1), (20_000, 2))
-    drawn = np.asarray(
-        sampler.next_token(logits, u, temperature=1.0, top_p=0.5, groups=(jnp.asarray(groups),), **kw)
-    )
+    drawn = np.asarray(sampler.next_token(logits, u, temperature=1.0, top_p=0.5, groups=groups, **kw))
     freq = np.bincount(drawn, minlength=11) / drawn.size
     assert freq[0] == pytest.approx(0.5, abs=0.015)
     # Within the other group the nucleus of 0.5 keeps 0.3 and the five ids of 0.1 (ties
     # kept): id 1 is 0.3 / 0.8 of it.
     np.testing.assert_allclose(freq[1:7], 0.5 * np.array([3, 1, 1, 1, 1, 1]) / 8, atol=0.015)
     assert freq[7:].sum() == 0
-    cold = np.asarray(
-        sampler.next_token(logits, u, temperature=0.05, top_p=1.0, groups=(jnp.asarray(groups),), **kw)
-    )
+    cold = np.asarray(sampler.next_token(logits, u, temperature=0.05, top_p=1.0, groups=groups, **kw))
     assert set(np.unique(cold).tolist()) == {0, 1}  # the group as the model has it, then its best id
     assert (cold == 0).mean() == pytest.approx(0.5, abs=0.015)
 
@@ -457,7 +453,7 @@ def test_groups_in_turn_draw_the_rhythm_then_the_instrument_from_the_model():
     gap = np.array([0] * 4 + [1] * 8)
     inst = np.array([0, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1])
     probs = np.array([0.3, 0.1, 0.1, 0.1, 0.2, *[0.2 / 7] * 7])
-    tables = (jnp.asarray(np.eye(2, dtype=np.float32)[gap]), jnp.asarray(np.eye(2, dtype=np.float32)[inst]))
+    tables = (sampler.GroupTable.of(np.eye(2)[gap]), sampler.GroupTable.of(np.eye(2)[inst]))
     logits = jnp.log(jnp.asarray(np.tile(probs, (20_000, 1)), jnp.float32))
     kw = dict(top_k=0, greedy=False, banned=jnp.zeros(12, bool), temperature=1.0, top_p=0.5)
     both = np.asarray(sampler.next_token(logits, sampler.uniforms(jax.random.key(2), (20_000, 3)),
