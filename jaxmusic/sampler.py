@@ -485,9 +485,8 @@ class Sampler:
                           copy=copy if mode.untempered_copy else None)  # fmt: skip
 
     def _groups_of(self, mode: Mode) -> tuple[GroupTable, ...]:
-        """The group tables a mode draws from the model's own distribution, in turn."""
-        if mode.greedy:
-            return ()
+        """The group tables a mode draws from the model's own distribution, in turn (none
+        for a greedy mode: `Mode.of` leaves its untempered draws off)."""
         tables = (self._groups if mode.untempered_rhythm else None,
                   self._instrument_groups if mode.untempered_instruments else None)  # fmt: skip
         return tuple(t for t in tables if t is not None)
