@@ -51,6 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.stack_order = "auto"  # "wavefront" on TPUs and GPUs, "layers" on CPUs (lstm.stack)
     c.model.lookback = True  # each decoder step reads (and may copy) what followed its longest earlier match
     c.model.lookback_window = 1024  # notes back a lookback match may end
+    c.model.copy_group = True  # a copy may keep its note's pitch and onset and vary its loudness and length
     c.model.factored = True  # each id also learns through its parts (pitch on its instrument, velocity, ...)
 
     c.optimizer = ml_collections.ConfigDict()

@@ -30,6 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.key_input = False  # the seed's model exactly (--config.model.key_input=True adds it)
     c.model.density_input = False  # rides on the key input
     c.model.lookback = False  # the seed's model exactly (--config.model.lookback=True adds form)
+    c.model.copy_group = False  # rides on the lookback
     c.model.factored = False  # the seed's one-hot rows alone (--config.model.factored=True adds parts)
     c.optimizer.learning_rate = 1e-3
     c.optimizer.warmup_steps = 1000

@@ -12,7 +12,9 @@ stack's first layer at every step, as a one-hot input would; with
 `lookback`, each decoder step also reads what followed the longest earlier match of the
 notes so far (`jaxmusic.lookback`): its note and the match's length add rows to the
 first layer's gates, and a learned amount (from the state and the length) is added to
-that note's logit: the decoder may copy the piece's own material. With `factors`, each
+that note's logit: the decoder may copy the piece's own material (with `copy_groups`,
+another to every id of the note's pitch and onset, so that a repeat may vary its loudness
+and length). With `factors`, each
 id's input rows and output row also get learned rows of its parts (`codec.factors`:
 pitch as its instrument plays it, velocity, duration, onset, instrument), shared by every
 id with that part: a sparse band vocabulary learns a guitar's register from all its notes.
@@ -251,6 +253,8 @@ class Seq2Seq(nn.Module):
       stack_order: `lstm.stack`'s order ("auto": per platform).
       condition_output: the genre and key also add a learned row to the logits.
       lookback: the decoder reads each step's lookback (`jaxmusic.lookback`) and may copy it.
+      copy_groups: None, or for a lookback model each id's group int32[V, 1] (`repeat_groups`):
+        the copy also adds a learned amount to every id of the lookback note's group.
       factors: None (the seed), or each id's parts: their learned rows join the id's own in
         both stacks' first-layer gates and in the logits.
     """
@@ -270,6 +274,7 @@ class Seq2Seq(nn.Module):
     condition_output: bool = False
     lookback: bool = False
     factors: Factors | None = None
+    copy_groups: Factors | None = None
 
     def setup(self):
         h4, genres, zeros = 4 * self.hidden, max(self.num_genres, 1), nn.initializers.zeros
@@ -297,6 +302,9 @@ class Seq2Seq(nn.Module):
             self.lookback_length = _Table(lookback.NUM_BUCKETS, h4, zeros)
             self.copy = _Kernel(1, zeros)
             self.copy_length = _Table(lookback.NUM_BUCKETS, 1, zeros)
+            if self.copy_groups is not None:
+                self.copy_group = _Kernel(1, zeros)
+                self.copy_group_length = _Table(lookback.NUM_BUCKETS, 1, zeros)
         if self.factors is not None:  # zeros at the start: the model starts as the plain one
             for stack in ("encoder", "decoder"):
                 setattr(self, f"{stack}_factors", _Table(self.factors.table_rows, h4, zeros))
@@ -345,11 +353,23 @@ class Seq2Seq(nn.Module):
         return kernel[:, rows].sum(-1)
 
     def _copy(self, x: jax.Array, notes: jax.Array, buckets: jax.Array) -> jax.Array:
-        """float32[B, T, V]: the learned amount added to each step's lookback note (none
-        where there is no match), broadcast by a compare the add fuses with."""
-        amount = matmul(x, self.copy(x.shape[-1]), self.dtype)[..., 0] + self.copy_length(buckets)[..., 0]
-        amount = jnp.where(buckets > 0, amount, 0.0)
-        return amount[..., None] * (jnp.arange(self.vocab_size) == notes[..., None])
+        """float32[B, T, V]: the learned amount added to each step's lookback note (and with
+        `copy_groups`, another to every id of its group; none where there is no match),
+        broadcast by compares the add fuses with."""
+        kernels = [self.copy(x.shape[-1])]
+        tables = [self.copy_length]
+        if self.copy_groups is not None:
+            kernels.append(self.copy_group(x.shape[-1]))
+            tables.append(self.copy_group_length)
+        amounts = matmul(x, jnp.concatenate(kernels, axis=1), self.dtype)  # [B, T, 1 or 2]: one product
+        amounts = amounts + jnp.concatenate([t(buckets) for t in tables], -1)
+        amounts = jnp.where((buckets > 0)[..., None], amounts, 0.0)
+        ids = jnp.arange(self.vocab_size)
+        out = amounts[..., :1] * (ids == notes[..., None])
+        if self.copy_groups is not None:
+            group = jnp.asarray(self.copy_groups.rows[:, 0])
+            out = out + amounts[..., 1:] * (group == jnp.take(group, notes, mode="clip")[..., None])
+        return out
 
     def decode_step(
         self, carries: list[Carry], token: jax.Array, cond: Condition, lookback: Lookback | None = None
@@ -437,6 +457,14 @@ def fold_factors(model: Seq2Seq, params: Any) -> Any:
     return out
 
 
+def repeat_groups(factors: np.ndarray) -> np.ndarray:
+    """int32[V, 1]: each id's pitch on its instrument and onset bin (parts 0 and 3 of
+    `codec.factors` int32[V, 5]) as one group: the ids a repeat of a note may take when
+    it varies the note's loudness and length. The specials share a group no note is in."""
+    rows = np.asarray(factors, np.int64)
+    return (rows[:, 0] * (rows[:, 3].max() + 1) + rows[:, 3]).astype(np.int32)[:, None]
+
+
 def example_condition(model: Seq2Seq, batch_size: int = 1) -> Condition:
     """A zero condition of the model's fields (for init and shapes)."""
     zero = jnp.zeros((batch_size,), jnp.int32)
@@ -447,11 +475,11 @@ def from_config(config: ml_collections.ConfigDict, vocab_size: int, num_genres: 
                 factors: np.ndarray | None = None) -> Seq2Seq:  # fmt: skip
     """The model of a complete config (`run_config.complete`) for a codec of `vocab_size`
     ids and `num_genres` genres; `factors`: the codec's (`codec.factors`) for a
-    `model.factored` config (None: `Factors.synthetic`, for synthetic ids)."""
+    `model.factored` or `model.copy_group` config (None: `Factors.synthetic`, for synthetic ids)."""
     m = config.model
-    parts = None
-    if m.factored:
-        parts = Factors.synthetic(vocab_size) if factors is None else Factors(np.asarray(factors, np.int32))
+    rows = Factors.synthetic(vocab_size).rows if factors is None else np.asarray(factors, np.int32)
+    parts = Factors(rows) if m.factored else None
+    groups = Factors(repeat_groups(rows)) if m.copy_group else None
     return Seq2Seq(
         vocab_size=vocab_size,
         num_genres=num_genres,
@@ -467,4 +495,5 @@ def from_config(config: ml_collections.ConfigDict, vocab_size: int, num_genres: 
         condition_output=m.condition_output,
         lookback=m.lookback,
         factors=parts,
+        copy_groups=groups,
     )

@@ -58,10 +58,11 @@ def main() -> None:
     window = jax.ShapeDtypeStruct((8, te), jnp.int32)
     cond = conditioning.Condition(jax.ShapeDtypeStruct((8,), jnp.int32))
     sample_args = (state.params, window, cond, jax.random.key(0), 1.0, 0.9)
-    # The same model with a lookback (jaxmusic.lookback) and factored ids (models.Factors):
-    # its train step and sampler.
+    # The same model with a lookback (jaxmusic.lookback, with its copy group) and factored
+    # ids (models.Factors): its train step and sampler.
     config.model.lookback = True
     config.model.factored = True
+    config.model.copy_group = True
     looking = models.from_config(config, VOCAB, GENRES)
     lb_state = jax.eval_shape(lambda: steps.init_state(looking, tx, config, jax.random.key(0)))
     lb_state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), lb_state)
@@ -106,6 +107,8 @@ def main() -> None:
         "lookback_state_leaves": len(jax.tree.leaves(lb_state)),
         # Folded into the head's kernel before the batch is read: reduced as part of it.
         "lookback_folded_sizes": [int(lb_state.params["head_factors"]["kernel"].size)],
+        # The copy's two kernels are one product's ([H, 2]): their gradient is one reduce.
+        "lookback_joint_sizes": [[int(lb_state.params[k]["kernel"].size) for k in ("copy", "copy_group")]],
     }
     (args.out / "meta.json").write_text(json.dumps(meta))
 

@@ -10,7 +10,7 @@ from helpers import CHORDS_AND_RESTS, DRUMS, Track, write_midi
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxmusic import codec, codec_fit, midi_io, music_stats
+from jaxmusic import codec, codec_fit, midi_io, models, music_stats
 
 
 def _notes(start, dur, pitch, vel):
@@ -352,6 +352,22 @@ def test_factors_name_each_ids_parts():
     # Two notes of one pitch share the pitch row only when one instrument plays them.
     snare = c.first_note_id + np.flatnonzero(v[:, 4] == c.instruments.drums)[0]
     assert f[snare, 0] == v[snare - c.first_note_id, 0] * ki + c.instruments.drums
+
+
+def test_repeat_groups_are_each_notes_pitch_instrument_and_onset():
+    """Two ids share a group (`models.repeat_groups`, the ids a copy may vary among) exactly
+    when both are notes of one pitch, instrument and onset bin; the specials share their own."""
+    soft = _band()
+    soft["velocity"] = np.where(soft["is_drum"], soft["velocity"], 20)  # the same notes played softly
+    c = codec_fit.fit([_band(), soft], instruments="family", duration_bins=4, min_count=1)
+    groups = models.repeat_groups(codec.factors(c))[:, 0]
+    assert groups.shape == (c.vocab_size,) and groups.dtype == np.int32
+    v = c.vocabulary[:, [0, 4, 3]].astype(np.int64)  # pitch, instrument, onset
+    same = (v[:, None, :] == v[None, :, :]).all(-1)
+    notes = groups[c.first_note_id :]
+    np.testing.assert_array_equal(notes[:, None] == notes[None, :], same)
+    assert not same.all() and (same.sum(1) > 1).any()  # groups of one id and of several
+    assert len(set(groups[: c.first_note_id])) == 1 and groups[0] not in set(notes)
 
 
 def test_program_mode_keeps_every_program():

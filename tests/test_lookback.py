@@ -118,10 +118,32 @@ def test_a_lookback_model_starts_as_the_plain_one_and_hears_its_lookback():
     assert np.abs(diff[~hit]).max() < 1e-6 and np.abs(diff[hit]).min() > 0
 
 
+def test_a_copy_group_raises_every_id_of_the_lookback_notes_group():
+    """With `copy_groups`, a second learned amount moves the logits of exactly the ids in
+    the lookback note's group (where there is a match); zero, the model is the plain copy."""
+    batch = _batch(jax.random.key(6))
+    groups = models.Factors((np.arange(23) // 3)[:, None].astype(np.int32))
+    kw = dict(vocab_size=23, num_genres=2, num_layers=2, hidden=8, lookback=True)
+    plain, grouped = models.Seq2Seq(**kw), models.Seq2Seq(**kw, copy_groups=groups)
+    params = grouped.init(jax.random.key(7), **batch)["params"]
+    params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(8), p.shape), params)
+    base = {k: v for k, v in params.items() if not k.startswith("copy_group")}
+    no_group = {k: jax.tree.map(jnp.zeros_like, p) if k.startswith("copy_group") else p
+                for k, p in params.items()}  # fmt: skip
+    np.testing.assert_allclose(grouped.apply({"params": no_group}, **batch),
+                               plain.apply({"params": base}, **batch), rtol=1e-6, atol=1e-6)  # fmt: skip
+    diff = np.asarray(grouped.apply({"params": params}, **batch) - plain.apply({"params": base}, **batch))
+    notes, buckets = (np.asarray(a) for a in batch["lookback"])
+    hit = (np.arange(23)[None, None] // 3 == notes[..., None] // 3) & (buckets[..., None] > 0)
+    assert np.abs(diff[~hit]).max() < 1e-6 and np.abs(diff[hit]).min() > 0
+    assert hit.sum(-1).max() == 3  # the note and the two others of its group
+
+
 @pytest.mark.parametrize("order", ["layers", "wavefront"])
 def test_fused_and_reference_lookback_models_agree_and_decode_step_equals_teacher_forcing(order):
     batch = _batch(jax.random.key(3))
-    kw = dict(vocab_size=23, num_genres=2, num_layers=2, hidden=8, lookback=True)
+    groups = models.Factors((np.arange(23) % 4)[:, None].astype(np.int32))
+    kw = dict(vocab_size=23, num_genres=2, num_layers=2, hidden=8, lookback=True, copy_groups=groups)
     fused, ref = models.Seq2Seq(**kw, stack_order=order), models.Seq2Seq(**kw, fused=False)
     params = fused.init(jax.random.key(4), **batch)["params"]
     params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(5), p.shape), params)
@@ -136,6 +158,7 @@ def test_fused_and_reference_lookback_models_agree_and_decode_step_equals_teache
     assert (
         float(jnp.abs(ga["lookback_note"]["embedding"]).sum()) > 0
         and float(jnp.abs(ga["copy"]["kernel"]).sum()) > 0
+        and float(jnp.abs(ga["copy_group"]["kernel"]).sum()) > 0
     )
     carries = fused.apply(
         {"params": params}, batch["encoder_tokens"], batch["cond"], method=models.Seq2Seq.encode
@@ -245,3 +268,19 @@ def test_an_untempered_copy_takes_the_lookback_note_with_its_own_odds_and_draws_
     assert int(got[2]) == int(rest[2])
     none = sampler.next_token(logits[:1], u[:1], copy=jnp.asarray([-1]), **kw)
     assert int(none[0]) == int(sampler.next_token(logits[:1], u[:1, 1:], **kw)[0])  # no lookback: ordinary
+
+
+def test_the_copy_group_needs_the_lookback_and_old_configs_have_none():
+    from configs import default
+    from jaxmusic import run_config
+    from jaxmusic.errors import UsageError
+
+    c = run_config.complete(default.get_config())
+    assert models.from_config(c, 23, 2).copy_groups is not None  # on in the default
+    c.model.lookback = False
+    with pytest.raises(UsageError, match=r"copy_group needs config\.model\.lookback"):
+        run_config.validate(c)
+    old = c.to_dict()
+    del old["model"]["copy_group"]
+    old["model"]["lookback"] = True
+    assert models.from_config(run_config.complete(old), 23, 2).copy_groups is None

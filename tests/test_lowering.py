@@ -154,9 +154,11 @@ def test_gradients_all_reduced_once_in_float32(lowered, platform):
     # A carried state is never all-reduced; a lookback model's extra tables are. Its output
     # parts' columns are summed into the head's kernel from replicated weights, so the
     # kernel's gradient is reduced once and then scattered to them: no reduce of their own.
-    programs = (("train_step", "", []), ("carried_train_step", "", []),
-                ("lookback_train_step", "lookback_", meta["lookback_folded_sizes"]))  # fmt: skip
-    for name, prefix, folded in programs:
+    # The copy's two kernels are reduced as the one kernel of their product.
+    programs = (("train_step", "", [], []), ("carried_train_step", "", [], []),
+                ("lookback_train_step", "lookback_", meta["lookback_folded_sizes"],
+                 meta["lookback_joint_sizes"]))  # fmt: skip
+    for name, prefix, folded, joint in programs:
         reduces = all_reduces(texts[name, platform])
         if meta["devices"] == 1:
             return  # one device: nothing to reduce (the 8-device program is the check)
@@ -167,6 +169,11 @@ def test_gradients_all_reduced_once_in_float32(lowered, platform):
         sizes = list(meta[f"{prefix}param_sizes"])
         for n in folded:
             sizes.remove(n)
+        for group in joint:
+            sizes = [*sizes, sum(group)]
+            for n in group:
+                sizes.remove(n)
+        sizes = sorted(sizes)
         assert sorted(n for n, _ in reduces if n > 1) == sizes
 
 
