@@ -53,6 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.lookback_window = 1024  # notes back a lookback match may end
     c.model.copy_group = True  # a copy may keep its note's pitch and onset and vary its loudness and length
     c.model.factored = True  # each id also learns through its parts (pitch on its instrument, velocity, ...)
+    c.model.recent_notes = 0  # > 0: each id's logit reads how often its pitch sounded in this many notes back
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.learning_rate = 3e-3  # peak, after warmup

@@ -21,7 +21,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxmusic import batching, conditioning, inference, lookback, models, parallel, run_config, sampler
+from jaxmusic import (
+    batching,
+    conditioning,
+    inference,
+    lookback,
+    models,
+    parallel,
+    recent,
+    run_config,
+    sampler,
+)
 from jaxmusic import codec as codec_lib
 from jaxmusic import steps as steps_lib
 
@@ -222,27 +232,29 @@ def _python_loop(generator: inference.Generator, batch: int, notes: int) -> floa
     encode, step, complete, _ = sampler.model_functions(generator.model, generator.conditioner)
     banned = sampler.banned_ids(generator.model.vocab_size, generator.first_note_id)
     encode_jit = jax.jit(encode)
-    spec = generator.lookback
+    spec, counts_spec = generator.lookback, models.recent_spec(generator.model)
 
     @jax.jit
-    def one_note(params, carries, token, cond, key, tracker):
-        if spec is None:
-            carries, logits = step(params, carries, token, cond)
-        else:
-            carries, logits = step(params, carries, token, cond, tracker.lookback(spec))
+    def one_note(params, carries, token, cond, key, memory):
+        tracker, counter = memory
+        args = () if spec is None else (tracker.lookback(spec),)
+        extra = {} if counts_spec is None else {"recent_counts": counter.counts}
+        carries, logits = step(params, carries, token, cond, *args, **extra)
         u = sampler.uniforms(key, (logits.shape[0], 1))
         nxt = sampler.next_token(logits, u, temperature=1.0, top_k=0, top_p=1.0, greedy=False, banned=banned)
-        return carries, nxt, None if spec is None else tracker.read(nxt, spec)
+        return carries, nxt, (None if spec is None else tracker.read(nxt, spec),
+                              None if counts_spec is None else counter.read(nxt, counts_spec))  # fmt: skip
 
     window = jnp.asarray([sampler.primer_window([], generator.config.encoder_len)] * batch, jnp.int32)
     cond = jax.jit(complete)(window, conditioning.Condition(jnp.zeros(batch, jnp.int32)))
-    tracker0 = None if spec is None else jax.jit(lookback.Tracker.of, static_argnums=1)(window, spec)
+    memory0 = (None if spec is None else jax.jit(lookback.Tracker.of, static_argnums=1)(window, spec),
+               None if counts_spec is None else recent.Counter.of(window, counts_spec))  # fmt: skip
 
     def loop():
-        carries, token, tracker = encode_jit(generator.params, window, cond), window[:, -1], tracker0
+        carries, token, memory = encode_jit(generator.params, window, cond), window[:, -1], memory0
         for i in range(notes):
-            carries, token, tracker = one_note(
-                generator.params, carries, token, cond, jax.random.key(i), tracker
+            carries, token, memory = one_note(
+                generator.params, carries, token, cond, jax.random.key(i), memory
             )
         return token.block_until_ready()
 

@@ -121,6 +121,7 @@ class Generator:
             phrase_len=phrase, num_phrases=math.ceil(num_notes / phrase),
             encode_from=encode_from if self.config.carried_windows else None, groups=self._groups,
             lookback_spec=self.lookback, instruments=self._instruments,
+            recent_spec=models.recent_spec(self.model),
         )  # fmt: skip
 
     def generate(

@@ -44,7 +44,8 @@ import numpy as np
 from flax import linen as nn
 from flax.linen.linear import default_embed_init
 
-from jaxmusic import conditioning, lookback, lstm
+from jaxmusic import codec as codec_lib
+from jaxmusic import conditioning, lookback, lstm, recent
 from jaxmusic.conditioning import Condition
 from jaxmusic.lstm import matmul
 
@@ -257,6 +258,9 @@ class Seq2Seq(nn.Module):
         the copy also adds a learned amount to every id of the lookback note's group.
       factors: None (the seed), or each id's parts: their learned rows join the id's own in
         both stacks' first-layer gates and in the logits.
+      recent_notes, recent_groups: 0 and None, or the notes back and each id's group and
+        instrument int32[V, 2] (`recent.groups`): each id's logit also reads its group's count
+        in the last notes (`jaxmusic.recent`).
     """
 
     vocab_size: int
@@ -275,6 +279,8 @@ class Seq2Seq(nn.Module):
     lookback: bool = False
     factors: Factors | None = None
     copy_groups: Factors | None = None
+    recent_notes: int = 0
+    recent_groups: Factors | None = None
 
     def setup(self):
         h4, genres, zeros = 4 * self.hidden, max(self.num_genres, 1), nn.initializers.zeros
@@ -305,6 +311,9 @@ class Seq2Seq(nn.Module):
             if self.copy_groups is not None:
                 self.copy_group = _Kernel(1, zeros)
                 self.copy_group_length = _Table(lookback.NUM_BUCKETS, 1, zeros)
+        if self.recent_notes:  # zeros at the start: the model starts as the plain one
+            self.recent = _Kernel(1, zeros)
+            self.recent_count = _Table(lookback.NUM_BUCKETS, 1, zeros)
         if self.factors is not None:  # zeros at the start: the model starts as the plain one
             for stack in ("encoder", "decoder"):
                 setattr(self, f"{stack}_factors", _Table(self.factors.table_rows, h4, zeros))
@@ -319,17 +328,12 @@ class Seq2Seq(nn.Module):
         initial = initial or [self.zero_carry(tokens)] * self.num_layers
         return self._stack("encoder", initial, tokens, cond, self.encoder_dropout, train)[0]
 
-    def decode(
-        self,
-        carries: list[Carry],
-        tokens: jax.Array,
-        cond: Condition,
-        *,
-        lookback: Lookback | None = None,
-        train: bool = False,
-    ) -> tuple[list[Carry], jax.Array]:
+    def decode(self, carries: list[Carry], tokens: jax.Array, cond: Condition, *,
+               lookback: Lookback | None = None, recent_counts: jax.Array | None = None,
+               train: bool = False) -> tuple[list[Carry], jax.Array]:  # fmt: skip
         """(each layer's final (c, h), logits float32[B, T, V]) of the decoder reading
-        tokens int32[B, T] from `carries` (and, for a lookback model, each step's lookback)."""
+        tokens int32[B, T] from `carries` (and, for a lookback model, each step's lookback;
+        for a model of recent counts, each step's float32[B, T, G]: `recent.counts`)."""
         step_gates = None
         if self.lookback:
             step_gates = self.lookback_note(lookback[0]) + self.lookback_length(lookback[1])
@@ -338,19 +342,17 @@ class Seq2Seq(nn.Module):
         )
         kernel, bias = self.head(x.shape[-1])
         if self.factors is not None:  # one product of the folded kernel (inference folds once: fold_factors)
-            kernel = kernel + self._part_columns(x.shape[-1])
+            kernel = kernel + part_columns(self.head_factors(x.shape[-1]), self.factors)
         logits = matmul(x, kernel, self.dtype) + bias
         if self.condition_output:
             prior = self.head_genre(cond.genre) + (self.head_key(cond.key) if self.num_keys else 0.0)
             logits = logits + prior[:, None, :]
         if self.lookback:
             logits = logits + self._copy(x, *lookback)
+        if self.recent_notes:
+            logits = recent_logits(x, logits, recent_counts, self.recent(x.shape[-1]), self.recent_count,
+                                   self.recent_groups, self.dtype)  # fmt: skip
         return carries, logits
-
-    def _part_columns(self, hidden: int) -> jax.Array:
-        """float32[H, V]: each id's output column from its parts' (`factors`)."""
-        kernel, rows = self.head_factors(hidden), jnp.asarray(self.factors.rows)
-        return kernel[:, rows].sum(-1)
 
     def _copy(self, x: jax.Array, notes: jax.Array, buckets: jax.Array) -> jax.Array:
         """float32[B, T, V]: the learned amount added to each step's lookback note (and with
@@ -371,30 +373,37 @@ class Seq2Seq(nn.Module):
             out = out + amounts[..., 1:] * (group == jnp.take(group, notes, mode="clip")[..., None])
         return out
 
-    def decode_step(
-        self, carries: list[Carry], token: jax.Array, cond: Condition, lookback: Lookback | None = None
-    ) -> tuple[list[Carry], jax.Array]:
+    def decode_step(self, carries: list[Carry], token: jax.Array, cond: Condition,
+                    lookback: Lookback | None = None, recent_counts: jax.Array | None = None
+                    ) -> tuple[list[Carry], jax.Array]:  # fmt: skip
         """One note (sampling): (new carries, logits float32[B, V]) of token int32[B] (and
-        its lookback, int32[B] each), equal to the teacher-forced decoder's logits there."""
+        its lookback, int32[B] each; its recent counts, float32[B, G]), equal to the
+        teacher-forced decoder's logits there."""
         step = None if lookback is None else (lookback[0][:, None], lookback[1][:, None])
-        carries, logits = self.decode(carries, token[:, None], cond, lookback=step)
+        counts = None if recent_counts is None else recent_counts[:, None]
+        carries, logits = self.decode(carries, token[:, None], cond, lookback=step, recent_counts=counts)
         return carries, logits[:, 0]
 
     def __call__(self, encoder_tokens: jax.Array, decoder_inputs: jax.Array, cond: Condition, *,
                  lookback: Lookback | None = None, train: bool = False) -> jax.Array:  # fmt: skip
         """Teacher-forced logits float32[B, Td, V] of int32[B, Te] and int32[B, Td] tokens
         (and, for a lookback model, the decoder steps' lookback)."""
-        carries = self.encode(encoder_tokens, cond, train=train)
-        return self.decode(carries, decoder_inputs, cond, lookback=lookback, train=train)[1]
+        return self.carried(None, encoder_tokens, decoder_inputs, cond, lookback=lookback, train=train)[1]
 
-    def carried(self, initial: list[Carry], encoder_tokens: jax.Array, decoder_inputs: jax.Array,
+    def carried(self, initial: list[Carry] | None, encoder_tokens: jax.Array, decoder_inputs: jax.Array,
                 cond: Condition, *, lookback: Lookback | None = None,
                 train: bool = False) -> tuple[tuple[Carry, ...], jax.Array]:  # fmt: skip
         """One of a piece's consecutive windows (truncated BPTT): the encoder starts from
-        `initial`, its state after the windows before. Returns (the encoder's final
+        `initial`, its state after the windows before (None: zeros). Returns (the encoder's final
         states, the next window's `initial`, as tuples; logits float32[B, Td, V])."""
         carries = self.encode(encoder_tokens, cond, train=train, initial=initial)
-        logits = self.decode(carries, decoder_inputs, cond, lookback=lookback, train=train)[1]
+        counts = (
+            recent.counts(encoder_tokens, decoder_inputs, recent_spec(self), self.dtype)
+            if self.recent_notes
+            else None
+        )
+        logits = self.decode(carries, decoder_inputs, cond, lookback=lookback, recent_counts=counts,
+                             train=train)[1]  # fmt: skip
         return tuple(tuple(layer) for layer in carries), logits
 
     def zero_carry(self, tokens: jax.Array) -> Carry:
@@ -429,6 +438,43 @@ class Seq2Seq(nn.Module):
         return run_reference(
             self.cell, layers, carries, x, rows, keep, dtype=self.dtype, step_gates=step_gates
         )
+
+
+def part_columns(kernel: jax.Array, factors: Factors) -> jax.Array:
+    """float32[H, V]: each id's output column from its parts' columns (kernel float32[H, rows])."""
+    return kernel[:, jnp.asarray(factors.rows)].sum(-1)
+
+
+def recent_logits(x: jax.Array, logits: jax.Array, counts: jax.Array, kernel: jax.Array, by_count: Any,
+                  groups: Factors, dtype: Any) -> jax.Array:  # fmt: skip
+    """float32[B, T, V]: the logits float32[B, T, V] with the recent counts (`jaxmusic.recent`)
+    of decoder outputs x float32[B, T, H] and counts float32[B, T, G]: each id gains a learned
+    amount of its group's count, (x @ kernel float32[H, 1] plus the row of the count's
+    bucket, `by_count`: a `_Table` of lookback.NUM_BUCKETS rows of 1) times log(1 + count),
+    and each instrument's ids lose together what keeps the instrument's probability as it
+    was (`groups`: int32[V, 2], `recent.groups`). Gathers read only the counts (no
+    gradient) and the rest are products and compares: no scatter in the backward pass."""
+    per_id = jnp.take(jnp.pad(counts, ((0, 0), (0, 0), (0, 1))), jnp.asarray(groups.rows[:, 0]), axis=-1)
+    buckets = lookback.bucket(per_id.astype(jnp.int32), xp=jnp)
+    rows = lstm.varying_like(
+        per_id, by_count(jnp.arange(lookback.NUM_BUCKETS))
+    )  # reduced once, as a parameter
+    by_bucket = sum(jnp.where(buckets == k, rows[k, 0], 0.0) for k in range(1, lookback.NUM_BUCKETS))
+    raised = logits + (matmul(x, kernel, dtype) + by_bucket) * jnp.log1p(per_id)  # nothing where none sounded
+    # Each instrument's probability before and after (P, Q: float32[2, B, T, I]), and the
+    # shift that keeps it, spread to its ids: products with the ids' instrument one-hot.
+    instrument = groups.rows[:, 1]
+    onehot = jnp.asarray(instrument[:, None] == np.arange(instrument.max() + 1), jnp.float32)  # [V, I]
+    mass = jnp.maximum(matmul(jax.nn.softmax(jnp.stack([logits, raised]), axis=-1), onehot, dtype),
+                       jnp.finfo(jnp.float32).tiny)  # fmt: skip
+    shift = matmul(jnp.log(mass[1]) - jnp.log(mass[0]), onehot.T, dtype)
+    gap = jax.nn.logsumexp(raised, axis=-1, keepdims=True) - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+    return raised - shift - gap
+
+
+def recent_spec(model: Seq2Seq) -> recent.Spec | None:
+    """A model's recent counts (`jaxmusic.recent`), None without them."""
+    return recent.Spec(model.recent_notes, model.recent_groups.rows[:, 0]) if model.recent_notes else None
 
 
 def foldable(model: Seq2Seq) -> bool:
@@ -475,11 +521,13 @@ def from_config(config: ml_collections.ConfigDict, vocab_size: int, num_genres: 
                 factors: np.ndarray | None = None) -> Seq2Seq:  # fmt: skip
     """The model of a complete config (`run_config.complete`) for a codec of `vocab_size`
     ids and `num_genres` genres; `factors`: the codec's (`codec.factors`) for a
-    `model.factored` or `model.copy_group` config (None: `Factors.synthetic`, for synthetic ids)."""
+    `model.factored`, `model.copy_group` or `model.recent_notes` config (None:
+    `Factors.synthetic`, for synthetic ids)."""
     m = config.model
     rows = Factors.synthetic(vocab_size).rows if factors is None else np.asarray(factors, np.int32)
     parts = Factors(rows) if m.factored else None
     groups = Factors(repeat_groups(rows)) if m.copy_group else None
+    first_note_id = codec_lib.NUM_SPECIAL + num_genres
     return Seq2Seq(
         vocab_size=vocab_size,
         num_genres=num_genres,
@@ -496,4 +544,6 @@ def from_config(config: ml_collections.ConfigDict, vocab_size: int, num_genres: 
         lookback=m.lookback,
         factors=parts,
         copy_groups=groups,
+        recent_notes=m.recent_notes,
+        recent_groups=Factors(recent.groups(rows, first_note_id)) if m.recent_notes else None,
     )

@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "model.lookback_window": 1024,
     "model.factored": False,
     "model.copy_group": False,
+    "model.recent_notes": 0,
     "optimizer.weight_decay": 0.0,
     # How jaxmusic.sample and jaxmusic.evaluate draw notes (sampler.Settings), as they did
     # before a config held it.
@@ -99,6 +100,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     conditioning.check(config)
     if m.copy_group and not m.lookback:
         raise UsageError("config.model.copy_group needs config.model.lookback (it is a second way to copy)")
+    if not 0 <= m.recent_notes <= config.encoder_len:
+        raise UsageError(
+            f"config.model.recent_notes must be from 0 (off) to encoder_len ({config.encoder_len}: a "
+            f"training window reads no further back), got {m.recent_notes}"
+        )
     if config.early_stopping < 0:
         raise UsageError(f"config.early_stopping must be >= 0 (0: never), got {config.early_stopping}")
     if config.preview_samples < 0:
@@ -125,7 +131,7 @@ class _Fixed:
 _FIXED = (
     *(_Fixed(f"model.{k}", lambda c, k=k: c.model[k], "use a new workdir for a different model")
       for k in ("num_layers", "hidden", "embed_dim", "key_input", "density_input", "condition_output",
-                "lookback", "factored", "copy_group")),
+                "lookback", "factored", "copy_group", "recent_notes")),
     _Fixed("model.key_context", lambda c: c.model.key_context if c.model.key_input else None,
            "what its key input means; use a new workdir to change it"),
     _Fixed("optimizer.weight_decay > 0", lambda c: c.optimizer.weight_decay > 0,

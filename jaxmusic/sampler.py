@@ -41,7 +41,7 @@ import numpy as np
 from jax import lax
 
 from jaxmusic import codec as codec_lib
-from jaxmusic import lookback
+from jaxmusic import lookback, recent
 from jaxmusic.conditioning import Condition
 from jaxmusic.errors import UsageError
 
@@ -376,18 +376,22 @@ class Sampler:
       history: for a sampler with a lookback (`lookback.Spec`), int32[B, window] the notes
         read so far, the last of them the window's last (left-padded with PAD); the
         lookback of each step follows them and every note written (`lookback.Tracker`).
+
+    A sampler with recent counts (`recent.Spec`) counts the window's last notes, then every
+    note written (`recent.Counter`), and gives each step its counts.
     """
 
     def __init__(self, encode: EncodeFn, step: StepFn, complete: CompleteFn | None = None, *,
                  vocab_size: int, first_note_id: int, phrase_len: int, num_phrases: int,
                  encode_from: EncodeFromFn | None = None, groups: Any = None,
-                 lookback_spec: lookback.Spec | None = None, instruments: Any = None):  # fmt: skip
+                 lookback_spec: lookback.Spec | None = None, instruments: Any = None,
+                 recent_spec: recent.Spec | None = None):  # fmt: skip
         self._encode, self._step, self._complete = encode, step, complete
         self._groups = None if groups is None else GroupTable.of(groups)
         self._instruments = None if instruments is None else np.asarray(instruments, np.int32)
         by_instrument = None if instruments is None else instrument_groups(self._instruments)
         self._instrument_groups = None if by_instrument is None else GroupTable.of(by_instrument)
-        self._encode_from, self._lookback = encode_from, lookback_spec
+        self._encode_from, self._lookback, self._recent = encode_from, lookback_spec, recent_spec
         self._banned = banned_ids(vocab_size, first_note_id)
         self._phrase_len, self._num_phrases = phrase_len, num_phrases
         self.notes_per_call = phrase_len * num_phrases
@@ -416,26 +420,25 @@ class Sampler:
             draw = functools.partial(self._draw, mode=mode, banned=banned, temperature=temperature,
                                      top_p=top_p)  # fmt: skip
             carried_encoder = self._encode_from is not None and not mode.carry_state
-            tracker = None
-            if self._lookback is not None:
-                tracker = lookback.Tracker.of(history, self._lookback)
+            tracker = None if self._lookback is None else lookback.Tracker.of(history, self._lookback)
+            counter = None if self._recent is None else recent.Counter.of(window, self._recent)
 
             def phrase(carry, xs):
                 p, phrase_uniforms = xs
-                window, done, states, tracker = carry
+                window, done, states, (tracker, counter) = carry
                 if not mode.carry_state and not carried_encoder:
                     states = self._encode(params, window, cond)
                 note = functools.partial(self._note, params, cond, draw, p * self._phrase_len)
-                init = (states, window[:, -1], done, tracker)
-                (decoded, _, done, tracker), tokens = lax.scan(note, init, (jnp.arange(self._phrase_len),
-                                                                            phrase_uniforms))  # fmt: skip
+                init = (states, window[:, -1], done, (tracker, counter))
+                (decoded, _, done, memory), tokens = lax.scan(note, init, (jnp.arange(self._phrase_len),
+                                                                           phrase_uniforms))  # fmt: skip
                 tokens = tokens.T  # [B, phrase_len]
                 window = jnp.concatenate([window, tokens], axis=1)[:, -window.shape[1] :]
                 # The next phrase starts from: the decoder's states (carry_state), the
                 # encoder's after reading this phrase too (carried encoder), or (else) a
                 # re-encoding of the window at its start.
                 states = self._encode_from(params, states, tokens, cond) if carried_encoder else decoded
-                return (window, done, states, tracker), tokens
+                return (window, done, states, memory), tokens
 
             if mode.carry_state or carried_encoder:  # the primer's states, read once
                 states0 = self._encode(params, window, cond)
@@ -448,29 +451,32 @@ class Sampler:
             drawn = jnp.zeros(shape, jnp.float32) if mode.greedy else uniforms(rng, shape)
             done0 = jnp.zeros(b, jnp.bool_)
             _, phrases = lax.scan(
-                phrase, (window, done0, states0, tracker), (jnp.arange(self._num_phrases), drawn)
+                phrase, (window, done0, states0, (tracker, counter)), (jnp.arange(self._num_phrases), drawn)
             )
             return jnp.transpose(phrases, (1, 0, 2)).reshape(b, -1)
 
         return jax.jit(sample)
 
     def _note(self, params, cond, draw, written_before, carry, xs):
-        """One note of the inner scan: carry (decoder states, previous token, done, lookback
-        tracker or None), xs (the note's index in its phrase, its uniforms)."""
+        """One note of the inner scan: carry (decoder states, previous token, done, (lookback
+        tracker or None, recent counter or None)), xs (the note's index in its phrase, its
+        uniforms)."""
         t, u = xs
-        states, prev, done, tracker = carry
-        copy = None
-        if tracker is None:
-            states, logits = self._step(params, states, prev, cond)
-        else:
+        states, prev, done, (tracker, counter) = carry
+        copy, step = None, None
+        if tracker is not None:
             note, bucket = tracker.lookback(self._lookback)
-            states, logits = self._step(params, states, prev, cond, (note, bucket))
-            copy = jnp.where(bucket > 0, note, -1)
+            step, copy = (note, bucket), jnp.where(bucket > 0, note, -1)
+        extra = {} if counter is None else {"recent_counts": counter.counts}
+        args = () if step is None else (step,)
+        states, logits = self._step(params, states, prev, cond, *args, **extra)
         token = jnp.where(done, codec_lib.PAD, draw(logits, u, written_before + t, copy))
         done = done | (token == codec_lib.EOS)
         if tracker is not None:
             tracker = tracker.read(token, self._lookback)
-        return (states, jnp.where(token == codec_lib.PAD, prev, token), done, tracker), token
+        if counter is not None:
+            counter = counter.read(token, self._recent)
+        return (states, jnp.where(token == codec_lib.PAD, prev, token), done, (tracker, counter)), token
 
     def _draw(self, logits, u, written, copy, *, mode: Mode, banned, temperature, top_p) -> jax.Array:
         """int32[B] tokens of logits float32[B, V] in a mode (`next_token`; banned: bool[V] or
@@ -505,6 +511,7 @@ def make_sampler(
     groups: Any = None,
     lookback_spec: lookback.Spec | None = None,
     instruments: Any = None,
+    recent_spec: recent.Spec | None = None,
 ) -> Sampler:
     """A `Sampler`: encode a primer, then write `num_phrases` phrases of `phrase_len` notes.
 
@@ -514,10 +521,12 @@ def make_sampler(
     once). groups: `rhythm_groups` float32[V, G], for `Settings.untempered_rhythm`.
     lookback_spec: the model's lookback (`lookback.Spec`): step then takes each note's.
     instruments: `instrument_table` int32[V], for `Settings.primer_instruments`.
+    recent_spec: the model's recent counts (`recent.Spec`): step then takes each note's.
     """
     return Sampler(encode, step, complete, vocab_size=vocab_size, first_note_id=first_note_id,
                    phrase_len=phrase_len, num_phrases=num_phrases, encode_from=encode_from,
-                   groups=groups, lookback_spec=lookback_spec, instruments=instruments)  # fmt: skip
+                   groups=groups, lookback_spec=lookback_spec, instruments=instruments,
+                   recent_spec=recent_spec)  # fmt: skip
 
 
 def model_functions(model: Any, conditioner: Any) -> tuple[EncodeFn, StepFn, CompleteFn, EncodeFromFn]:
@@ -528,8 +537,8 @@ def model_functions(model: Any, conditioner: Any) -> tuple[EncodeFn, StepFn, Com
     def encode(params, tokens, cond):
         return model.apply({"params": params}, tokens, cond, method=type(model).encode)
 
-    def step(params, carries, token, cond, lookback_step=None):
-        return model.apply({"params": params}, carries, token, cond, lookback_step,
+    def step(params, carries, token, cond, lookback_step=None, recent_counts=None):
+        return model.apply({"params": params}, carries, token, cond, lookback_step, recent_counts,
                            method=type(model).decode_step)  # fmt: skip
 
     def complete(window, cond):

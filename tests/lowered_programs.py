@@ -58,11 +58,12 @@ def main() -> None:
     window = jax.ShapeDtypeStruct((8, te), jnp.int32)
     cond = conditioning.Condition(jax.ShapeDtypeStruct((8,), jnp.int32))
     sample_args = (state.params, window, cond, jax.random.key(0), 1.0, 0.9)
-    # The same model with a lookback (jaxmusic.lookback, with its copy group) and factored
-    # ids (models.Factors): its train step and sampler.
+    # The same model with a lookback (jaxmusic.lookback, with its copy group), recent counts
+    # (jaxmusic.recent) and factored ids (models.Factors): its train step and sampler.
     config.model.lookback = True
     config.model.factored = True
     config.model.copy_group = True
+    config.model.recent_notes = config.encoder_len
     looking = models.from_config(config, VOCAB, GENRES)
     lb_state = jax.eval_shape(lambda: steps.init_state(looking, tx, config, jax.random.key(0)))
     lb_state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), lb_state)
@@ -72,7 +73,8 @@ def main() -> None:
     # Sampled as inference samples a factored model: the plain model of its folded rows.
     encode, step, complete, _ = sampler.model_functions(models.plain_of(looking), conditioner)
     lb_sample = sampler.make_sampler(encode, step, complete, vocab_size=VOCAB, first_note_id=4 + GENRES,
-                                     phrase_len=td, num_phrases=2, lookback_spec=spec)  # fmt: skip
+                                     phrase_len=td, num_phrases=2, lookback_spec=spec,
+                                     recent_spec=models.recent_spec(looking))  # fmt: skip
     history = jax.ShapeDtypeStruct((8, spec.window), jnp.int32)
     folded = jax.eval_shape(lambda p: models.fold_factors(looking, p), lb_state.params)
     lb_sample_args = (folded, window, cond, jax.random.key(0), 1.0, 0.9, history)

@@ -10,7 +10,7 @@ from helpers import CHORDS_AND_RESTS, DRUMS, Track, write_midi
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxmusic import codec, codec_fit, midi_io, models, music_stats
+from jaxmusic import codec, codec_fit, midi_io, models, music_stats, recent
 
 
 def _notes(start, dur, pitch, vel):
@@ -368,6 +368,27 @@ def test_repeat_groups_are_each_notes_pitch_instrument_and_onset():
     np.testing.assert_array_equal(notes[:, None] == notes[None, :], same)
     assert not same.all() and (same.sum(1) > 1).any()  # groups of one id and of several
     assert len(set(groups[: c.first_note_id])) == 1 and groups[0] not in set(notes)
+
+
+def test_recent_groups_are_each_notes_pitch_on_its_instrument_and_one_more_for_the_rest():
+    """Two notes share a group of the recent counts (`recent.groups`) exactly when they
+    have one pitch and instrument, and an instrument when they have one; every other id is
+    in one group past the notes' and one instrument of its own."""
+    soft = _band()
+    soft["velocity"] = np.where(soft["is_drum"], soft["velocity"], 20)
+    c = codec_fit.fit([_band(), soft], instruments="family", duration_bins=4, min_count=1)
+    groups, instrument = recent.groups(codec.factors(c), c.first_note_id).T
+    v = c.vocabulary[:, [0, 4]].astype(np.int64)  # pitch, instrument
+    notes = groups[c.first_note_id :]
+    np.testing.assert_array_equal(notes[:, None] == notes[None, :], (v[:, None] == v[None, :]).all(-1))
+    assert len(set(notes)) < len(notes)
+    assert (groups[: c.first_note_id] == notes.max() + 1).all()
+    same = instrument[c.first_note_id :, None] == instrument[None, c.first_note_id :]
+    np.testing.assert_array_equal(same, v[:, 1, None] == v[None, :, 1])
+    assert len(set(instrument[: c.first_note_id])) == 1 and instrument[0] not in set(
+        instrument[c.first_note_id :]
+    )
+    assert sorted(set(instrument)) == list(range(len(set(instrument))))
 
 
 def test_program_mode_keeps_every_program():
