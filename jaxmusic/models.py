@@ -465,11 +465,11 @@ def recent_logits(x: jax.Array, logits: jax.Array, counts: jax.Array, kernel: ja
     # shift that keeps it, spread to its ids: products with the ids' instrument one-hot.
     instrument = groups.rows[:, 1]
     onehot = jnp.asarray(instrument[:, None] == np.arange(instrument.max() + 1), jnp.float32)  # [V, I]
-    mass = jnp.maximum(matmul(jax.nn.softmax(jnp.stack([logits, raised]), axis=-1), onehot, dtype),
-                       jnp.finfo(jnp.float32).tiny)  # fmt: skip
+    both = jnp.stack([logits, raised])
+    norm = jax.nn.logsumexp(both, axis=-1, keepdims=True)  # each one's normalizer, once: [2, B, T, 1]
+    mass = jnp.maximum(matmul(jnp.exp(both - norm), onehot, dtype), jnp.finfo(jnp.float32).tiny)
     shift = matmul(jnp.log(mass[1]) - jnp.log(mass[0]), onehot.T, dtype)
-    gap = jax.nn.logsumexp(raised, axis=-1, keepdims=True) - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
-    return raised - shift - gap
+    return raised - shift - (norm[1] - norm[0])
 
 
 def recent_spec(model: Seq2Seq) -> recent.Spec | None:

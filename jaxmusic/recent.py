@@ -38,7 +38,7 @@ from jaxmusic import lookback
 LOOP_SPAN = lookback.LOOP_REPEATS * lookback.LOOP_PERIOD - 1
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # an array field: compared by identity
 class Spec:
     """A model's recent counts: over the last `notes` notes read, in `num_groups` groups,
     each id's group int32[V] in `groups` (`num_groups` for a non-note)."""
@@ -49,20 +49,6 @@ class Spec:
     @property
     def num_groups(self) -> int:
         return int(self.groups.max())
-
-    @classmethod
-    def of(cls, config: Any, groups: np.ndarray | None) -> Spec | None:
-        """The recent counts of a complete config (`run_config.complete`) over a model's
-        `groups` (`models.Seq2Seq.recent_groups`), None without them."""
-        notes = config.model.recent_notes
-        return cls(notes, np.asarray(groups, np.int32).reshape(-1)) if notes else None
-
-    def __hash__(self) -> int:  # a static argument of jitted code
-        return hash((self.notes, self.groups.tobytes()))
-
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, Spec) and self.notes == other.notes
-                and np.array_equal(self.groups, other.groups))  # fmt: skip
 
 
 def groups(factors: np.ndarray, first_note_id: int) -> np.ndarray:
