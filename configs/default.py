@@ -73,6 +73,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.sampling.untempered_copy = True  # a lookback note taken as often as the model says, not sharpened
     c.sampling.primer_instruments = True  # the primer's instruments play on (a codec with instruments)
     c.sampling.untempered_instruments = True  # each note's instrument as often as the model says
+    c.sampling.line_up = "primer"  # jaxmusic.evaluate: the settings' instruments (piece: its piece's band)
     c.sampling.greedy = False  # always the most probable note (the seed's inference)
     c.sampling.carry_state = False  # the decoder goes on from phrase to phrase instead of re-encoding
     c.sampling.fixed_length = False  # EOS never drawn

@@ -109,6 +109,22 @@ class Instruments:
             return list(midi_io.INSTRUMENT_NAMES)
         return [*(f"program {p}" for p in range(128)), "drums"]
 
+    def line_up(self, names: Sequence[str]) -> np.ndarray:
+        """bool[count]: the instruments named (`names()`'s spelling), for a band to play.
+
+        Raises:
+          CodecError: a merged codec, no name, or a name this mode does not have.
+        """
+        known = self.names()
+        if self.mode == "merged":
+            raise CodecError("a line-up needs a codec with instruments (this one is merged)")
+        unknown = [n for n in names if n not in known]
+        if unknown or not names:
+            raise CodecError(f"instruments {', '.join(unknown) or '(none)'}: not one of {', '.join(known)}")
+        out = np.zeros(self.count, bool)
+        out[[known.index(n) for n in names]] = True
+        return out
+
     def of(self, notes: np.ndarray) -> np.ndarray:
         """int64[n]: each note's instrument index (from its program and drum flag)."""
         program = np.asarray(notes["program"], np.int64)

@@ -3,7 +3,8 @@
   python -m jaxmusic.evaluate --workdir runs/default [--split validation] \\
       [--num_samples 64] [--num_notes 128] [--primer_notes N] [--ngram_orders 2,3,4] \\
       [--temperature 0.9] [--top_k 0] [--top_p 0.9] [--sweep temperature=0.8,1.0] [--long_notes 1024] \\
-      [--carry_state] [--min_notes 1] [--nountempered_rhythm] [--seed 0] [--data_dir D] \\
+      [--carry_state] [--min_notes 1] [--nountempered_rhythm] [--seed 0] [--line_up primer|piece] \\
+      [--data_dir D] \\
       [--json eval.json] [--plots eval_plots] [--page eval.html]
 
 Reports, for the best checkpoint of the workdir (the lowest validation NLL; --checkpoint
@@ -85,6 +86,9 @@ def _define_flags(fv, argv: list[str]) -> None:
     )
     cli.define_sampling_flags(fv)
     flags.DEFINE_integer("seed", 0, "primer choice and sampling", flag_values=fv)
+    flags.DEFINE_enum("line_up", None, ["primer", "piece"], "which instruments a sample plays (a codec with "
+                      "instruments): as the settings say (primer), or every one its piece plays (piece); "
+                      "default: the config's sampling.line_up", flag_values=fv)  # fmt: skip
     flags.DEFINE_integer("batch", 64, "samples generated at once", flag_values=fv)
     sweepable = ", ".join(SWEEPABLE)
     flags.DEFINE_multi_string("sweep", [], f"name=v1,v2,...: also sample with each value of a setting "
@@ -114,7 +118,8 @@ def _options(f, generator: inference.Generator) -> evaluator.Options:
         workdir=str(f.workdir), settings=cli.sampling_settings(f, generator), split=f.split,
         data_dir=f.data_dir, num_samples=f.num_samples, num_notes=f.num_notes, primer_notes=f.primer_notes,
         ngram_orders=_orders(f.ngram_orders), sweep=tuple(parse_sweep(f.sweep or [])),
-        long_notes=f.long_notes, form_notes=f.form_notes, seed=f.seed, batch=f.batch, plots=f.plots,
+        line_up=f.line_up or generator.config.sampling.line_up, long_notes=f.long_notes,
+        form_notes=f.form_notes, seed=f.seed, batch=f.batch, plots=f.plots,
         page=_page(f),
     )  # fmt: skip
     try:

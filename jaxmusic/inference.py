@@ -136,6 +136,7 @@ class Generator:
         max_calls: int = 1,
         done: Callable[[np.ndarray], bool] | None = None,
         phrase_len: int | None = None,
+        line_ups: np.ndarray | None = None,
     ) -> np.ndarray:
         """int32[len(primers), calls * num_notes]: notes continuing each primer (PAD after EOS).
 
@@ -151,6 +152,7 @@ class Generator:
           primers: note ids per row (any length; the last encoder_len - 1 are read).
           genres: a genre index per row.
           phrase_len: notes written per encoding (`sampler`; default decoder_len).
+          line_ups: None, or bool[len(primers), K] each row's instruments (`sampler.Sampler`).
         """
         n, batch = len(primers), batch or len(primers)
         genres, out = np.asarray(genres, np.int32), []
@@ -162,6 +164,7 @@ class Generator:
                 [np.asarray(primers[i], np.int32) for i in padded], genres[padded], num_notes=num_notes,
                 settings=settings, rng=jax.random.key(seed), first_call=start * max_calls,
                 max_calls=max_calls, done=stop, phrase_len=phrase_len,
+                line_up=None if line_ups is None else np.asarray(line_ups, bool)[padded],
             )  # fmt: skip
             out.append(written[: len(rows)])
         width = max(w.shape[1] for w in out)  # batches that stopped after fewer calls: PAD
@@ -169,7 +172,8 @@ class Generator:
             [np.pad(w, ((0, 0), (0, width - w.shape[1])), constant_values=codec_lib.PAD) for w in out]
         )
 
-    def _continue(self, primers, genre, *, num_notes, settings, rng, first_call, max_calls, done, phrase_len):
+    def _continue(self, primers, genre, *, num_notes, settings, rng, first_call, max_calls, done, phrase_len,
+                  line_up):  # fmt: skip
         """One batch of rows through up to max_calls calls: int32[B, calls * num_notes]."""
         sample, te = self.sampler(num_notes, phrase_len), self.config.encoder_len
         window = np.asarray([sampler.primer_window(p, te) for p in primers], np.int32)
@@ -179,7 +183,7 @@ class Generator:
             this = settings if call == 0 else dataclasses.replace(settings, min_notes=0)  # rows go on
             cond, moved, shift = self._condition(genre, primers, written, window)
             history = _history(self.lookback, self.conditioner.common_key, primers, written, shift)
-            tokens = np.asarray(sample(self.params, moved, cond, k, this, history))
+            tokens = np.asarray(sample(self.params, moved, cond, k, this, history, line_up))
             if shift is not None:
                 tokens = conditioning.from_common_key(tokens, shift, self.conditioner.common_key)
             tokens = tokens[:, :num_notes]
@@ -206,12 +210,11 @@ class Generator:
         density = density if self.model.num_densities else None
         return conditioning.Condition(genre, key, density), window, shift
 
-    def continuations(self, primers: list[np.ndarray], genres: np.ndarray, *, num_notes: int,
-                      settings: sampler.Settings, seed: int, batch: int) -> list[np.ndarray]:  # fmt: skip
-        """`generate`'s rows as note ids only, each cut at its EOS."""
+    def continuations(self, primers: list[np.ndarray], genres: np.ndarray, **generate: Any
+                      ) -> list[np.ndarray]:  # fmt: skip
+        """`generate`'s rows (with its keyword arguments) as note ids only, each cut at its EOS."""
         out = []
-        rows = self.generate(primers, genres, num_notes=num_notes, settings=settings, seed=seed, batch=batch)
-        for row in rows:
+        for row in self.generate(primers, genres, **generate):
             end = np.flatnonzero(row == codec_lib.EOS)
             row = row[: end[0]] if end.size else row
             out.append(row[self.codec.is_note(row)])

@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "sampling.untempered_copy": True,
     "sampling.primer_instruments": False,
     "sampling.untempered_instruments": False,
+    "sampling.line_up": "primer",
 }
 
 
@@ -111,6 +112,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise UsageError(f"config.preview_samples must be >= 0, got {config.preview_samples}")
     if config.preview_samples and config.preview_notes < 1:
         raise UsageError(f"config.preview_notes must be >= 1, got {config.preview_notes}")
+    if config.sampling.line_up not in sampler.LINE_UPS:
+        raise UsageError(f"config.sampling.line_up must be one of {', '.join(sampler.LINE_UPS)}, "
+                         f"got {config.sampling.line_up!r}")  # fmt: skip
     try:
         sampler.Settings.from_config(config.sampling)
     except UsageError as e:

@@ -4,12 +4,14 @@
       [--num_outputs 4] [--num_notes 256 | --seconds 30] [--temperature 0.9] \\
       [--top_k 0] [--top_p 0.9] [--nountempered_rhythm] [--greedy] [--carry_state] [--fixed_length] \\
       [--seed 0] [--genre classical] [--primer_midi song.mid | --primer_split validation] [--wav] [--png] \\
-      [--dtype bfloat16]
+      [--instruments guitar,bass,drums] [--dtype bfloat16]
 
 Loads the best checkpoint (the lowest validation NLL; --checkpoint latest for the
 newest) with its config and codec (nothing else is needed,
 except the dataset for --primer_split), writes O/sample_000.mid ... and
-O/samples.json (per file: seed, settings, dtype, primer, genre, notes, seconds).
+O/samples.json (per file: seed, settings, dtype, primer, genre, notes, seconds). With
+--instruments only the band named plays (a codec with instruments; else, with the
+config's `sampling.primer_instruments`, the primer's).
 Sampling settings not given are the run's own (its config's `sampling`). The same
 seed and settings give the same files byte for byte. The library is `jaxmusic.sample_files`.
 """
@@ -34,6 +36,8 @@ def _define_flags(fv, argv: list[str]) -> None:
     flags.DEFINE_bool("fixed_length", None, "never end early: EOS is never drawn", flag_values=fv)
     flags.DEFINE_integer("seed", 0, "primer choice and sampling", flag_values=fv)
     flags.DEFINE_string("genre", None, "a genre of the model's codec", flag_values=fv)
+    flags.DEFINE_list("instruments", None, "the band, e.g. guitar,bass,drums: only these play (a codec "
+                      "with instruments; General MIDI family names)", flag_values=fv)  # fmt: skip
     flags.DEFINE_string("primer_midi", None, "continue this MIDI file", flag_values=fv)
     flags.DEFINE_string("primer_split", None, "open with pieces of this dataset split", flag_values=fv)
     flags.DEFINE_bool("wav", False, "also render each sample to WAV", flag_values=fv)
@@ -75,7 +79,8 @@ def main(argv: list[str]) -> int:
     more = {k: f[k].value for k in ("greedy", "fixed_length") if f[k].value is not None}
     request = sample_files.Request(
         settings=cli.sampling_settings(f, generator, **more), num_notes=f.num_notes, seconds=f.seconds,
-        genre=f.genre, seed=f.seed, wav=f.wav, png=f.png,
+        genre=f.genre, instruments=None if f.instruments is None else tuple(f.instruments), seed=f.seed,
+        wav=f.wav, png=f.png,
     )  # fmt: skip
     if f.genre is not None and f.genre not in generator.codec.genres:
         raise UsageError(

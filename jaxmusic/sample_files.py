@@ -40,13 +40,15 @@ class Primer:
 @dataclasses.dataclass(frozen=True)
 class Request:
     """How the samples are made: notes each (num_notes) or a length in seconds, the genre
-    by name (None: the primer's, else the codec's first), sampling settings and seed, and
-    whether to render WAV and PNG beside each MIDI file."""
+    by name (None: the primer's, else the codec's first), the instruments that play by
+    name (None: as the settings say), sampling settings and seed, and whether to render
+    WAV and PNG beside each MIDI file."""
 
     settings: sampler.Settings
     num_notes: int | None = None
     seconds: float | None = None
     genre: str | None = None
+    instruments: tuple[str, ...] | None = None
     seed: int = 0
     wav: bool = False
     png: bool = False
@@ -104,15 +106,21 @@ def write(generator: inference.Generator, primers: list[Primer], request: Reques
     returns samples.json's records.
 
     Raises:
-      UsageError: a genre the codec does not know.
+      UsageError: a genre the codec does not know, instruments it does not have.
     """
     codec = generator.codec
     genres = [_genre(codec, request.genre, p.genre) for p in primers]
+    line_ups = None
+    if request.instruments is not None:
+        try:
+            line_ups = np.stack([codec.instruments.line_up(request.instruments)] * len(primers))
+        except codec_lib.CodecError as e:
+            raise UsageError(f"--instruments: {e}") from None
     num_notes = request.num_notes or (SECONDS_CHUNK_NOTES if request.seconds else DEFAULT_NUM_NOTES)
     seconds = request.seconds
     written = generator.generate(
         [p.ids for p in primers], genres, num_notes=num_notes, settings=request.settings, seed=request.seed,
-        max_calls=MAX_SECONDS_CALLS if seconds else 1,
+        max_calls=MAX_SECONDS_CALLS if seconds else 1, line_ups=line_ups,
         done=(lambda rows: all(_ended(codec, row, seconds) for row in rows)) if seconds else None,
     )  # fmt: skip
     with fileio.staged_folder(out_dir) as local:  # a bucket gets each file whole, samples.json last
@@ -154,6 +162,7 @@ def _record(
         "seed": request.seed,
         "index": index,
         "settings": request.settings.to_dict(),
+        **({"line_up": list(request.instruments)} if request.instruments is not None else {}),
         "primer": primer.description,
         "genre": codec.genres[genre] if codec.genres else None,
         "notes": int(notes.shape[0]),

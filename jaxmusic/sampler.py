@@ -265,17 +265,32 @@ def instrument_table(codec: codec_lib.Codec) -> np.ndarray:
     return table
 
 
-def outside_primer(window: jax.Array, table: np.ndarray) -> jax.Array:
-    """bool[B, V]: the pseudo-notes of instruments no note of a row's window plays (none
-    for a window without notes), `Settings.primer_instruments`'s ban.
+# Which instruments an evaluation's sample plays (`config.sampling.line_up`): as the
+# settings say (with `primer_instruments`, the primer's), or every one its piece plays.
+LINE_UPS = ("primer", "piece")
+
+
+def outside_line_up(line_up: jax.Array, table: np.ndarray) -> jax.Array:
+    """bool[B, V]: the pseudo-notes of instruments outside each row's line-up.
+
+    Args:
+      line_up: bool[B, K] the instruments each row plays (K: the codec's instrument count).
+      table: int32[V] `instrument_table` (numpy: its size is static).
+    """
+    table = jnp.asarray(table)
+    return (table >= 0)[None, :] & ~jnp.take(line_up, jnp.maximum(table, 0), axis=1)
+
+
+def primer_line_up(window: jax.Array, table: np.ndarray) -> jax.Array:
+    """bool[B, K]: the instruments some note of each row's window plays, every one for a
+    window without notes: `Settings.primer_instruments`'s line-up.
 
     Args:
       window: int32[B, T] ids; table: int32[V] `instrument_table` (numpy: its size is static).
     """
-    count, table = int(np.max(table)) + 1, jnp.asarray(table)
-    played = jax.nn.one_hot(table[window], count, dtype=jnp.bool_).any(axis=1)  # [B, K]; -1 is no class
-    allowed = played | ~played.any(axis=-1, keepdims=True)
-    return (table >= 0)[None, :] & ~jnp.take(allowed, jnp.maximum(table, 0), axis=1)
+    count = int(np.max(table)) + 1
+    played = jax.nn.one_hot(jnp.asarray(table)[window], count, dtype=jnp.bool_).any(axis=1)  # -1: no class
+    return played | ~played.any(axis=-1, keepdims=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,7 +310,8 @@ class Settings:
     a lookback, each step's lookback note is taken with the model's own probability of it,
     and the temperature, top_k and top_p choose among the rest (`next_token`);
     primer_instruments: only the instruments that play in a row's primer play on (a codec
-    with instruments; `outside_primer`), as a band keeps its line-up; untempered_instruments:
+    with instruments; `primer_line_up`), as a band keeps its line-up, unless the call
+    names each row's line-up (`Sampler`); untempered_instruments:
     each note's instrument (after its onset gap, with untempered_rhythm) is drawn from the
     model's own distribution and the temperature, top_k and top_p choose among that
     instrument's notes (a codec with instruments; `instrument_groups`; none to draw for
@@ -376,6 +392,9 @@ class Sampler:
       history: for a sampler with a lookback (`lookback.Spec`), int32[B, window] the notes
         read so far, the last of them the window's last (left-padded with PAD); the
         lookback of each step follows them and every note written (`lookback.Tracker`).
+      line_up: None, or bool[B, K] the instruments each row plays (a sampler made with
+        `instrument_table`; K the codec's instruments): notes of the others are never
+        drawn, whatever `Settings.primer_instruments` says.
 
     A sampler with recent counts (`recent.Spec`) counts the window's last notes, then every
     note written (`recent.Counter`), and gives each step its counts.
@@ -396,27 +415,33 @@ class Sampler:
         self._phrase_len, self._num_phrases = phrase_len, num_phrases
         self.notes_per_call = phrase_len * num_phrases
 
-    def __call__(self, params, window, cond: Condition, rng, settings: Settings, history=None) -> jax.Array:
+    def __call__(self, params, window, cond: Condition, rng, settings: Settings, history=None,
+                 line_up=None) -> jax.Array:  # fmt: skip
         if settings.untempered_rhythm and not settings.greedy and self._groups is None:
             raise UsageError("untempered_rhythm needs a sampler made with `sampler.rhythm_groups`")
         for name in ("primer_instruments", "untempered_instruments"):
             if getattr(settings, name) and self._instruments is None:
                 raise UsageError(f"{name} needs a sampler made with `sampler.instrument_table`")
+        if line_up is not None and self._instruments is None:
+            raise UsageError("a line-up needs a sampler made with `sampler.instrument_table`")
         if (history is None) != (self._lookback is None):
             raise ValueError("a sampler with a lookback takes the history, one without none")
         return self.jitted(Mode.of(settings))(params, window, cond, rng, settings.temperature, settings.top_p,
-                                              history)  # fmt: skip
+                                              history, line_up)  # fmt: skip
 
     @functools.cache  # noqa: B019 - one compiled program per mode, for the sampler's lifetime
     def jitted(self, mode: Mode) -> Callable[..., jax.Array]:
-        """The jitted `f(params, window, cond, rng, temperature, top_p, history)` of one mode."""
+        """The jitted `f(params, window, cond, rng, temperature, top_p, history, line_up)` of
+        one mode."""
 
-        def sample(params, window, cond, rng, temperature, top_p, history=None):
+        def sample(params, window, cond, rng, temperature, top_p, history=None, line_up=None):
             if self._complete is not None:  # e.g. the primer's key, held for the whole call
                 cond = self._complete(window, cond)
             banned = self._banned.at[codec_lib.EOS].set(True) if mode.fixed_length else self._banned
-            if mode.primer_instruments:  # [B, V] from here: each row's own line-up
-                banned = banned[None, :] | outside_primer(window, self._instruments)
+            if line_up is None and mode.primer_instruments:
+                line_up = primer_line_up(window, self._instruments)
+            if line_up is not None:  # [B, V] from here: each row's own line-up
+                banned = banned[None, :] | outside_line_up(line_up, self._instruments)
             draw = functools.partial(self._draw, mode=mode, banned=banned, temperature=temperature,
                                      top_p=top_p)  # fmt: skip
             carried_encoder = self._encode_from is not None and not mode.carry_state

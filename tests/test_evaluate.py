@@ -20,7 +20,8 @@ def test_degenerate_samples_are_judged_as_written():
 
     written = [np.asarray([9, 9, 10, 11, 12]), np.asarray([7, 7, 7, 8])]
     cut = [w[:2] for w in written]
-    c = samples.Continuations([0, 1], cut, np.asarray([0, 1]), [], np.zeros(2), cut, [False] * 2, written)
+    c = samples.Continuations([0, 1], cut, np.asarray([0, 1]), [], np.zeros(2), cut, [False] * 2, written,
+                              None)  # fmt: skip
     assert c.degenerate_share() == 0.5  # the second repeats one note over half of what it wrote
 
 
@@ -284,11 +285,15 @@ def test_bad_paths(trained, tmp_path, capsys):
     assert good.read_text() == "{}"
 
 
-def test_a_band_evaluation_reports_its_instrumentation(trained_band, capsys):
+def test_a_band_evaluation_reports_its_instrumentation(trained_band, trained, tmp_path, capsys):
     _, workdir = trained_band
-    assert _evaluate(workdir, "--form_notes", "0") == 0
+    report_path = tmp_path / "e.json"
+    assert _evaluate(workdir, "--form_notes", "0", "--line_up", "piece", "--json", str(report_path)) == 0
     out = capsys.readouterr().out
-    assert "with drums: samples" in out and "instrument_share" in out
+    assert "with drums: samples" in out and "instrument_share" in out and "the piece's line-up" in out
+    assert json.loads(report_path.read_text())["samples"]["line_up"] == "piece"
+    assert _evaluate(trained, "--line_up", "piece") == 2  # a merged codec has no line-up
+    assert "line_up piece needs a codec with instruments" in capsys.readouterr().err
     import numpy as np
 
     from jaxmusic import midi_io
@@ -301,3 +306,41 @@ def test_a_band_evaluation_reports_its_instrumentation(trained_band, capsys):
     assert ins["instruments_per_piece"] == {"real": 1.5, "samples": 1.0, "train_split": 1.0}
     assert ins["pitch_range"]["real"] == {"bass": [31.0, 58.0]}  # 5th and 95th percentile of 30..59, twice
     assert ins["pitch_range"]["samples"] == {"organ": [60.0, 60.0]}
+
+
+def test_a_pieces_line_up_is_every_instrument_it_plays_and_its_samples_keep_to_it(trained_band):
+    import numpy as np
+
+    from jaxmusic import inference, input_pipeline, midi_io, sampler
+    from jaxmusic.evaluation import evaluator
+
+    data, workdir = trained_band
+    generator = inference.Generator.load(workdir)
+    pieces = input_pipeline.load_pieces(str(data), "train")
+    picked = np.arange(len(pieces))
+    bands = samples.line_ups(generator, pieces, picked, "piece")
+    assert samples.line_ups(generator, pieces, picked, "primer") is None
+    for i in picked:  # family codec: the instrument index is the General MIDI family's (drums 16)
+        played = midi_io.instrument_index(generator.codec.decode(pieces.sequences[i]))
+        assert set(np.flatnonzero(bands[i])) == set(played)
+    table = sampler.instrument_table(generator.codec)
+    assert (bands.sum(1) < len(set(table[table >= 0]))).any()  # some piece's band is not every instrument
+    options = evaluator.Options(workdir=str(workdir), settings=sampler.Settings(fixed_length=True),
+                                split="train", num_samples=6, num_notes=30, line_up="piece")  # fmt: skip
+    c = samples.Continuations.draw(generator, pieces, options, 8, options.settings)
+    assert c.line_ups.shape == (6, generator.codec.instruments.count)
+    for ids, band in zip(c.written, c.line_ups, strict=True):
+        assert ids.shape[0] == 30 and band[table[ids]].all()
+
+
+def test_a_configs_line_up_is_one_evaluate_knows():
+    from configs import bands
+    from jaxmusic import run_config
+    from jaxmusic.errors import UsageError
+
+    c = run_config.complete(bands.get_config())
+    assert c.sampling.line_up == "piece"
+    run_config.validate(c)
+    c.sampling.line_up = "band"
+    with pytest.raises(UsageError, match="line_up must be one of primer, piece, got 'band'"):
+        run_config.validate(c)

@@ -521,7 +521,7 @@ class _KeyWriter:
     def __init__(self):
         self.calls = []
 
-    def __call__(self, params, window, cond, rng, settings, history=None):
+    def __call__(self, params, window, cond, rng, settings, history=None, line_up=None):
         self.calls.append((np.asarray(window), np.asarray(cond.genre)))
         ids = jax.random.randint(rng, (window.shape[0], self.notes_per_call), FIRST, V)
         return np.asarray(ids, np.int32)
@@ -611,6 +611,27 @@ def test_a_band_sample_has_a_track_per_instrument_with_its_program_and_drums_on_
         assert (9 in channels) == ("drums" in counts)
 
 
+def test_the_band_named_is_the_band_that_plays(trained_band, trained, collection, tmp_path, capsys):
+    """--instruments: every note of every sample on the instruments named, whatever the
+    primer plays; an instrument the codec does not name, or a merged codec: one line, exit
+    2, nothing written."""
+    _, workdir = trained_band
+    primer = str(collection[0] / "rock" / "piece1.mid")  # organ and drums
+    assert _sample(workdir, tmp_path / "b", "--primer_midi", primer, "--instruments", "bass,drums",
+                   "--num_notes", "60", "--fixed_length") == 0  # fmt: skip
+    records = json.loads((tmp_path / "b" / "samples.json").read_text())
+    for r in records:
+        assert r["line_up"] == ["bass", "drums"] and r["notes"] == 60
+        assert set(r["instruments"]) <= {"bass", "drums"}
+    capsys.readouterr()
+    bad = ((workdir, "kazoo,drums", "kazoo: not one of piano"), (trained, "drums", "merged"))
+    for run, flag, reason in bad:
+        assert _sample(run, tmp_path / "bad", "--instruments", flag) == 2
+        err = capsys.readouterr().err
+        assert "--instruments" in err and reason in err and err.count("\n") == 1
+        assert not (tmp_path / "bad" / "samples.json").exists()
+
+
 def test_primer_instruments_keeps_each_rows_line_up():
     """Ids of three instruments (id % 3) under a flat model: a row whose primer plays
     instrument 0 writes only its notes, a row of instruments 1 and 2 only theirs, and a
@@ -631,3 +652,12 @@ def test_primer_instruments_keeps_each_rows_line_up():
     with pytest.raises(sampler.UsageError, match="primer_instruments"):
         without = sampler.make_sampler(*flat, vocab_size=V, first_note_id=FIRST, phrase_len=2, num_phrases=1)
         without(None, jnp.asarray(window, jnp.int32), cond, jax.random.key(0), settings)
+    # A line-up named per row wins over the primer's, with primer_instruments or without.
+    line_up = jnp.asarray([[False, True, False], [True, False, True], [False, False, True]])
+    for named in (settings, sampler.Settings(fixed_length=True)):
+        out = np.asarray(fn(None, jnp.asarray(window, jnp.int32), cond, jax.random.key(0), named, None,
+                            line_up))  # fmt: skip
+        assert set(table[out[0]]) == {1} and set(table[out[1]]) == {0, 2} and set(table[out[2]]) == {2}
+    with pytest.raises(sampler.UsageError, match="line-up"):
+        without(None, jnp.asarray(window, jnp.int32), cond, jax.random.key(0), sampler.Settings(), None,
+                line_up)  # fmt: skip

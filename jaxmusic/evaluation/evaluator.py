@@ -36,6 +36,9 @@ class Options:
         each continues (None: the config's encoder_len).
       ngram_orders: Kneser-Ney baseline orders (each >= 2).
       settings: how samples are drawn; sweep: settings to compare (`sweep.parse` rows).
+      line_up: which instruments a sample plays (a codec with instruments): "primer" (as
+        `settings` say: with `primer_instruments`, its primer's) or "piece" (every one its
+        piece plays, as a user names a band: `samples.line_ups`).
       long_notes: notes of the long samples (0: none); form_notes: notes of the samples
         whose form is measured (0: none); seed: primer choice and sampling;
       batch: samples generated at once; plots: a folder for PNG plots, or None; page: the
@@ -51,6 +54,7 @@ class Options:
     primer_notes: int | None = None
     ngram_orders: tuple[int, ...] = (2, 3, 4)
     sweep: tuple[dict, ...] = ()
+    line_up: str = "primer"
     long_notes: int = 1024
     form_notes: int = 512
     seed: int = 0
@@ -71,6 +75,8 @@ class Options:
             raise UsageError(
                 f"form_notes must be 0 or >= 16 (the longest n-gram measured), got {self.form_notes}"
             )
+        if self.line_up not in sampler.LINE_UPS:
+            raise UsageError(f"line_up must be one of {', '.join(sampler.LINE_UPS)}, got {self.line_up!r}")
         if self.primer_notes is not None and self.primer_notes < 0:
             raise UsageError(f"primer_notes must be >= 0, got {self.primer_notes}")
         if any(n < 2 for n in self.ngram_orders):

@@ -151,8 +151,9 @@ def draw(generator: inference.Generator, pieces, train_pieces, options: Any,
     primers = [pieces.sequences[i][1 : 1 + primer_notes] for i in picked]
     settings = dataclasses.replace(options.settings, fixed_length=True)
     batch = min(options.batch, options.num_samples)
+    bands = samples.line_ups(generator, pieces, picked, options.line_up)
     ids = generator.continuations(primers, pieces.genres[picked], num_notes=n, settings=settings,
-                                  seed=options.seed, batch=batch)  # fmt: skip
+                                  seed=options.seed, batch=batch, line_ups=bands)  # fmt: skip
     _, train = samples.continuations(train_pieces, primer_notes, n)
     train = [ids for ids in train if ids.shape[0] == n]
     pick = np.random.default_rng(options.seed).permutation(len(train))[: options.num_samples]

@@ -21,7 +21,7 @@ def section(generator: inference.Generator, options: Any, c, real: tuple, classi
     settings = dataclasses.replace(options.settings, fixed_length=True)
     batch = min(options.batch, options.num_samples)
     ids = generator.continuations(c.primers, c.genres, num_notes=options.long_notes, seed=options.seed,
-                                  settings=settings, batch=batch)  # fmt: skip
+                                  settings=settings, batch=batch, line_ups=c.line_ups)  # fmt: skip
     notes = {"first": [generator.codec.decode(x[:n]) for x in ids],
              "last": [generator.codec.decode(x[-n:]) for x in ids]}  # fmt: skip
     stats = {k: music_stats.statistics(v, instrumentation=generator.codec.instruments.has_drums)

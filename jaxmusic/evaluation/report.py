@@ -245,11 +245,12 @@ def format_report(r: dict) -> str:
     for g in r["missing_genres"]:
         lines.append(f"genre {g}: no pieces in split {r['split']}")
     s = r["samples"]
+    band = ", the piece's line-up" if s.get("line_up") == "piece" else ""
     lines += [
         "",
         f"{s['num_samples']} samples of up to {s['num_notes']} notes after {s['primer_notes']}-note primers "
         f"(temperature {s['settings']['temperature']}, top_k {s['settings']['top_k']}, "
-        f"top_p {s['settings']['top_p']}{_drawing_flags(s['settings'], 'carried state')}, "
+        f"top_p {s['settings']['top_p']}{_drawing_flags(s['settings'], 'carried state')}{band}, "
         f"seed {s['seed']}): {100 * s['ended_share']:.0f}% ended (EOS) "
         f"before {s['num_notes']} notes; real: {s['real_continuations']} continuations, "
         f"{100 * s['real_ended_share']:.0f}% ended",

@@ -20,6 +20,27 @@ from jaxmusic.errors import UsageError
 from jaxmusic.evaluation import statistics
 
 
+def line_ups(generator: inference.Generator, pieces: windows.Pieces, picked: np.ndarray,
+             line_up: str) -> np.ndarray | None:  # fmt: skip
+    """bool[len(picked), K]: for line_up "piece", the instruments each picked piece plays
+    anywhere (K: the codec's instruments); None for "primer" (the settings decide).
+
+    Raises:
+      UsageError: "piece" with a merged codec.
+    """
+    if line_up == "primer":
+        return None
+    codec = generator.codec
+    if not codec.instruments.has_drums:
+        raise UsageError("line_up piece needs a codec with instruments (this one is merged)")
+    table = sampler.instrument_table(codec)
+    out = np.zeros((len(picked), codec.instruments.count), bool)
+    for row, i in enumerate(picked):
+        played = table[pieces.sequences[i]]
+        out[row, played[played >= 0]] = True
+    return out
+
+
 def load_splits(generator: inference.Generator, data_dir: str | None, split: str):
     """(the dataset folder, the evaluated split's pieces, the train split's pieces) of
     `data_dir` (None: the model's own dataset), checked to hold the model's codec.
@@ -66,6 +87,7 @@ class Continuations:
     sample_ids: list[np.ndarray]  # cut to the length of their piece's real continuation
     ended: list[bool]  # wrote EOS before num_notes
     written: list[np.ndarray]  # the samples as written, uncut
+    line_ups: np.ndarray | None  # the instruments each sample was asked to play (`line_ups`)
 
     def degenerate_share(self) -> float:
         """The share of degenerate samples, each judged as written: a cut to a 2-note real
@@ -91,12 +113,13 @@ class Continuations:
         primers = [pieces.sequences[i][1 : 1 + primer_notes] for i in picked]
         genres = pieces.genres[picked]
         batch = min(options.batch, options.num_samples)
+        bands = line_ups(generator, pieces, picked, options.line_up)
         written = generator.continuations(primers, genres, num_notes=options.num_notes, settings=settings,
-                                          seed=options.seed, batch=batch)  # fmt: skip
+                                          seed=options.seed, batch=batch, line_ups=bands)  # fmt: skip
         real_length = dict(zip(real_idx, (ids.shape[0] for ids in real_ids), strict=True))
         cut = [ids[: real_length[i]] for ids, i in zip(written, picked, strict=True)]
         ended = [ids.shape[0] < options.num_notes for ids in written]
-        return cls(real_idx, real_ids, picked, primers, genres, cut, ended, written)
+        return cls(real_idx, real_ids, picked, primers, genres, cut, ended, written, bands)
 
 
 def section(c: Continuations, options: Any, primer_notes: int, settings: sampler.Settings) -> dict:
@@ -106,6 +129,7 @@ def section(c: Continuations, options: Any, primer_notes: int, settings: sampler
         "num_notes": options.num_notes,
         "primer_notes": primer_notes,
         "settings": settings.to_dict(),
+        "line_up": options.line_up,
         "seed": options.seed,
         "ended_share": float(np.mean(c.ended)),
         "real_continuations": len(c.real_idx),
