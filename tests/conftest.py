@@ -75,7 +75,8 @@ def trained(built, tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_band(collection, tmp_path_factory):
     """The collection built with instrument families (drums kept), and a workdir of
-    configs/tiny.py trained on it: (dataset folder, workdir)."""
+    configs/tiny.py with recent counts (as configs/bands.py) trained on it: (dataset
+    folder, workdir)."""
     from configs import tiny
     from data_pipeline import dataset
     from jaxmusic import trainer
@@ -85,7 +86,7 @@ def trained_band(collection, tmp_path_factory):
         validation_percent=25, test_percent=25, codec_kwargs={"min_count": 1, "instruments": "family"},
     )  # fmt: skip
     config = tiny.get_config()
-    config.data_dir = str(out)
+    config.data_dir, config.model.recent_notes = str(out), 4
     workdir = tmp_path_factory.mktemp("trained_band")
     trainer.train_and_evaluate(config, workdir)
     return out, workdir
