@@ -113,9 +113,14 @@ def write(generator: inference.Generator, primers: list[Primer], request: Reques
     line_ups = None
     if request.instruments is not None:
         try:
-            line_ups = np.stack([codec.instruments.line_up(request.instruments)] * len(primers))
+            line_up = codec.instruments.line_up(request.instruments)
         except codec_lib.CodecError as e:
             raise UsageError(f"--instruments: {e}") from None
+        played, names = set(codec.vocabulary[:, 4].tolist()), codec.instruments.names()
+        unplayed = [n for n in request.instruments if names.index(n) not in played]
+        if unplayed:
+            raise UsageError(f"--instruments {', '.join(unplayed)}: no note of the training data was theirs")
+        line_ups = np.stack([line_up] * len(primers))
     num_notes = request.num_notes or (SECONDS_CHUNK_NOTES if request.seconds else DEFAULT_NUM_NOTES)
     seconds = request.seconds
     written = generator.generate(

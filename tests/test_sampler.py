@@ -617,14 +617,18 @@ def test_the_band_named_is_the_band_that_plays(trained_band, trained, collection
     2, nothing written."""
     _, workdir = trained_band
     primer = str(collection[0] / "rock" / "piece1.mid")  # organ and drums
-    assert _sample(workdir, tmp_path / "b", "--primer_midi", primer, "--instruments", "bass,drums",
+    assert _sample(workdir, tmp_path / "b", "--primer_midi", primer, "--instruments", "guitar,drums",
                    "--num_notes", "60", "--fixed_length") == 0  # fmt: skip
     records = json.loads((tmp_path / "b" / "samples.json").read_text())
     for r in records:
-        assert r["line_up"] == ["bass", "drums"] and r["notes"] == 60
-        assert set(r["instruments"]) <= {"bass", "drums"}
+        assert r["line_up"] == ["guitar", "drums"] and r["notes"] == 60
+        assert set(r["instruments"]) <= {"guitar", "drums"}  # not the primer's organ
     capsys.readouterr()
-    bad = ((workdir, "kazoo,drums", "kazoo: not one of piano"), (trained, "drums", "merged"))
+    bad = (
+        (workdir, "kazoo,drums", "kazoo: not one of piano"),
+        (trained, "drums", "merged"),
+        (workdir, "drums,sound effects", "sound effects: no note of the training data"),
+    )
     for run, flag, reason in bad:
         assert _sample(run, tmp_path / "bad", "--instruments", flag) == 2
         err = capsys.readouterr().err
