@@ -8,9 +8,9 @@ Build the collection with its instruments, then train:
 
 On ../shared/data/bands (265 files) its best validation NLL, about 41% below the best
 Kneser-Ney n-gram, comes at step 750 and it stops early at step 1,500: 30 to 70 minutes
-as the machine goes (from its step time, 1.0 s on a fast day and 2.2 s on a slow one;
-the figures: README, docs/evaluation.md; what was tried: docs/experiments.md). Its samples are evaluated
-played by their piece's band (`sampling.line_up`).
+as the machine goes (from its step time, 1.0 s on a fast day and 2.2 s on a slow one).
+Its samples are evaluated played by their piece's band (`sampling.line_up`). The
+figures: README, docs/evaluation.md; what was tried: docs/experiments.md.
 """
 
 import ml_collections

@@ -527,3 +527,10 @@ def _onset_bins_with_feedback(start: np.ndarray, values: np.ndarray) -> np.ndarr
         out[i] = b
         decoded += values_list[b]
     return out
+
+
+def played_instruments(codec: Codec) -> np.ndarray:
+    """bool[codec.instruments.count]: the instruments some pseudo-note of the vocabulary plays."""
+    out = np.zeros(codec.instruments.count, bool)
+    out[codec.vocabulary[:, 4]] = True
+    return out

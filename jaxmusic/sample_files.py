@@ -64,8 +64,7 @@ def primers_from_midi(path: str | os.PathLike, codec: codec_lib.Codec, count: in
     """
     notes = midi_io.read(path, include_drums=codec.has_drums).notes
     ids = codec.encode(notes)
-    seen = np.zeros(codec.instruments.count, bool)
-    seen[codec.vocabulary[:, 4]] = True
+    seen = codec_lib.played_instruments(codec)
     desc = {"kind": "midi", "path": str(Path(path)), "notes": len(ids),
             "notes_mapped_to_nearest": int(codec.unknown_mask(notes).sum()),
             "notes_of_instruments_not_in_the_codec": int((~seen[codec.instruments.of(notes)]).sum()),
@@ -116,8 +115,8 @@ def write(generator: inference.Generator, primers: list[Primer], request: Reques
             line_up = codec.instruments.line_up(request.instruments)
         except codec_lib.CodecError as e:
             raise UsageError(f"--instruments: {e}") from None
-        played, names = set(codec.vocabulary[:, 4].tolist()), codec.instruments.names()
-        unplayed = [n for n in request.instruments if names.index(n) not in played]
+        played, names = codec_lib.played_instruments(codec), codec.instruments.names()
+        unplayed = [n for n in request.instruments if not played[names.index(n)]]
         if unplayed:
             raise UsageError(f"--instruments {', '.join(unplayed)}: no note of the training data was theirs")
         line_ups = np.stack([line_up] * len(primers))
