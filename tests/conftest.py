@@ -15,6 +15,18 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# A folder the session's processes share (pytest-xdist's workers inherit it): what a
+# module-scoped fixture of several workers would make once each is made once
+# (`helpers.made_once`).
+if "JAXMUSIC_TEST_SHARED" not in os.environ:
+    _shared = tempfile.mkdtemp(prefix="jaxmusic-test-shared-")
+    atexit.register(shutil.rmtree, _shared, ignore_errors=True)
+    os.environ["JAXMUSIC_TEST_SHARED"] = _shared
+# Tiny programs run in microseconds and compile in seconds: without LLVM's optimizations
+# XLA:CPU compiles a tiny train step in 3.4 s instead of 5.8 s (the same HLO, run slower).
+# In XLA_FLAGS, so the processes the tests start compile the same way.
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
 
 import helpers
 import pytest

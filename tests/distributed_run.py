@@ -2,11 +2,14 @@
 
   python tests/distributed_run.py --devices 4 --data_dir D --workdir W [--stop_at N]
       [--coordinator 127.0.0.1:PORT --num_processes 2 --process_id I] [--set key=value ...]
+      [--sigterm_at STEP]
 
 Simulated CPU devices must be set before JAX starts, hence a process of its own.
 """
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -25,11 +28,22 @@ def main() -> None:
     parser.add_argument("--num_processes", type=int)
     parser.add_argument("--process_id", type=int)
     parser.add_argument("--set", action="append", default=[], help="config key=value (ints; 0 / 1: bools)")
+    parser.add_argument("--sigterm_at", type=int, default=None, help="SIGTERM to this process at this step")
     args = parser.parse_args()
     jax.config.update("jax_num_cpu_devices", args.devices)
 
     from configs import tiny
     from jaxmusic import parallel, trainer
+
+    if args.sigterm_at is not None:  # a preemption notice at a known step, not at a moment of a race
+        check = trainer._Stop.__call__
+
+        def noticed(stop, step):
+            if step == args.sigterm_at:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return check(stop, step)
+
+        trainer._Stop.__call__ = noticed
 
     parallel.initialize_distributed(
         coordinator=args.coordinator, num_processes=args.num_processes, process_id=args.process_id

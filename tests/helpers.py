@@ -7,7 +7,11 @@ test knows every note's exact time in seconds.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import io
+import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import mido
@@ -150,3 +154,19 @@ def _with_long_delta_time(good: bytes) -> bytes:
 def good_midi_bytes() -> bytes:
     """A valid two-note file: C4 for one beat, then D4 for one beat, at 120 bpm."""
     return _good_bytes()
+
+
+def made_once(name: str, make: Callable[[Path], None]) -> Path:
+    """The session's folder `name`, filled by make(folder) in whichever test process asks
+    first while the others wait (xdist runs a module's tests on both workers, and each
+    would make its own module-scoped fixture). Read it; do not write to it."""
+    root = Path(os.environ["JAXMUSIC_TEST_SHARED"])  # tests/conftest.py
+    folder = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (folder / ".made").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a make that failed
+            folder.mkdir()
+            make(folder)
+            (folder / ".made").touch()
+    return folder

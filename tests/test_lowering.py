@@ -22,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import helpers
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,14 +32,16 @@ PROGRAMS = ("train_step", "carried_train_step", "eval_step", "sampler_nucleus", 
 
 
 @pytest.fixture(scope="module", params=[1, 8], ids=["1device", "8devices"])
-def lowered(request, tmp_path_factory):
-    out = tmp_path_factory.mktemp(f"lowered{request.param}")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "lowered_programs.py"), "--devices", str(request.param),
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def lowered(request):
+    def make(out):
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "tests" / "lowered_programs.py"), "--devices", str(request.param),
+             "--out", str(out)],
+            capture_output=True, text=True, timeout=600, cwd=ROOT,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    out = helpers.made_once(f"lowered{request.param}", make)
     meta = json.loads((out / "meta.json").read_text())
     texts = {(name, p): (out / f"{name}.{p}.mlir").read_text() for name in PROGRAMS for p in PLATFORMS}
     return meta, texts

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import helpers
 import jax
 import numpy as np
 import pytest
@@ -36,8 +37,9 @@ def _cmd(data_dir, workdir, devices=1, *extra):
 
 
 def _env():
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    return {**env, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # The device count is each run's own (--devices): a forced one in XLA_FLAGS is dropped.
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    return {**os.environ, "XLA_FLAGS": " ".join(flags), "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def _run(cmd):
@@ -61,15 +63,15 @@ def _assert_close(a, b):
 
 
 @pytest.fixture(scope="module")
-def straight(built, tmp_path_factory):
-    """20 uninterrupted steps on 1 and on 4 devices: {devices: workdir}."""
-    data_dir = built[0]
-    runs = {}
-    for devices in (1, 4):
-        workdir = tmp_path_factory.mktemp(f"straight{devices}")
-        _run(_cmd(data_dir, workdir, devices))
-        runs[devices] = workdir
-    return runs
+def straight(built):
+    """20 uninterrupted steps on 1 and on 4 devices: {devices: workdir}, made once a session."""
+
+    def make(root):
+        for devices in (1, 4):
+            _run(_cmd(built[0], root / f"straight{devices}", devices))
+
+    root = helpers.made_once("straight", make)
+    return {devices: root / f"straight{devices}" for devices in (1, 4)}
 
 
 def test_four_devices_equal_one(straight):
@@ -112,17 +114,6 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_equal_one(built, straight, tmp_path):
-    data_dir = built[0]
-    procs = _start_pair(data_dir, tmp_path / "two", f"127.0.0.1:{_free_port()}")
-    for p in procs:
-        out, _ = p.communicate(timeout=300)
-        assert p.returncode == 0, out[-3000:]
-    one, two = _losses(straight[1]), _losses(tmp_path / "two")
-    assert sorted(two) == list(range(1, 21))
-    np.testing.assert_allclose([two[s] for s in one], [one[s] for s in one], rtol=TOL, atol=TOL)
-
-
 def test_global_batch_size_from_exactly_one_field():
     from configs import default, paper
 
@@ -155,57 +146,47 @@ def test_four_devices_refuse_a_batch_of_six(built, tmp_path):
     assert "batch_size 6 does not divide among 4 devices" in proc.stderr
 
 
-def _start_pair(data_dir, workdir, coordinator, *extra):
+def _start_pair(data_dir, workdir, *extra, second=()):
+    """Two processes of one run (`second`: arguments of the second process only)."""
+    coordinator = f"127.0.0.1:{_free_port()}"
     return [
         subprocess.Popen(
-            _cmd(data_dir, workdir, 1, *extra, "--coordinator", coordinator, "--num_processes", "2",
-                 "--process_id", str(i)),
+            _cmd(data_dir, workdir, 1, *extra, *(second if i else ()), "--coordinator", coordinator,
+                 "--num_processes", "2", "--process_id", str(i)),
             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         for i in range(2)
     ]  # fmt: skip
 
 
-def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(built, tmp_path):
-    """A preemption notice reaches one host: both processes stop at the same step,
-    save one checkpoint together and exit 0; resuming from it equals never stopping."""
-    import re
-    import signal
-    import time
-
-    data_dir = built[0]
-    # Its own reference, not `straight`: without recent counts, whose compiling is half a start-up.
-    long_run = ["--set", "num_train_steps=100000", "--set", "checkpoint_every=100000",
-                "--set", "eval_every=100000", "--set", "model.recent_notes=0"]  # fmt: skip
-    procs = _start_pair(data_dir, tmp_path / "two", f"127.0.0.1:{_free_port()}", *long_run)
-    deadline = time.time() + 240
-    while len(_losses(tmp_path / "two")) < 5:  # both are training
-        assert time.time() < deadline and all(p.poll() is None for p in procs), procs[0].stdout.read()
-        time.sleep(0.5)
-    procs[1].send_signal(signal.SIGTERM)
-    sent = time.time()
+def _outputs(procs):
     outs = []
-    for p in procs:
-        out, _ = p.communicate(timeout=120)
-        assert p.returncode == 0, out[-3000:]
-        outs.append(out)
-    assert time.time() - sent < 60
-    stopped = [re.findall(r"saved a checkpoint at step (\d+)", out) for out in outs]
-    assert stopped[0] == stopped[1] and len(stopped[0]) == 1, stopped
-    step = int(stopped[0][0])
-    assert checkpoint.Checkpointer(tmp_path / "two", read_only=True).steps() == [step]
-
-    # Resumed on two processes to step + 5, against two processes that never stopped
-    # (the same reduction order, so the same numbers; one process differs by rounding
-    # that grows over hundreds of steps).
-    # Both pairs at once: most of a run is its start-up.
-    stop = ["--stop_at", str(step + 5)]
-    procs = [
-        p
-        for workdir in ("two", "uninterrupted")
-        for p in _start_pair(data_dir, tmp_path / workdir, f"127.0.0.1:{_free_port()}", *long_run, *stop)
-    ]
     for p in procs:
         out, _ = p.communicate(timeout=300)
         assert p.returncode == 0, out[-3000:]
-    _assert_close(_params(tmp_path / "two", step + 5), _params(tmp_path / "uninterrupted", step + 5))
+        outs.append(out)
+    return outs
+
+
+def test_two_processes_equal_one_and_stop_together_at_a_notice_to_one(built, straight, tmp_path):
+    """Two processes train as one device does. A preemption notice reaching one of them
+    (SIGTERM to the second at step 3) stops both at the same step, where they save one
+    checkpoint together and exit 0; resumed on two processes, the run ends as one that
+    never stopped."""
+    import re
+
+    data_dir, workdir = built[0], tmp_path / "two"
+    # Trained as `straight` is; a checkpoint only where the run stops.
+    only_the_stop = ["--set", "checkpoint_every=100000", "--set", "eval_every=100000"]
+    outs = _outputs(_start_pair(data_dir, workdir, *only_the_stop, second=["--sigterm_at", "3"]))
+    stopped = [re.findall(r"saved a checkpoint at step (\d+)", out) for out in outs]
+    assert stopped[0] == stopped[1] and len(stopped[0]) == 1, stopped
+    step = int(stopped[0][0])
+    assert 3 <= step < 20 and checkpoint.Checkpointer(workdir, read_only=True).steps() == [step]
+    assert sorted(_losses(workdir)) == list(range(1, step + 1))
+
+    _outputs(_start_pair(data_dir, workdir, *only_the_stop))
+    one, two = _losses(straight[1]), _losses(workdir)
+    assert sorted(two) == list(range(1, 21))
+    np.testing.assert_allclose([two[s] for s in one], [one[s] for s in one], rtol=TOL, atol=TOL)
+    _assert_close(_params(workdir, 20), _params(straight[1], 20))
