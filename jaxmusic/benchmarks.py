@@ -90,17 +90,32 @@ def published_peak_tflops(device_kind: str, dtype: str) -> float | None:
     return None
 
 
-def measure_peak_gflops(dtype, size: int = 2048, repeats: int = 10) -> float:
-    """Median GFLOP/s of a size x size matrix product on one device."""
-    a = jnp.ones((size, size), dtype)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
+def median_call_seconds(fn, args: tuple, repeats: int) -> float:
+    """Median seconds of `repeats` calls fn(*args), each to a device sync, after one call
+    that compiles (kept out of the timing)."""
+    jax.block_until_ready(fn(*args))
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        f(a).block_until_ready()
+        jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t)
-    return 2 * size**3 / statistics.median(times) / 1e9
+    return statistics.median(times)
+
+
+def alternated_medians(fns: dict, args: tuple, rounds: int, repeats: int) -> dict[str, float]:
+    """{name: median over rounds of each round's `median_call_seconds`} of peers timed in
+    rounds whose order alternates (a shared, noisy machine drifts within a round)."""
+    medians: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(rounds):
+        for name in list(fns) if r % 2 == 0 else list(fns)[::-1]:
+            medians[name].append(median_call_seconds(fns[name], args, repeats))
+    return {name: statistics.median(values) for name, values in medians.items()}
+
+
+def measure_peak_gflops(dtype, size: int = 2048, repeats: int = 10) -> float:
+    """Median GFLOP/s of a size x size matrix product on one device."""
+    f = jax.jit(lambda x: x @ x)
+    return 2 * size**3 / median_call_seconds(f, (jnp.ones((size, size), dtype),), repeats) / 1e9
 
 
 def synthetic_batch(rng: np.random.Generator, batch: int, config, vocab_size: int, num_genres: int) -> dict:

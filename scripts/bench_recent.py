@@ -17,14 +17,12 @@ CLIs keep it. Needs no TensorFlow.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmusic import host_memory, lookback, models
+from jaxmusic import benchmarks, host_memory, lookback, models
 
 
 def _inputs(batch: int, steps: int, vocab: int, instruments: int, hidden: int, sounded: int):
@@ -57,16 +55,6 @@ def _program(groups: models.Factors, target: jax.Array, recent: bool):
     return jax.jit(jax.value_and_grad(loss))
 
 
-def _timed(fn, inputs, repeats: int) -> float:
-    jax.block_until_ready(fn(inputs))  # compile, kept out of the timing
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(inputs))
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -82,19 +70,15 @@ def main() -> None:
     groups, target, inputs = _inputs(args.batch, args.steps, args.vocab, args.instruments, args.hidden,
                                      args.sounded)  # fmt: skip
     fns = {"plain": _program(groups, target, False), "recent": _program(groups, target, True)}
-    medians: dict[str, list[float]] = {name: [] for name in fns}
-    for r in range(args.rounds):
-        for name in list(fns) if r % 2 == 0 else list(fns)[::-1]:
-            medians[name].append(_timed(fns[name], inputs, args.repeats))
+    medians = benchmarks.alternated_medians(fns, (inputs,), args.rounds, args.repeats)
     device = jax.devices()[0]
     shape = f"[{args.batch}, {args.steps}, {args.vocab}]"
     on = f"{device.device_kind} ({device.platform})"
     print(f"\nlogits {shape}, {args.instruments} instruments, cross-entropy forward + backward on {on}; "
           f"median of {args.rounds} rounds x {args.repeats} calls\n")  # fmt: skip
-    plain = statistics.median(medians["plain"])
+    plain = medians["plain"]
     print("| head | ms | / plain |\n|---|---|---|")
-    for name, values in medians.items():
-        m = statistics.median(values)
+    for name, m in medians.items():
         print(f"| {name} | {m * 1e3:.1f} | {m / plain:.2f}x |")
 
 

@@ -18,12 +18,10 @@ TensorFlow.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 
-from jaxmusic import host_memory, lstm, models
+from jaxmusic import benchmarks, host_memory, lstm, models
 
 
 def _args(hidden: int, batch: int, steps: int, layers: int):
@@ -42,16 +40,6 @@ def _args(hidden: int, batch: int, steps: int, layers: int):
         tuple(normal((batch, hidden)) for _ in range(layers)),
         normal((batch, h4)),
     )
-
-
-def _timed(fn, args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))  # compile, kept out of the timing
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -80,18 +68,14 @@ def main() -> None:
         return jax.jit(jax.grad(loss, argnums=tuple(range(len(inputs)))))
 
     fns = {name: grad_of(*spec) for name, spec in orders.items()}
-    medians: dict[str, list[float]] = {name: [] for name in fns}
-    for r in range(args.rounds):
-        for name in list(fns) if r % 2 == 0 else list(fns)[::-1]:
-            medians[name].append(_timed(fns[name], inputs, args.repeats))
+    medians = benchmarks.alternated_medians(fns, inputs, args.rounds, args.repeats)
     device = jax.devices()[0]
     shapes = f"{args.layers} x {args.hidden} LSTM stack, batch {args.batch}, {args.steps} steps, {args.dtype}"
     print(f"\n{shapes}, forward + backward on {device.device_kind} ({device.platform}); "
           f"median of {args.rounds} rounds x {args.repeats} calls\n")  # fmt: skip
-    wave = statistics.median(medians["wavefront"])
+    wave = medians["wavefront"]
     print("| order | sequential steps | ms | / wavefront |\n|---|---|---|---|")
-    for name, values in medians.items():
-        m = statistics.median(values)
+    for name, m in medians.items():
         seq = args.steps + args.layers - 1 if name == "wavefront" else args.steps * args.layers
         print(f"| {name} | 2 x {seq} | {m * 1e3:.1f} | {m / wave:.2f}x |")
 
